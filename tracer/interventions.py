@@ -1,0 +1,141 @@
+"""Interventions: pure tensor functions, and the same applied at a site inside a trace.
+
+Each pure function maps the selected values ``x`` (``(rows, P, d)`` or
+``(rows, P, heads, head_dim)``) to their replacement.  The site helpers (``interchange``,
+``add``, ...) call ``site.edit`` with them, so they work inside any ``model.trace`` or
+``model.generate`` block, the user's own included.  ``Intervention`` bundles one of them
+with its site and selection as plain data.
+
+Trace-time module: imports only torch and ``tracer.sites``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from .sites import Heads, Positions, Rows, Site, site as resolve_site
+
+
+# -- pure functions ---------------------------------------------------------------------
+
+def interchange_values(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Base values replaced by the source's (broadcast to the selection)."""
+    return source.to(x.dtype).expand_as(x)
+
+
+def add_values(x: torch.Tensor, vector: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``x + alpha * vector``."""
+    return x + alpha * vector.to(x.dtype)
+
+
+def zero_values(x: torch.Tensor) -> torch.Tensor:
+    """All zeros."""
+    return torch.zeros_like(x)
+
+
+def mean_values(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Every selected value replaced by a given mean (mean ablation)."""
+    return mean.to(x.dtype).expand_as(x)
+
+
+def scale_values(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``factor * x``."""
+    return x * factor
+
+
+def project_out_values(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """``x`` with its component along ``direction`` removed (the direction need not be unit)."""
+    d = direction.to(x.dtype)
+    d = d / d.norm(dim=-1, keepdim=True)
+    return x - (x * d).sum(-1, keepdim=True) * d
+
+
+# -- applied at a site, inside a trace --------------------------------------------------
+
+def interchange(site: Site, source: torch.Tensor, positions: Positions = None,
+                heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+    """Patch the base's values at the selection with ``source`` (activation patching).
+
+    ``source`` is a tensor of the selection's shape: read at the same site in another
+    invoke of this trace (pass it over with ``tracer.barrier``) or saved from an earlier run.
+    """
+    return site.edit(lambda x: interchange_values(x, source), positions, heads, rows)
+
+
+def add(site: Site, vector: torch.Tensor, alpha: float = 1.0, positions: Positions = None,
+        heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+    """Add ``alpha * vector`` at the selection (steering)."""
+    return site.edit(lambda x: add_values(x, vector, alpha), positions, heads, rows)
+
+
+def zero(site: Site, positions: Positions = None, heads: Heads = None,
+         rows: Rows = None) -> torch.Tensor:
+    """Zero the selection (zero ablation)."""
+    return site.edit(zero_values, positions, heads, rows)
+
+
+def mean(site: Site, mean_vector: torch.Tensor, positions: Positions = None,
+         heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+    """Replace the selection with ``mean_vector`` (mean ablation)."""
+    return site.edit(lambda x: mean_values(x, mean_vector), positions, heads, rows)
+
+
+def scale(site: Site, factor: float, positions: Positions = None, heads: Heads = None,
+          rows: Rows = None) -> torch.Tensor:
+    """Multiply the selection by ``factor``."""
+    return site.edit(lambda x: scale_values(x, factor), positions, heads, rows)
+
+
+def project_out(site: Site, direction: torch.Tensor, positions: Positions = None,
+                heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+    """Remove the component along ``direction`` from the selection."""
+    return site.edit(lambda x: project_out_values(x, direction), positions, heads, rows)
+
+
+# kind -> (pure function, names of its tensor/number parameters)
+KINDS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
+    "interchange": (interchange_values, ("source",)),
+    "add": (add_values, ("vector", "alpha")),
+    "zero": (zero_values, ()),
+    "mean": (mean_values, ("mean",)),
+    "scale": (scale_values, ("factor",)),
+    "project_out": (project_out_values, ("direction",)),
+}
+
+
+@dataclass
+class Intervention:
+    """One intervention as data: a kind, a site name, a selection and its parameters.
+
+    ``apply(model)`` runs it inside the current trace.  An ``interchange`` may leave its
+    ``source`` out of ``params`` and take it at apply time (from another invoke).
+    """
+
+    kind: str
+    site: str
+    positions: Any = None
+    heads: Any = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown intervention kind {self.kind!r}; valid kinds are "
+                             f"{', '.join(KINDS)}")
+        _, names = KINDS[self.kind]
+        unknown = set(self.params) - set(names)
+        if unknown:
+            raise ValueError(f"intervention {self.kind!r} takes parameters {list(names)}, "
+                             f"not {sorted(unknown)}")
+
+    def apply(self, model: Any, rows: Rows = None, **params: Any) -> torch.Tensor:
+        """Apply at the site inside the current trace; ``params`` add to or override stored ones."""
+        fn, names = KINDS[self.kind]
+        given = {**self.params, **params}
+        missing = [n for n in names if n not in given and n != "alpha"]
+        if missing:
+            raise ValueError(f"intervention {self.kind!r} at {self.site} needs {missing}")
+        s = resolve_site(model, self.site)
+        return s.edit(lambda x: fn(x, **given), self.positions, self.heads, rows)

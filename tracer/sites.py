@@ -1,0 +1,396 @@
+"""Normalized site names -> the tensor inside a trace, sliced by rows, positions and heads.
+
+A site is a name such as ``"resid_post.5"`` or ``"head_q.3"``.  One small table per
+architecture family says which module holds it and whether it is that module's input or
+output; head sites are 4-D views ``(batch, seq, heads, head_dim)`` into the real projection
+tensor, so GPT-2's fused ``c_attn`` and GPT-NeoX's interleaved ``query_key_value`` read
+and write like Llama's separate ``q_proj``/``k_proj``/``v_proj``.
+
+Writes are in place on the model's own tensor.  That is what makes ``resid_mid`` work: it
+is the input of the second norm, and the decoder layer keeps the same tensor as its
+residual, so an in-place edit reaches both.
+
+This module runs inside traces (locally and on NDIF), so it imports only torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+Positions = Union[None, int, Sequence[int], torch.Tensor]
+Heads = Union[None, int, Sequence[int]]
+Rows = Union[None, int, Sequence[int]]
+
+LAYER_SITES = ("resid_pre", "head_q", "head_k", "head_v", "head_out", "attn_out",
+               "resid_mid", "mlp_out", "resid_post")
+MODEL_SITES = ("embed", "final", "logits")
+SITE_NAMES = ("embed",) + LAYER_SITES + ("final", "logits")
+HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where each site lives in one architecture family (module paths from the top model)."""
+
+    name: str
+    layers: str
+    embed: str
+    final_norm: str
+    lm_head: str
+    attn: str
+    mlp: str
+    o_proj: str
+    mid_norm: str
+    q_proj: Optional[str] = None
+    k_proj: Optional[str] = None
+    v_proj: Optional[str] = None
+    qkv: Optional[str] = None
+    # "blocks": [q | k | v] each heads*dim wide (GPT-2); "interleaved": per head [q k v] (NeoX)
+    qkv_layout: Optional[str] = None
+
+
+_LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
+              lm_head="lm_head", attn="self_attn", mlp="mlp", o_proj="self_attn.o_proj",
+              mid_norm="post_attention_layernorm", q_proj="self_attn.q_proj",
+              k_proj="self_attn.k_proj", v_proj="self_attn.v_proj")
+
+FAMILIES = {
+    "llama": Family("llama", **_LLAMA),
+    "mistral": Family("mistral", **_LLAMA),
+    "qwen2": Family("qwen2", **_LLAMA),
+    # Gemma 2 norms the attention output before adding it, so the residual between
+    # attention and MLP is the input of pre_feedforward_layernorm.
+    "gemma2": Family("gemma2", **{**_LLAMA, "mid_norm": "pre_feedforward_layernorm"}),
+    "gpt2": Family("gpt2", layers="transformer.h", embed="transformer.wte",
+                   final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
+                   o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
+                   qkv_layout="blocks"),
+    "gpt_neox": Family("gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
+                       final_norm="gpt_neox.final_layer_norm", lm_head="lm_head",
+                       attn="attention", mlp="mlp", o_proj="attention.dense",
+                       mid_norm="post_attention_layernorm", qkv="attention.query_key_value",
+                       qkv_layout="interleaved"),
+}
+
+# Execution order inside one layer; nnsight 0.8 only serves values in the order the model
+# computes them, so several sites touched in one invoke must be visited in this order.
+_STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The shapes a site check needs, read from the model config outside any trace."""
+
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    parallel_residual: bool = False
+
+
+def family_of(config: Any) -> Family:
+    """The site table for a transformers config, or an error naming the supported families."""
+    kind = getattr(config, "model_type", None)
+    if kind not in FAMILIES:
+        raise ValueError(f"unsupported architecture {kind!r}: supported model types are "
+                         f"{', '.join(sorted(FAMILIES))}")
+    return FAMILIES[kind]
+
+
+def dims_of(config: Any) -> Dims:
+    """Layer count, widths and head counts of a transformers config."""
+    n_heads = config.num_attention_heads
+    hidden = config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    parallel = config.model_type == "gpt_neox" and bool(getattr(config, "use_parallel_residual", True))
+    return Dims(config.num_hidden_layers, hidden, n_heads, n_kv, head_dim, parallel)
+
+
+def _config(model: Any) -> Any:
+    return model.config if hasattr(model, "config") else model._module.config
+
+
+def _envoy(model: Any, path: str) -> Any:
+    """Walk a dotted module path (``model.layers.3.mlp``) down the nnsight envoy tree."""
+    node = model
+    walked = []
+    for part in path.split("."):
+        try:
+            node = node[int(part)] if part.isdigit() else getattr(node, part)
+        except (AttributeError, IndexError, TypeError):
+            children = [n for n, _ in _module_of(node).named_children()] if _module_of(node) is not None else []
+            where = ".".join(walked) or "the model"
+            raise ValueError(f"module path {path!r}: {where} has no child {part!r}; "
+                             f"its children are {children}") from None
+        walked.append(part)
+    return node
+
+
+def _module_of(node: Any) -> Optional[torch.nn.Module]:
+    module = getattr(node, "_module", node)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+_RAW_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*\.(output|input)$")
+
+
+class Site:
+    """One normalized site of one model, readable and writable inside any trace.
+
+    ``read``/``write``/``edit`` select ``rows`` (of the current invoke's batch), token
+    ``positions`` (an int, a list, or a per-row LongTensor of shape ``(rows, P)``; negative
+    counts from the end) and, for head sites, ``heads``.  A selection keeps its axes:
+    ``(rows, P, d)`` for stream sites and ``(rows, P, heads, head_dim)`` for head sites.
+    """
+
+    def __init__(self, model: Any, name: str, layer: Optional[int] = None):
+        self.model = model
+        config = _config(model)
+        self.raw_path: Optional[str] = None
+        if _RAW_PATH.match(name) and name.split(".")[0] not in SITE_NAMES:
+            self._init_raw(name)
+            return
+        self.family = family_of(config)
+        self.dims = dims_of(config)
+        kind, layer = _parse(name, layer)
+        if kind in LAYER_SITES:
+            layer = _check_layer(kind, layer, self.dims.n_layers)
+        elif layer is not None:
+            raise ValueError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
+                             f"{', '.join(LAYER_SITES)}")
+        if kind == "resid_mid" and self.dims.parallel_residual:
+            raise ValueError("resid_mid does not exist in this GPT-NeoX model: it uses a "
+                             "parallel residual (attention and MLP both read resid_pre); "
+                             "use resid_pre, attn_out, mlp_out or resid_post")
+        self.kind = kind
+        self.layer = layer
+        self.module_path, self.port = self._locate()
+
+    def _init_raw(self, name: str) -> None:
+        path, port = name.rsplit(".", 1)
+        path = re.sub(r"\[(\d+)\]", r".\1", path)
+        _envoy(self.model, path)  # fail now, with the valid children, not inside the trace
+        self.kind, self.layer, self.family, self.dims = name, None, None, None
+        self.raw_path, self.module_path, self.port = name, path, port
+
+    @property
+    def name(self) -> str:
+        """The normalized name, ``kind.layer`` or ``kind``."""
+        if self.raw_path:
+            return self.raw_path
+        return self.kind if self.layer is None else f"{self.kind}.{self.layer}"
+
+    @property
+    def n_heads(self) -> Optional[int]:
+        """Heads addressable at this site (key/value heads for head_k/head_v), else None."""
+        if self.kind in ("head_k", "head_v"):
+            return self.dims.n_kv_heads
+        if self.kind in ("head_q", "head_out"):
+            return self.dims.n_heads
+        return None
+
+    @property
+    def order(self) -> tuple:
+        """Sort key following the model's execution order."""
+        if self.kind == "embed":
+            return (-1, 0)
+        if self.kind == "final":
+            return (self.dims.n_layers, 0)
+        if self.kind == "logits":
+            return (self.dims.n_layers, 1)
+        if self.raw_path:
+            raise ValueError(f"raw module path {self.raw_path!r} has no known execution order")
+        return (self.layer, _STAGE[self.kind])
+
+    def _locate(self) -> tuple[str, str]:
+        f, k = self.family, self.kind
+        if k == "embed":
+            return f.embed, "output"
+        if k == "final":
+            return f.final_norm, "output"
+        if k == "logits":
+            return f.lm_head, "output"
+        layer = f"{f.layers}.{self.layer}"
+        table = {
+            "resid_pre": (layer, "input"),
+            "resid_post": (layer, "output"),
+            "resid_mid": (f"{layer}.{f.mid_norm}", "input"),
+            "attn_out": (f"{layer}.{f.attn}", "output"),
+            "mlp_out": (f"{layer}.{f.mlp}", "output"),
+            "head_out": (f"{layer}.{f.o_proj}", "input"),
+        }
+        if k in table:
+            return table[k]
+        proj = f.qkv or {"head_q": f.q_proj, "head_k": f.k_proj, "head_v": f.v_proj}[k]
+        return f"{layer}.{proj}", "output"
+
+    def __repr__(self) -> str:
+        return f"Site({self.name!r})"
+
+    # -- inside a trace ----------------------------------------------------------------
+
+    def tensor(self) -> torch.Tensor:
+        """The site's full tensor in the current invoke: ``(b, s, d)`` or ``(b, s, H, dh)``.
+
+        For head sites it is a view into the model's tensor, so in-place writes land there.
+        """
+        envoy = _envoy(self.model, self.module_path)
+        value = envoy.output if self.port == "output" else envoy.input
+        if isinstance(value, (tuple, list)):
+            value = value[0]
+        if self.raw_path or self.kind not in HEAD_SITES:
+            return value
+        d = self.dims
+        if self.kind == "head_out" or self.family.qkv is None:
+            heads = d.n_heads if self.kind in ("head_q", "head_out") else d.n_kv_heads
+            return value.unflatten(-1, (heads, d.head_dim))
+        i = ("head_q", "head_k", "head_v").index(self.kind)
+        if self.family.qkv_layout == "blocks":
+            width = d.n_heads * d.head_dim
+            return value[..., i * width:(i + 1) * width].unflatten(-1, (d.n_heads, d.head_dim))
+        per_head = value.unflatten(-1, (d.n_heads, 3 * d.head_dim))
+        return per_head[..., i * d.head_dim:(i + 1) * d.head_dim]
+
+    def read(self, positions: Positions = None, heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+        """The selected values (a copy when anything is selected, else the tensor itself)."""
+        x = self.tensor()
+        index = self._index(x, positions, heads, rows)
+        return x if index is None else x[index]
+
+    def write(self, value: Any, positions: Positions = None, heads: Heads = None,
+              rows: Rows = None) -> None:
+        """Overwrite the selection in place with ``value`` (broadcast to the selection)."""
+        x = self.tensor()
+        index = self._index(x, positions, heads, rows)
+        target = x.shape if index is None else x[index].shape
+        value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:
+            torch.broadcast_shapes(value.shape, target)
+            if torch.broadcast_shapes(value.shape, target) != target:
+                raise RuntimeError
+        except RuntimeError:
+            raise ValueError(f"value of shape {tuple(value.shape)} does not fit the selection "
+                             f"{tuple(target)} of site {self.name} (rows, positions"
+                             f"{', heads, head_dim' if self.n_heads else ', hidden'})") from None
+        if index is None:
+            x.copy_(value.expand(target))
+        else:
+            x[index] = value.expand(target)
+
+    def edit(self, fn: Callable[[torch.Tensor], torch.Tensor], positions: Positions = None,
+             heads: Heads = None, rows: Rows = None) -> torch.Tensor:
+        """Replace the selection ``x`` with ``fn(x)``; returns the new values."""
+        new = fn(self.read(positions, heads, rows))
+        self.write(new, positions, heads, rows)
+        return new
+
+    def _index(self, x: torch.Tensor, positions: Positions, heads: Heads, rows: Rows):
+        """An advanced index selecting (rows, positions[, heads]) of x, or None for all of it."""
+        batch, seq = x.shape[0], x.shape[1]
+        if positions is None and heads is None and rows is None:
+            return None
+        row_idx = _rows(rows, batch, self.name)
+        device = x.device
+        pos = _positions(positions, seq, len(row_idx), self.name)
+        r = torch.tensor(row_idx, device=device)[:, None]
+        p = pos.to(device) if pos is not None else torch.arange(seq, device=device)[None, :]
+        r, p = torch.broadcast_tensors(r, p)
+        if heads is None or self.n_heads is None:
+            if heads is not None:
+                raise ValueError(f"site {self.name} has no heads; head sites are "
+                                 f"{', '.join(HEAD_SITES)}")
+            return (r, p)
+        h = torch.tensor(_heads(heads, self), device=device)
+        return (r[:, :, None], p[:, :, None], h[None, None, :])
+
+
+def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
+    kind, dot, rest = name.partition(".")
+    if kind not in SITE_NAMES:
+        raise ValueError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
+                         f"(layer sites as 'name.layer', e.g. 'resid_post.3'), or a module "
+                         f"path ending in .output or .input")
+    if dot:
+        if not rest.lstrip("-").isdigit():
+            raise ValueError(f"site {name!r}: the part after the dot must be a layer number")
+        if layer is not None and int(rest) != layer:
+            raise ValueError(f"site {name!r} names layer {rest} but layer={layer} was given")
+        layer = int(rest)
+    if kind in LAYER_SITES and layer is None:
+        raise ValueError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
+    return kind, layer
+
+
+def _check_layer(kind: str, layer: int, n_layers: int) -> int:
+    if not -n_layers <= layer < n_layers:
+        raise IndexError(f"layer {layer} out of range for site {kind!r}: the model has "
+                         f"{n_layers} layers, valid layers are 0..{n_layers - 1} "
+                         f"(or -{n_layers}..-1)")
+    return layer % n_layers
+
+
+def _rows(rows: Rows, batch: int, name: str) -> list[int]:
+    if rows is None:
+        return list(range(batch))
+    rows = [rows] if isinstance(rows, int) else list(rows)
+    for r in rows:
+        if not -batch <= r < batch:
+            raise IndexError(f"row {r} out of range at site {name}: this invoke has {batch} "
+                             f"rows, valid rows are 0..{batch - 1}")
+    return [r % batch for r in rows]
+
+
+def _positions(positions: Positions, seq: int, n_rows: int, name: str) -> Optional[torch.Tensor]:
+    if positions is None:
+        return None
+    if isinstance(positions, torch.Tensor):
+        pos = positions.long()
+        if pos.dim() == 1:
+            pos = pos[None, :]
+        if pos.dim() != 2 or pos.shape[0] not in (1, n_rows):
+            raise ValueError(f"per-row positions at site {name} must have shape (rows, P) "
+                             f"with rows = {n_rows}; got {tuple(positions.shape)}")
+    else:
+        pos = torch.tensor([positions] if isinstance(positions, int) else list(positions),
+                           dtype=torch.long)[None, :]
+    bad = (pos >= seq) | (pos < -seq)
+    if bool(bad.any()):
+        first = int(pos[bad][0])
+        raise IndexError(f"position {first} out of range at site {name}: the sequence has "
+                         f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
+    return pos % seq
+
+
+def _heads(heads: Heads, site: Site) -> list[int]:
+    n = site.n_heads
+    heads = [heads] if isinstance(heads, int) else list(heads)
+    for h in heads:
+        if not -n <= h < n:
+            what = ("key/value heads (grouped-query attention)"
+                    if site.kind in ("head_k", "head_v") and site.dims.n_kv_heads != site.dims.n_heads
+                    else "heads")
+            raise IndexError(f"head {h} out of range at site {site.name}: this model has {n} "
+                             f"{what}, valid heads are 0..{n - 1}")
+    return [h % n for h in heads]
+
+
+def site(model: Any, name: str, layer: Optional[int] = None) -> Site:
+    """Resolve a site name (``"head_out.3"``, or ``"head_out", layer=3``, or a module path
+    such as ``"model.layers.15.mlp.output"``) on a loaded model."""
+    return Site(model, name, layer)
+
+
+def valid_sites(model: Any) -> list[str]:
+    """Every normalized site name of a model, in execution order."""
+    dims = dims_of(_config(model))
+    names = ["embed"]
+    for layer in range(dims.n_layers):
+        names += [f"{k}.{layer}" for k in LAYER_SITES
+                  if not (k == "resid_mid" and dims.parallel_residual)]
+    return names + ["final", "logits"]

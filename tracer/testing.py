@@ -1,0 +1,76 @@
+"""Tiny random models of every supported family, with a tokenizer that needs no network.
+
+Used by the tests of mechanics: hidden size 64, 2 layers, fixed seed, grouped-query
+attention where the family has it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+ARCHS = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox")
+
+# A byte-level BPE is trained on this text at run time, so any English string tokenizes
+# and common words get tokens of their own (deterministic: same text, same merges).
+_CORPUS = """The capital of France is Paris. The capital of Italy is Rome. The capital of Spain
+is Madrid. Paul tried to call George but he was not successful. Who was not successful?
+Once upon a time there was a happy little dog who liked to play in the park with a red ball.
+In one word Yes or No, is the property is_small true for the concept salamander? dinosaur.
+Paul scored a goal on George, which made Paul happy, sad, angry or scared. The Eiffel Tower
+is in Paris and the Colosseum is in Rome. San Francisco is a city in California. The cat sat
+on the mat. Water is wet and fire is hot. The sun rises in the east and sets in the west.
+"""
+
+
+@lru_cache(maxsize=1)
+def tokenizer() -> Any:
+    """A small byte-level BPE tokenizer (vocabulary 512) built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+
+
+def tiny_config(arch: str) -> Any:
+    """The transformers config of a tiny ``arch`` model."""
+    import transformers as T
+
+    common = dict(vocab_size=512, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if arch in ("llama", "mistral", "qwen2"):
+        cls = {"llama": T.LlamaConfig, "mistral": T.MistralConfig, "qwen2": T.Qwen2Config}[arch]
+        return cls(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                   **common)
+    if arch == "gemma2":
+        return T.Gemma2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                              max_position_embeddings=256, **common)
+    if arch == "gpt2":
+        return T.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
+    if arch == "gpt_neox":
+        return T.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=256, **common)
+    raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def tiny(arch: str = "llama", seed: int = 0) -> Any:
+    """A tiny random ``arch`` model wrapped as an nnsight ``TransformersModel`` (fp32, eval)."""
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(arch)
+    torch.manual_seed(seed)
+    module = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    return TransformersModel(module, tokenizer=tokenizer())
