@@ -1,0 +1,457 @@
+"""Interchange interventions: the seed's head-batched swaps, patching sweeps, causal tracing.
+
+The seed's API (a Hugging Face Space), with its import changed::
+
+    from recipes import interchange
+    config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=["Paul", "George"])
+    model = interchange.InterchangeIntervention("smollm2", config)
+    output = model.run(targets=["salamander", "dinosaur"], rep_types=["lay", "qry", "key", "val"])
+    # output["original"], output["interv_layer_0"], ...: arrays (num_conts, num_sents, num_heads)
+
+Definitions:
+
+- P(continuation | prompt) = exp(mean log-probability of the continuation's tokens),
+  teacher-forced on ``prompt + " " + continuation`` (the seed's definition).
+- The swap exchanges the target words' representations between the two prompts (prompt 1
+  gets prompt 2's and the reverse) at the targets' token positions.  **Alignment rule** for
+  targets of different token lengths: the tokens are paired from the end (the last token of
+  one target with the last token of the other, and so on); the extra leading tokens of the
+  longer target are left alone.  The last token is where a causal LM has read the whole word.
+- Rep types: ``lay`` = resid_post, ``qry``/``key``/``val`` = head_q/head_k/head_v, ``out`` =
+  head_out.  Several rep types in one call are applied together in the same forward pass.
+  Under grouped-query attention, head h of ``key``/``val`` is the key-value head that query
+  head h reads (h // (heads / kv_heads)).
+- Effect score (heatmaps, strongest-effects table): for each prompt, the total-variation
+  distance between the continuations' probabilities (normalized over the continuations)
+  before and after the swap, averaged over the two prompts.  0 = no change, 1 = the
+  preference moved entirely.
+
+Every intervention of a run is planned first and packed into as few forward passes as
+``max_batch`` allows (rows = intervention x continuation x prompt; all layers share batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import tracer
+from tracer import batching
+from tracer.batching import Add, Copy, Group
+
+REP_SITES = {"lay": "resid_post", "qry": "head_q", "key": "head_k", "val": "head_v",
+             "out": "head_out"}
+HEAD_REPS = ("qry", "key", "val", "out")
+
+
+def _model(model: Any, device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> Any:
+    return tracer.load(model, device=device, dtype=dtype) if model is None or isinstance(model, str) else model
+
+
+class InterchangeInterventionConfig:
+    """A minimal pair of prompts and the continuations to score after each."""
+
+    def __init__(self, sents: Sequence[str], conts: Sequence[str]):
+        if len(sents) != 2:
+            raise ValueError(f"sents must be a pair of prompts; got {len(sents)}")
+        if len(conts) < 2:
+            raise ValueError(f"conts needs at least two continuations to compare; got {list(conts)}")
+        if any(not c.strip() for c in conts):
+            raise ValueError(f"continuations must be non-empty; got {list(conts)}")
+        self.sents = list(sents)
+        self.conts = list(conts)
+
+
+def continuation_ids(tokenizer: Any, prompt: str, cont: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``prompt`` and of ``" " + cont`` scored after it (no merge across them)."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    cont_ids = tokenizer(" " + cont.lstrip(), add_special_tokens=False)["input_ids"]
+    return list(prompt_ids), list(cont_ids)
+
+
+def aligned_positions(tokenizer: Any, sents: Sequence[str], targets: Sequence[str]) -> tuple[tuple, tuple]:
+    """Target token positions in each prompt, paired from the end (see module docstring)."""
+    if len(targets) != 2:
+        raise ValueError(f"targets must be a pair of words, one per prompt; got {list(targets)}")
+    p1 = tracer.tokens.find(tokenizer, sents[0], targets[0])
+    p2 = tracer.tokens.find(tokenizer, sents[1], targets[1])
+    n = min(len(p1), len(p2))
+    return tuple(p1[len(p1) - n:]), tuple(p2[len(p2) - n:])
+
+
+def effect_scores(original: np.ndarray, intervened: np.ndarray) -> np.ndarray:
+    """Mean over prompts of the total-variation distance between normalized continuation
+    probabilities; ``original`` (C, S, 1), ``intervened`` (C, S, H) -> (H,)."""
+    p0 = original / original.sum(axis=0, keepdims=True)
+    p1 = intervened / intervened.sum(axis=0, keepdims=True)
+    return 0.5 * np.abs(p1 - p0).sum(axis=0).mean(axis=0)
+
+
+class InterchangeIntervention:
+    """The seed's interchange-intervention model: a loaded model plus a prompt pair."""
+
+    def __init__(self, model: Any = "smollm2", interv_config: Optional[InterchangeInterventionConfig] = None,
+                 device: Optional[str] = None, dtype: Optional[torch.dtype] = None, **kwargs: Any):
+        if interv_config is None:
+            interv_config = kwargs.pop("config", None)
+        if interv_config is None:
+            raise ValueError("pass an InterchangeInterventionConfig as the second argument")
+        self.model = _model(model, device, dtype)
+        self.config = interv_config
+        self.sents, self.conts = interv_config.sents, interv_config.conts
+        self.tokenizer = self.model.tokenizer
+        dims = tracer.sites.dims_of(self.model.config)
+        self.num_layers, self.num_heads, self.num_kv_heads = dims.n_layers, dims.n_heads, dims.n_kv_heads
+
+    def plan(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
+             heads: Union[None, str, Sequence[int]] = None,
+             layers: Optional[Sequence[int]] = None) -> tuple[list[Group], list]:
+        """Every group of the run (the original first), and the head columns."""
+        bad = [r for r in rep_types if r not in REP_SITES]
+        if bad or not rep_types:
+            raise ValueError(f"unknown rep type(s) {bad or list(rep_types)}; valid rep types are "
+                             f"{', '.join(REP_SITES)}")
+        columns = self._columns(multihead, heads)
+        layers = list(range(self.num_layers)) if layers is None else list(layers)
+        for layer in layers:
+            if not 0 <= layer < self.num_layers:
+                raise IndexError(f"layer {layer} out of range: the model has {self.num_layers} "
+                                 f"layers, valid layers are 0..{self.num_layers - 1}")
+        pos1, pos2 = aligned_positions(self.tokenizer, self.sents, targets)
+        rows, reads = [], []
+        for cont in self.conts:
+            for sent in self.sents:
+                prompt, cont_ids = continuation_ids(self.tokenizer, sent, cont)
+                rows.append(prompt + cont_ids)
+                k = len(cont_ids)
+                reads.append([(-(k + 1) + i, t) for i, t in enumerate(cont_ids)])
+        groups = [Group(rows, [], reads, key="original")]
+        group_size = self.num_heads // self.num_kv_heads
+        for layer in layers:
+            for col in columns:
+                patches = []
+                for rep in rep_types:
+                    site = f"{REP_SITES[rep]}.{layer}"
+                    if col is None or rep == "lay":
+                        hs = None
+                    elif rep in ("key", "val"):
+                        hs = (col // group_size,)
+                    else:
+                        hs = (col,)
+                    for c in range(len(self.conts)):
+                        r1, r2 = 2 * c, 2 * c + 1
+                        patches.append(Copy(site, r1, r2, pos1, pos2, hs))
+                        patches.append(Copy(site, r2, r1, pos2, pos1, hs))
+                groups.append(Group(rows, patches, reads, key=(layer, col)))
+        return groups, columns
+
+    def _columns(self, multihead: bool, heads: Union[None, str, Sequence[int]]) -> list:
+        if heads is None or (isinstance(heads, (list, tuple)) and not heads):
+            return [None] if multihead else list(range(self.num_heads))
+        if isinstance(heads, str):
+            if heads != "each":
+                raise ValueError(f"heads must be a list of head indices or 'each'; got {heads!r}")
+            return list(range(self.num_heads))
+        for h in heads:
+            if not 0 <= h < self.num_heads:
+                raise IndexError(f"head {h} out of range: the model has {self.num_heads} heads "
+                                 f"per layer, valid heads are 0..{self.num_heads - 1}")
+        return list(heads)
+
+    def run(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
+            heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
+            max_batch: Optional[int] = None, progress: bool = True) -> dict[str, np.ndarray]:
+        """Probabilities of each continuation after each prompt, originally and with the
+        targets' representations swapped at each layer.
+
+        Returns ``{"original": (C, 2, 1), "interv_layer_L": (C, 2, H)}`` where H is 1 with
+        ``multihead`` (all heads swapped together), else one column per head in ``heads``
+        (a list, or ``"each"`` for every head).
+        """
+        groups, columns = self.plan(targets, rep_types, multihead, heads, layers)
+        logprobs = batching.run(self.model, groups, max_batch=max_batch, progress=progress,
+                                desc="interchange")
+        n_conts = len(self.conts)
+
+        def probs(lp: np.ndarray) -> np.ndarray:  # (2C, K) -> (C, 2)
+            return np.exp(np.nanmean(lp, axis=1)).reshape(n_conts, 2)
+
+        output = {"original": probs(logprobs[0])[:, :, None]}
+        layer_cols: dict[int, list] = {}
+        for g, lp in zip(groups[1:], logprobs[1:]):
+            layer_cols.setdefault(g.key[0], []).append(probs(lp))
+        for layer, cols in layer_cols.items():
+            output[f"interv_layer_{layer}"] = np.stack(cols, axis=-1)
+        self.columns = columns
+        return output
+
+
+def effects_table(output: dict[str, np.ndarray]) -> np.ndarray:
+    """Effect scores of a run's output as a (layers, head columns) array."""
+    layers = sorted(int(k.rsplit("_", 1)[1]) for k in output if k.startswith("interv_layer_"))
+    return np.stack([effect_scores(output["original"], output[f"interv_layer_{layer}"])
+                     for layer in layers])
+
+
+# -- sweeps beyond the seed ------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    """A labelled 2-D result: ``values[i, j]`` for ``axes[0]`` label i and ``axes[1]`` label j."""
+
+    values: np.ndarray
+    axes: tuple
+    labels: dict
+    metric: str
+    baselines: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data."""
+        return {"axes": list(self.axes), "labels": {k: [str(x) for x in v] for k, v in self.labels.items()},
+                "metric": self.metric, "values": self.values.tolist(),
+                "baselines": {k: float(v) for k, v in self.baselines.items()}, "meta": self.meta}
+
+    def save(self, out: Union[str, Path], name: str = "sweep") -> dict[str, Path]:
+        """Write ``name.npz``, ``name.json`` and ``name.png`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"npz": out / f"{name}.npz", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+        np.savez(paths["npz"], values=self.values,
+                 **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()})
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2))
+        self.plot(paths["png"])
+        return paths
+
+    def plot(self, path: Union[str, Path], title: Optional[str] = None) -> Path:
+        """The result as a heatmap PNG."""
+        from .plotting import heatmap
+
+        a0, a1 = self.axes
+        return heatmap(self.values, self.labels[a0], self.labels[a1], path,
+                       title=title or self.meta.get("title", ""), xlabel=a1, ylabel=a0,
+                       cbar=self.metric)
+
+
+def _answer_id(tokenizer: Any, answer: Union[str, int]) -> int:
+    if isinstance(answer, int):
+        return answer
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"answer {answer!r} tokenizes to nothing")
+    return ids[0]
+
+
+def metric_fn(metric: Union[str, Callable], n_answers: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """A metric over answer log-probabilities ``(n, n_answers) -> (n,)``, by name or callable.
+
+    ``"prob"``: P(first answer); ``"logprob"``; ``"logit_diff"``: first minus second answer.
+    """
+    if callable(metric):
+        return getattr(metric, "__name__", "metric"), metric
+    table = {"prob": lambda lp: np.exp(lp[:, 0]), "logprob": lambda lp: lp[:, 0],
+             "logit_diff": lambda lp: lp[:, 0] - lp[:, 1]}
+    if metric not in table:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(table)} or a callable")
+    if metric == "logit_diff" and n_answers < 2:
+        raise ValueError("metric 'logit_diff' needs two answers")
+    return metric, table[metric]
+
+
+def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]],
+          site: str = "resid_post", positions: Optional[Sequence[int]] = None,
+          layers: Optional[Sequence[int]] = None, heads: Union[None, str, Sequence[int]] = None,
+          metric: Union[str, Callable] = "prob", max_batch: Optional[int] = None,
+          progress: bool = True) -> SweepResult:
+    """Patch ``site`` from ``source`` into ``base`` one (layer, position) or (layer, head) at
+    a time and measure ``metric`` on the answers' next-token log-probabilities.
+
+    Without ``heads``: a layer x position grid, each position patched alone.  With ``heads``
+    (a list or ``"each"``, head sites only): a layer x head grid, every position in
+    ``positions`` (default all) patched together.  Base and source must have the same number
+    of tokens.
+    """
+    model = _model(model)
+    tok = model.tokenizer
+    b_ids, s_ids = tok(base)["input_ids"], tok(source)["input_ids"]
+    if len(b_ids) != len(s_ids):
+        raise ValueError(f"base and source must have the same number of tokens to patch position "
+                         f"by position; got {len(b_ids)} and {len(s_ids)}")
+    n = len(b_ids)
+    dims = tracer.sites.dims_of(model.config)
+    layers = list(range(dims.n_layers)) if layers is None else list(layers)
+    positions = list(range(n)) if positions is None else [p % n for p in positions]
+    answer_ids = [_answer_id(tok, a) for a in answers]
+    name, fn = metric_fn(metric, len(answer_ids))
+    reads = [[(-1, t) for t in answer_ids]] * 2
+    rows = [list(b_ids), list(s_ids)]
+    per_head = heads is not None
+    probe = tracer.site(model, site, layer=layers[0])
+    if per_head and probe.n_heads is None:
+        raise ValueError(f"heads were given but site {site!r} has no heads; head sites are "
+                         f"{', '.join(tracer.sites.HEAD_SITES)}")
+    cols = (list(range(probe.n_heads)) if heads == "each" else list(heads)) if per_head else positions
+    groups = [Group(rows, [], reads, key="clean")]
+    for layer in layers:
+        name_l = tracer.site(model, site, layer=layer).name
+        for c in cols:
+            pos = tuple(positions) if per_head else (c,)
+            hs = (c,) if per_head else None
+            groups.append(Group(rows, [Copy(name_l, 0, 1, pos, pos, hs)], reads, key=(layer, c)))
+    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep")
+    clean = fn(lps[0])
+    values = np.array([fn(lp[:1])[0] for lp in lps[1:]]).reshape(len(layers), len(cols))
+    col_axis = "head" if per_head else "position"
+    col_labels = cols if per_head else [f"{p}:{tok.decode([b_ids[p]])}" for p in positions]
+    return SweepResult(values, ("layer", col_axis), {"layer": layers, col_axis: col_labels}, name,
+                       baselines={"base": clean[0], "source": clean[1]},
+                       meta={"base": base, "source": source, "site": site,
+                             "answers": [str(a) for a in answers],
+                             "title": f"patch {site} from source into base: {name}"})
+
+
+def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
+                 site: str = "resid_post", layers: Optional[Sequence[int]] = None,
+                 noise: Optional[float] = None, samples: int = 10, seed: int = 0,
+                 max_batch: Optional[int] = None, progress: bool = True) -> SweepResult:
+    """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
+    restore the clean ``site`` state one (layer, position) at a time; the value is the
+    probability of ``answer`` averaged over ``samples`` noise draws.
+
+    ``noise`` is the noise standard deviation (default: 3 x the standard deviation of the
+    embedding matrix, ROME's choice).  Baselines hold the clean and corrupted probabilities.
+    """
+    model = _model(model)
+    tok = model.tokenizer
+    ids = list(tok(prompt)["input_ids"])
+    subj = tuple(tracer.tokens.find(tok, prompt, subject))
+    dims = tracer.sites.dims_of(model.config)
+    layers = list(range(dims.n_layers)) if layers is None else list(layers)
+    if noise is None:
+        weight = model._module.get_input_embeddings().weight
+        if weight.device.type == "meta":
+            raise ValueError("pass noise= explicitly: the embedding matrix is not loaded here")
+        noise = 3.0 * float(weight.float().std())
+    gen = torch.Generator().manual_seed(seed)
+    draws = [torch.randn(len(subj), dims.hidden, generator=gen) * noise for _ in range(samples)]
+    answer_id = _answer_id(tok, answer)
+    rows = [ids] * (samples + 1)
+    reads = [[(-1, answer_id)]] * (samples + 1)
+    corrupt = [Add("embed", 1 + i, subj, d) for i, d in enumerate(draws)]
+    groups = [Group(rows, list(corrupt), reads, key="corrupted")]
+    positions = list(range(len(ids)))
+    for layer in layers:
+        name_l = tracer.site(model, site, layer=layer).name
+        for p in positions:
+            restore = [Copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
+            groups.append(Group(rows, corrupt + restore, reads, key=(layer, p)))
+    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace")
+    probs = [np.exp(lp[:, 0]) for lp in lps]
+    values = np.array([p[1:].mean() for p in probs[1:]]).reshape(len(layers), len(positions))
+    labels = [f"{p}:{tok.decode([ids[p]])}{'*' if p in subj else ''}" for p in positions]
+    return SweepResult(values, ("layer", "position"), {"layer": layers, "position": labels},
+                       f"P({tok.decode([answer_id])!r})",
+                       baselines={"clean": float(probs[0][0]), "corrupted": float(probs[0][1:].mean())},
+                       meta={"prompt": prompt, "subject": subject, "site": site, "noise": noise,
+                             "samples": samples, "title": f"causal trace of {site} ({samples} noise draws)"})
+
+
+# -- outputs and command line -----------------------------------------------------------------
+
+def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, np.ndarray]],
+             columns: dict[str, list]) -> dict[str, Path]:
+    """Write ``results.npz``, ``results.json`` and one ``heatmap_<rep>.png`` per entry."""
+    from .plotting import heatmap
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays, numbers = {}, {}
+    for rep, output in outputs.items():
+        effects = effects_table(output)
+        arrays.update({f"{rep}/{k}": v for k, v in output.items()})
+        arrays[f"{rep}/effect"] = effects
+        numbers[rep] = {"columns": [("all" if c is None else c) for c in columns[rep]],
+                        "effect": effects.tolist(),
+                        "probs": {k: v.tolist() for k, v in output.items()}}
+        heatmap(effects, list(range(effects.shape[0])),
+                ["all" if c is None else c for c in columns[rep]], out / f"heatmap_{rep}.png",
+                title=f"{rep}: effect of swapping the targets", xlabel="head", ylabel="layer",
+                cbar="effect (TV distance)")
+    paths = {"npz": out / "results.npz", "json": out / "results.json"}
+    np.savez(paths["npz"], **arrays)
+    paths["json"].write_text(json.dumps({"config": config, "results": numbers}, indent=2))
+    return paths
+
+
+def strongest(outputs: dict[str, dict[str, np.ndarray]], columns: dict[str, list], top: int = 10) -> list[tuple]:
+    """The ``top`` (effect, rep, layer, head) entries, strongest first."""
+    rows = []
+    for rep, output in outputs.items():
+        effects = effects_table(output)
+        for layer in range(effects.shape[0]):
+            for j, c in enumerate(columns[rep]):
+                rows.append((float(effects[layer, j]), rep, layer, "all" if c is None else c))
+    return sorted(rows, key=lambda r: -r[0])[:top]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m recipes.interchange --sents A B --conts X Y --targets a b --rep-types ...``"""
+    parser = argparse.ArgumentParser(prog="python -m recipes.interchange",
+                                     description="Swap a target word's representations between "
+                                                 "two prompts, layer by layer and head by head.")
+    parser.add_argument("--model", default="smollm2", help="smollm2, a folder, a .gguf or a hub id")
+    parser.add_argument("--sents", nargs=2, required=True, metavar=("SENT1", "SENT2"))
+    parser.add_argument("--conts", nargs="+", required=True)
+    parser.add_argument("--targets", nargs=2, required=True, metavar=("TARGET1", "TARGET2"))
+    parser.add_argument("--rep-types", nargs="+", default=["lay", "qry", "key", "val"],
+                        choices=list(REP_SITES))
+    parser.add_argument("--heads", nargs="*", default=None,
+                        help="'each', or head indices; omit to swap all heads together")
+    parser.add_argument("--together", action="store_true",
+                        help="also run all rep types applied together, as the seed does")
+    parser.add_argument("--max-batch", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args(argv)
+
+    heads: Union[None, str, list] = None
+    if args.heads:
+        heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
+    config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
+    model = InterchangeIntervention(args.model, config, device=args.device)
+    runs = {rep: [rep] for rep in args.rep_types}
+    if args.together and len(args.rep_types) > 1:
+        runs["+".join(args.rep_types)] = list(args.rep_types)
+    outputs, columns = {}, {}
+    for name, reps in runs.items():
+        per_head = heads is not None and any(r in HEAD_REPS for r in reps)
+        outputs[name] = model.run(targets=args.targets, rep_types=reps,
+                                  multihead=not per_head, heads=heads if per_head else None,
+                                  max_batch=args.max_batch)
+        columns[name] = model.columns
+    cfg = {"model": args.model, "sents": args.sents, "conts": args.conts, "targets": args.targets,
+           "rep_types": args.rep_types, "heads": heads, "together": args.together,
+           "alignment": "target tokens paired from the end",
+           "effect": "mean over prompts of the TV distance between normalized continuation probabilities"}
+    paths = save_run(args.out, cfg, outputs, columns)
+    original = outputs[next(iter(outputs))]["original"][:, :, 0]
+    print("original P(continuation | prompt):")
+    for c, cont in enumerate(args.conts):
+        print(f"  {cont!r:>12}: " + "  ".join(f"sent{s + 1}={original[c, s]:.4f}" for s in range(2)))
+    print("strongest effects (effect, rep, layer, head):")
+    for effect, rep, layer, head in strongest(outputs, columns):
+        print(f"  {effect:.4f}  {rep:<6} layer {layer:>3}  head {head}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()) +
+          ", " + ", ".join(str(Path(args.out) / f"heatmap_{r}.png") for r in outputs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
