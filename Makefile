@@ -20,8 +20,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# The seed's Winograd example: every head of every layer, four rep types (~2 min on 2 CPU cores).
 demo: setup
-	$(BIN)/python examples/patching.py
+	$(BIN)/python -m recipes.interchange --model smollm2 \
+	  --sents "Paul tried to call George but he wasn't successful . Who wasn't successful ?" \
+	          "Paul tried to call George but he wasn't available . Who wasn't available ?" \
+	  --conts Paul George --targets successful available \
+	  --rep-types lay qry key val --heads each --out results/winograd
 
 test: setup
 	$(BIN)/python -m pytest -q

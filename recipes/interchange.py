@@ -338,7 +338,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
         weight = model._module.get_input_embeddings().weight
         if weight.device.type == "meta":
             raise ValueError("pass noise= explicitly: the embedding matrix is not loaded here")
-        noise = 3.0 * float(weight.float().std())
+        noise = 3.0 * float(weight.detach().float().std())
     gen = torch.Generator().manual_seed(seed)
     draws = [torch.randn(len(subj), dims.hidden, generator=gen) * noise for _ in range(samples)]
     answer_id = _answer_id(tok, answer)
@@ -445,9 +445,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("original P(continuation | prompt):")
     for c, cont in enumerate(args.conts):
         print(f"  {cont!r:>12}: " + "  ".join(f"sent{s + 1}={original[c, s]:.4f}" for s in range(2)))
-    print("strongest effects (effect, rep, layer, head):")
-    for effect, rep, layer, head in strongest(outputs, columns):
-        print(f"  {effect:.4f}  {rep:<6} layer {layer:>3}  head {head}")
+    print("strongest effects per rep type (effect = TV distance of the continuation preference):")
+    for name in outputs:
+        for effect, rep, layer, head in strongest({name: outputs[name]}, columns, top=3):
+            print(f"  {rep:<16} layer {layer:>3}  head {head!s:>3}  effect {effect:.4f}")
     print("wrote " + ", ".join(str(p) for p in paths.values()) +
           ", " + ", ".join(str(Path(args.out) / f"heatmap_{r}.png") for r in outputs))
     return 0

@@ -1,0 +1,244 @@
+"""recipes.interchange: batched results equal single interventions and plain hooks."""
+
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+import torch
+
+import tracer
+from recipes import interchange
+from tracer.testing import ARCHS, tokenizer
+
+from hooks import hooked
+
+SENTS = ["The capital of France is", "The capital of Italy is"]
+CONTS = ["Paris", "Rome", "Madrid"]
+TARGETS = ["France", "Italy"]
+KINDS = {"lay": "resid_post", "qry": "head_q", "key": "head_k", "val": "head_v", "out": "head_out"}
+
+
+def _padded(rows, pad_id=0):
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask,
+            "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}, width
+
+
+def hook_reference(model, sents, conts, targets, rep_types, layer, head):
+    """P(cont | sent) for every cont and sent with the targets swapped by plain hooks."""
+    tok, module = model.tokenizer, model._module
+    cfg = module.config
+    p1 = tracer.tokens.find(tok, sents[0], targets[0])
+    p2 = tracer.tokens.find(tok, sents[1], targets[1])
+    n = min(len(p1), len(p2))
+    p1, p2 = p1[len(p1) - n:], p2[len(p2) - n:]
+    rows, conts_ids = [], []
+    for c in conts:
+        cid = tok(" " + c, add_special_tokens=False)["input_ids"]
+        conts_ids.append(cid)
+        rows += [tok(s)["input_ids"] + cid for s in sents]
+    inputs, width = _padded(rows)
+    group = cfg.num_attention_heads // (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+
+    def swap(rep):
+        def edit(t):
+            for c in range(len(conts)):
+                a, b = 2 * c, 2 * c + 1
+                da = [q + width - len(rows[a]) for q in p1]
+                db = [q + width - len(rows[b]) for q in p2]
+                if head is None or rep == "lay":
+                    va, vb = t[a, da].clone(), t[b, db].clone()
+                    t[a, da], t[b, db] = vb, va
+                else:
+                    h = head // group if rep in ("key", "val") else head
+                    va, vb = t[a, da, h].clone(), t[b, db, h].clone()
+                    t[a, da, h], t[b, db, h] = vb, va
+        return edit
+
+    with ExitStack() as stack, torch.no_grad():
+        for rep in rep_types:
+            stack.enter_context(hooked(module, _arch(cfg), KINDS[rep], layer, swap(rep)))
+        logits = module(**inputs).logits.log_softmax(-1)
+    out = np.zeros((len(conts), 2))
+    for c, cid in enumerate(conts_ids):
+        for s in range(2):
+            lp = [float(logits[2 * c + s, width - len(cid) - 1 + i, t]) for i, t in enumerate(cid)]
+            out[c, s] = np.exp(np.mean(lp))
+    return out
+
+
+def _arch(cfg):
+    return cfg.model_type
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_equals_single_and_plain_hooks(tiny_models, arch):
+    model = tiny_models[arch]
+    config = interchange.InterchangeInterventionConfig(sents=SENTS, conts=CONTS)
+    ii = interchange.InterchangeIntervention(model, config)
+    reps = ["lay", "qry", "key", "val", "out"]
+    batched = ii.run(TARGETS, reps, heads="each", progress=False)
+    single = ii.run(TARGETS, reps, heads="each", max_batch=1, progress=False)  # one trace per swap
+    multi = ii.run(TARGETS, ["qry", "val"], multihead=True, progress=False)
+    assert batched["original"].shape == (3, 2, 1)
+    assert batched["interv_layer_1"].shape == (3, 2, 4)
+    assert multi["interv_layer_0"].shape == (3, 2, 1)
+    for key in batched:
+        np.testing.assert_allclose(batched[key], single[key], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batched["original"][:, :, 0],
+                               hook_reference(model, SENTS, CONTS, TARGETS, [], 0, None), atol=1e-6)
+    for layer in (0, 1):
+        for head in range(4):
+            want = hook_reference(model, SENTS, CONTS, TARGETS, reps, layer, head)
+            np.testing.assert_allclose(batched[f"interv_layer_{layer}"][:, :, head], want,
+                                       rtol=1e-5, atol=1e-6, err_msg=f"layer {layer} head {head}")
+        want = hook_reference(model, SENTS, CONTS, TARGETS, ["qry", "val"], layer, None)
+        np.testing.assert_allclose(multi[f"interv_layer_{layer}"][:, :, 0], want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(batched["interv_layer_0"], batched["original"])
+
+
+def test_targets_of_different_lengths_pair_from_the_end(tiny_models):
+    tok = tokenizer()
+    sents = ["The cat sat on the xylophone today", "The cat sat on the mat today"]
+    p1 = tracer.tokens.find(tok, sents[0], "xylophone")
+    p2 = tracer.tokens.find(tok, sents[1], "mat")
+    assert len(p1) > len(p2) == 1
+    a, b = interchange.aligned_positions(tok, sents, ["xylophone", "mat"])
+    assert a == (p1[-1],) and b == (p2[-1],)
+    model = tiny_models["llama"]
+    config = interchange.InterchangeInterventionConfig(sents=sents, conts=["Yes", "No"])
+    out = interchange.InterchangeIntervention(model, config).run(
+        ["xylophone", "mat"], ["lay"], progress=False)
+    want = hook_reference(model, sents, ["Yes", "No"], ["xylophone", "mat"], ["lay"], 0, None)
+    np.testing.assert_allclose(out["interv_layer_0"][:, :, 0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_effect_score():
+    original = np.array([[[0.6], [0.2]], [[0.2], [0.6]]])
+    flipped = original[:, ::-1]
+    assert interchange.effect_scores(original, original)[0] == 0
+    assert interchange.effect_scores(original, flipped)[0] == pytest.approx(0.5)
+
+
+def test_bad_input(tiny_models):
+    model = tiny_models["llama"]
+    with pytest.raises(ValueError, match="at least two continuations"):
+        interchange.InterchangeInterventionConfig(sents=SENTS, conts=["Paris"])
+    ii = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+    with pytest.raises(ValueError, match=r"target 'Spain' does not occur in the prompt 'The capital of France is'"):
+        ii.run(["Spain", "Italy"], ["lay"], progress=False)
+    with pytest.raises(ValueError, match=r"unknown rep type\(s\) \['mlp'\]; valid rep types are lay, qry, key, val, out"):
+        ii.run(TARGETS, ["lay", "mlp"], progress=False)
+    with pytest.raises(IndexError, match="head 4 out of range: the model has 4 heads per layer, valid heads are 0..3"):
+        ii.run(TARGETS, ["qry"], heads=[4], progress=False)
+
+
+def test_sweep_matches_hooks_and_full_last_position_patch(tiny_models):
+    model = tiny_models["gpt2"]
+    base, source = "The capital of Spain is", "The capital of Italy is"
+    tok = model.tokenizer
+    assert len(tok(base)["input_ids"]) == len(tok(source)["input_ids"])
+    answers = [" Rome", " Madrid"]
+    res = interchange.sweep(model, base, source, answers, site="resid_post", metric="logit_diff",
+                            progress=False)
+    n = len(tok(base)["input_ids"])
+    assert res.values.shape == (2, n) and res.axes == ("layer", "position")
+    # the last layer's residual at the last position decides the next token: full source value
+    assert res.values[-1, -1] == pytest.approx(res.baselines["source"], abs=1e-5)
+    # an independent hook patch for one cell
+    module = model._module
+    box = []
+    with hooked(module, "gpt2", "resid_post", 0, lambda t: box.append(t[:, 2].clone())), torch.no_grad():
+        module(**tok(source, return_tensors="pt"))
+    with hooked(module, "gpt2", "resid_post", 0, lambda t: t[:, 2].copy_(box[0])), torch.no_grad():
+        lp = module(**tok(base, return_tensors="pt")).logits[0, -1].log_softmax(-1)
+    ids = [tok(a, add_special_tokens=False)["input_ids"][0] for a in answers]
+    assert res.values[0, 2] == pytest.approx(float(lp[ids[0]] - lp[ids[1]]), abs=1e-5)
+    heads = interchange.sweep(model, base, source, answers, site="head_out", heads="each",
+                              positions=[-1], progress=False)
+    assert heads.values.shape == (2, 4) and heads.axes == ("layer", "head")
+
+
+def test_sweep_bad_input(tiny_models):
+    model = tiny_models["llama"]
+    with pytest.raises(ValueError, match="same number of tokens"):
+        interchange.sweep(model, "The cat", "The cat sat on the mat", [" a"], progress=False)
+    with pytest.raises(ValueError, match="unknown metric 'kl'"):
+        interchange.sweep(model, "The cat", "The dog", [" a"], metric="kl", progress=False)
+    with pytest.raises(ValueError, match="site 'resid_post' has no heads"):
+        interchange.sweep(model, "The cat", "The dog", [" a"], heads="each", progress=False)
+
+
+def test_cli_writes_results_and_heatmaps(tmp_path, tiny_models, capsys):
+    folder = tmp_path / "model"
+    model = tiny_models["qwen2"]
+    model._module.save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    out = tmp_path / "results"
+    rc = interchange.main(["--model", str(folder), "--sents", *SENTS, "--conts", "Paris", "Rome",
+                           "--targets", *TARGETS, "--rep-types", "lay", "qry", "--heads", "each",
+                           "--together", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "strongest effects" in printed
+    for name in ("results.npz", "results.json", "heatmap_lay.png", "heatmap_qry.png",
+                 "heatmap_lay+qry.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = np.load(out / "results.npz")
+    assert data["qry/effect"].shape == (2, 4) and data["lay/effect"].shape == (2, 1)
+    assert data["qry/interv_layer_1"].shape == (2, 2, 4)
+
+
+SEED_EXAMPLES = [
+    ("Paul tried to call George but he wasn't successful . Who wasn't successful ?",
+     "Paul tried to call George but he wasn't available . Who wasn't available ?",
+     ["Paul", "George"], ["successful", "available"]),
+    ("In one word 'Yes' or 'No', is the property is_small true for the concept salamander ?",
+     "In one word 'Yes' or 'No', is the property is_small true for the concept dinosaur ?",
+     ["Yes", "No"], ["salamander", "dinosaur"]),
+    ("Paul scored a goal on George, which made Paul",
+     "Paul scored a goal on George, which made George",
+     ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
+]
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("example", range(3))
+def test_seed_examples_on_smollm2(smollm2, example):
+    sent_1, sent_2, conts, targets = SEED_EXAMPLES[example]
+    config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=conts)
+    model = interchange.InterchangeIntervention(smollm2, config)
+    output = model.run(targets=targets, rep_types=["lay", "qry", "key", "val"], multihead=True,
+                       progress=False)
+    assert list(output) == ["original"] + [f"interv_layer_{i}" for i in range(30)]
+    for value in output.values():
+        assert value.shape == (len(conts), 2, 1)
+        assert np.isfinite(value).all() and (value > 0).all() and (value <= 1).all()
+    if example == 0:
+        per_head = model.run(targets=targets, rep_types=["out"], heads=[0, 8], progress=False)
+        assert per_head["interv_layer_29"].shape == (2, 2, 2)
+
+
+@pytest.mark.smollm2
+def test_pyvene_capital_patch_on_smollm2(smollm2):
+    res = interchange.sweep(smollm2, "The capital of Spain is", "The capital of Italy is",
+                            [" Rome", " Madrid"], site="resid_post", progress=False)
+    assert res.values.shape == (30, 5)
+    subject = [i for i, label in enumerate(res.labels["position"]) if "Spain" in label][0]
+    assert res.values[2, subject] > res.baselines["base"] + 0.1  # early subject patch: Rome
+    assert res.values[-1, -1] == pytest.approx(res.baselines["source"], abs=1e-5)
+
+
+@pytest.mark.smollm2
+def test_causal_trace_on_smollm2(smollm2, tmp_path):
+    res = interchange.causal_trace(smollm2, "The Eiffel Tower is located in the city of",
+                                   "Eiffel Tower", " Paris", layers=[0, 8, 16, 29], samples=3,
+                                   progress=False)
+    clean, corrupted = res.baselines["clean"], res.baselines["corrupted"]
+    assert clean > corrupted + 0.05
+    assert res.values[-1, -1] == pytest.approx(clean, abs=1e-5)  # restoring the last state: clean
+    assert res.values.shape == (4, len(res.labels["position"]))
+    paths = res.save(tmp_path, "trace")
+    assert all(p.stat().st_size > 0 for p in paths.values())
