@@ -205,8 +205,21 @@ class Site:
         if self.kind == "logits":
             return (self.dims.n_layers, 1)
         if self.raw_path:
-            raise ValueError(f"raw module path {self.raw_path!r} has no known execution order")
+            return self._raw_order()
         return (self.layer, _STAGE[self.kind])
+
+    def _raw_order(self) -> tuple:
+        """A raw path's order: that of the normalized site on the same module, if any."""
+        try:
+            names = valid_sites(self.model)
+        except ValueError:
+            names = []
+        for name in names:
+            other = Site(self.model, name)
+            if (other.module_path, other.port) == (self.module_path, self.port):
+                return other.order
+        raise ValueError(f"raw module path {self.raw_path!r} is not a known site of this model, so "
+                         f"its execution order is unknown; apply it in its own invoke")
 
     def _locate(self) -> tuple[str, str]:
         f, k = self.family, self.kind

@@ -1,0 +1,329 @@
+"""Inference-time intervention (Li et al. 2023): probe every head, shift the best ones.
+
+1. Collect every head's output (``head_out``) at the last token of labelled statements, all
+   layers in the same batched forward passes.
+2. Train one logistic probe per (layer, head) on the train split (all probes at once, as one
+   vectorized model) and rank heads by validation accuracy.
+3. For the top K heads, direction = the mass-mean shift (mean of true minus mean of false
+   activations; or the probe's weight with ``direction="probe"``), unit length, scaled by
+   alpha x the standard deviation of the activations along it.
+4. The result is an ``InterventionSet`` (one ``add`` at ``head_out.L`` per layer, on its
+   chosen heads, at every position the model processes: every generated token), saved as
+   ``config.json`` + ``tensors.safetensors`` and shareable on the hub.
+
+Splits keep a statement and its false twin together.  Evaluation on the test split: how
+often the model gives the true statement a higher log-probability than its false twin,
+with and without the intervention, and the cross-entropy / KL cost on neutral text.
+
+    python -m recipes.iti fit --model smollm2 --top-k 16 --alpha 15 --out iti/
+    python -m recipes.iti generate --intervention iti/ --prompt "Is the Earth flat?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import nnsight
+import numpy as np
+import torch
+
+import tracer
+from tracer.batching import build_inputs
+from tracer.interventions import Intervention
+from tracer.spec import InterventionSet, model_info
+
+DATA = Path(__file__).with_name("data") / "true_false.json"
+NEUTRAL = Path(__file__).with_name("data") / "neutral.json"
+
+
+@dataclass
+class Statements:
+    """Labelled statements with a pair id (a statement and its twin share one)."""
+
+    text: list
+    label: np.ndarray
+    pair: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> "Statements":
+        idx = np.nonzero(mask)[0]
+        return Statements([self.text[i] for i in idx], self.label[idx], self.pair[idx])
+
+
+def load_statements(data: Union[None, str, Path] = None, statement: str = "statement",
+                    label: str = "label") -> Statements:
+    """The shipped true/false pairs, or any JSON/CSV file or hub dataset with a statement and a
+    label column (loaded with ``datasets``)."""
+    import datasets
+
+    if data is None or Path(data) == DATA:
+        ds = datasets.load_dataset("json", data_files=str(DATA), split="train")
+        text, lab, pair = [], [], []
+        for row in ds:
+            text += [row["true"], row["false"]]
+            lab += [1, 0]
+            pair += [row["id"], row["id"]]
+        return Statements(text, np.array(lab), np.array(pair))
+    path = Path(data)
+    if path.exists():
+        kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"data file {path} must be .json, .jsonl or .csv")
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    else:
+        ds = datasets.load_dataset(str(data), split="train")
+    missing = [c for c in (statement, label) if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"data {data} has no column(s) {missing}; its columns are {ds.column_names}")
+    labels = np.array([int(bool(v)) if not isinstance(v, str) else int(v.lower() in ("1", "true", "yes"))
+                       for v in ds[label]])
+    pair = np.array(ds["pair"]) if "pair" in ds.column_names else np.arange(len(labels))
+    return Statements(list(ds[statement]), labels, pair)
+
+
+def split(data: Statements, seed: int = 0, val: float = 0.2, test: float = 0.2) -> dict[str, Statements]:
+    """Train / val / test by pair id, so twins never straddle splits."""
+    pairs = np.unique(data.pair)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(pairs)
+    n_test, n_val = int(round(len(pairs) * test)), int(round(len(pairs) * val))
+    parts = {"test": pairs[:n_test], "val": pairs[n_test:n_test + n_val], "train": pairs[n_test + n_val:]}
+    return {k: data.subset(np.isin(data.pair, v)) for k, v in parts.items()}
+
+
+def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
+    """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``."""
+    dims = tracer.sites.dims_of(model.config)
+    sites = [tracer.site(model, "head_out", layer=layer) for layer in range(dims.n_layers)]
+    pad = model.tokenizer.pad_token_id or 0
+    out = []
+    for start in range(0, len(texts), batch_size):
+        rows = [model.tokenizer(t)["input_ids"] for t in texts[start:start + batch_size]]
+        with torch.no_grad(), model.trace(build_inputs(rows, pad), use_cache=False):
+            acts = nnsight.save([s.read(positions=[-1])[:, 0] for s in sites])
+        out.append(torch.stack([a.detach().float().cpu() for a in acts], dim=1))
+    return torch.cat(out)
+
+
+def fit_probes(x: torch.Tensor, y: np.ndarray, steps: int = 300, lr: float = 0.05,
+               l2: float = 1e-3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One logistic probe per (layer, head), trained together on standardized activations.
+
+    Returns (weights (L, H, d), biases (L, H), feature means, feature stds).
+    """
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / std
+    target = torch.as_tensor(y, dtype=torch.float32)[:, None, None].expand(z.shape[:3])
+    w = torch.zeros(z.shape[1:], requires_grad=True)
+    b = torch.zeros(z.shape[1:3], requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = torch.einsum("nlhd,lhd->nlh", z, w) + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + l2 * (w ** 2).sum() / len(y)
+        loss.backward()
+        opt.step()
+    return w.detach(), b.detach(), mean, std
+
+
+def probe_accuracy(x: torch.Tensor, y: np.ndarray, probes: tuple) -> np.ndarray:
+    """Accuracy of every (layer, head) probe on ``x``: ``(L, H)``."""
+    w, b, mean, std = probes
+    logits = torch.einsum("nlhd,lhd->nlh", (x - mean) / std, w) + b
+    pred = (logits > 0).numpy()
+    return (pred == np.asarray(y)[:, None, None]).mean(0)
+
+
+def directions(x: torch.Tensor, y: np.ndarray, probes: tuple, kind: str = "mass_mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit direction per (layer, head) and the activations' std along it: ``(L,H,d)``, ``(L,H)``."""
+    y = torch.as_tensor(y, dtype=torch.bool)
+    if kind == "mass_mean":
+        d = x[y].mean(0) - x[~y].mean(0)
+    elif kind == "probe":
+        w, _, _, std = probes
+        d = w / std  # the probe's weight in raw activation space
+    else:
+        raise ValueError(f"unknown direction {kind!r}; valid: mass_mean, probe")
+    d = d / (d.norm(dim=-1, keepdim=True) + 1e-12)
+    spread = torch.einsum("nlhd,lhd->nlh", x, d).std(0)
+    return d, spread
+
+
+def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int = 16,
+        alpha: float = 15.0, direction: str = "mass_mean", seed: int = 0,
+        model_name: Optional[str] = None) -> tuple[InterventionSet, dict]:
+    """Fit ITI on labelled statements: returns the intervention and a report
+    (probe accuracies, chosen heads, splits)."""
+    statements = data if isinstance(data, Statements) else load_statements(data)
+    parts = split(statements, seed=seed)
+    acts = {k: head_activations(model, v.text) for k, v in parts.items()}
+    probes = fit_probes(acts["train"], parts["train"].label, seed=seed)
+    val_acc = probe_accuracy(acts["val"], parts["val"].label, probes)
+    test_acc = probe_accuracy(acts["test"], parts["test"].label, probes)
+    n_layers, n_heads = val_acc.shape
+    if not 1 <= top_k <= n_layers * n_heads:
+        raise ValueError(f"top_k must be between 1 and {n_layers * n_heads} (layers x heads); got {top_k}")
+    order = np.argsort(-val_acc, axis=None, kind="stable")[:top_k]
+    chosen = sorted((int(i) // n_heads, int(i) % n_heads) for i in order)
+    dirs, spread = directions(acts["train"], parts["train"].label, probes, direction)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in chosen:
+        by_layer.setdefault(layer, []).append(head)
+    interventions = []
+    for layer, heads in by_layer.items():
+        shift = torch.stack([alpha * spread[layer, h] * dirs[layer, h] for h in heads])
+        interventions.append(Intervention("add", f"head_out.{layer}", None, heads,
+                                          {"vector": shift, "alpha": 1.0}))
+    meta = {"method": "iti", "model": model_name, "top_k": top_k, "alpha": alpha,
+            "direction": direction, "seed": seed,
+            "heads": [{"layer": l, "head": h, "val_acc": float(val_acc[l, h])} for l, h in chosen]}
+    report = {"val_acc": val_acc, "test_acc": test_acc, "chosen": chosen, "splits": parts}
+    return InterventionSet(interventions, model_info(model), meta), report
+
+
+def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[InterventionSet] = None,
+                       batch_size: int = 64) -> np.ndarray:
+    """Sum of each text's token log-probabilities (after its first token), optionally with
+    ``spec`` applied at every position."""
+    pad = model.tokenizer.pad_token_id or 0
+    out = []
+    for start in range(0, len(texts), batch_size):
+        rows = [model.tokenizer(t)["input_ids"] for t in texts[start:start + batch_size]]
+        inputs = build_inputs(rows, pad)
+        with torch.no_grad(), model.trace(inputs, use_cache=False):
+            if spec is not None:
+                spec.apply(model)
+            lp = model.output.logits[:, :-1].float().log_softmax(-1)
+            ids, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"][:, 1:]
+            total = (lp.gather(-1, ids[..., None].to(lp.device))[..., 0] * mask.to(lp.device)).sum(-1).save()
+        out.append(total.cpu().numpy())
+    return np.concatenate(out)
+
+
+def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str]] = None) -> dict:
+    """Mean next-token cross-entropy on neutral text without and with ``spec``, and the mean
+    KL(original || intervened) over positions."""
+    texts = texts or json.loads(NEUTRAL.read_text())
+    pad = model.tokenizer.pad_token_id or 0
+    rows = [model.tokenizer(t)["input_ids"] for t in texts]
+    inputs = build_inputs(rows, pad)
+    results = []
+    for s in (None, spec):
+        with torch.no_grad(), model.trace(inputs, use_cache=False):
+            if s is not None:
+                s.apply(model)
+            lp = model.output.logits[:, :-1].float().log_softmax(-1).save()
+        results.append(lp.cpu())
+    ids, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"][:, 1:].bool()
+    ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in results]
+    kl = (results[0].exp() * (results[0] - results[1])).sum(-1)[mask].mean()
+    return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl)}
+
+
+def evaluate(model: Any, spec: InterventionSet, test: Statements) -> dict:
+    """True-vs-false preference on held-out pairs with and without ``spec``, and the cost on
+    neutral text."""
+    truth = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 1}
+    lie = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 0}
+    pairs = sorted(set(truth) & set(lie))
+    if not pairs:
+        raise ValueError("the test split has no (true, false) pairs to compare")
+    report = {"pairs": len(pairs)}
+    for name, s in (("without", None), ("with", spec)):
+        lp = statement_logprobs(model, test.text, s)
+        report[f"prefers_true_{name}"] = float(np.mean([lp[truth[p]] > lp[lie[p]] for p in pairs]))
+    report.update(neutral_cost(model, spec))
+    return report
+
+
+def generate(model: Any, prompts: Union[str, Sequence[str]], spec: InterventionSet,
+             max_new_tokens: int = 40) -> tuple[list[str], list[str]]:
+    """Greedy unsteered and steered continuations of each prompt, in one batched call."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    tok = model.tokenizer
+    with torch.no_grad(), model.generate(max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=tok.pad_token_id) as tr:
+        with tr.invoke(prompts):
+            pass
+        with tr.invoke(prompts):
+            for _ in tr.iter[0:max_new_tokens]:
+                spec.apply(model)
+        with tr.invoke():  # its own invoke: code after a stopped iter loop does not run
+            out = tr.result.save()
+    width = build_inputs([tok(p)["input_ids"] for p in prompts], 0)["input_ids"].shape[1]
+    texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
+    return texts[:len(prompts)], texts[len(prompts):]
+
+
+def _table(report: dict) -> str:
+    return "\n".join([
+        f"{'':<22}{'without':>10}{'with ITI':>10}",
+        f"{'prefers true (test)':<22}{report['prefers_true_without']:>10.3f}{report['prefers_true_with']:>10.3f}",
+        f"{'CE on neutral text':<22}{report['ce_without']:>10.3f}{report['ce_with']:>10.3f}",
+        f"{'KL on neutral text':<22}{'':>10}{report['kl']:>10.4f}",
+        f"({report['pairs']} held-out pairs)"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m recipes.iti fit ...`` / ``python -m recipes.iti generate ...``"""
+    parser = argparse.ArgumentParser(prog="python -m recipes.iti", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="probe every head, build and save the intervention")
+    f.add_argument("--model", default="smollm2")
+    f.add_argument("--data", default=None, help="JSON/CSV file or hub dataset (default: the shipped pairs)")
+    f.add_argument("--statement-column", default="statement")
+    f.add_argument("--label-column", default="label")
+    f.add_argument("--top-k", type=int, default=16)
+    f.add_argument("--alpha", type=float, default=15.0)
+    f.add_argument("--direction", default="mass_mean", choices=["mass_mean", "probe"])
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", default="iti")
+    f.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    g = sub.add_parser("generate", help="unsteered and steered answers to a prompt")
+    g.add_argument("--intervention", required=True, help="a folder or a hub repo id")
+    g.add_argument("--prompt", nargs="+", required=True)
+    g.add_argument("--model", default=None, help="default: the model the intervention was fitted on")
+    g.add_argument("--max-new-tokens", type=int, default=40)
+    args = parser.parse_args(argv)
+
+    if args.command == "fit":
+        from .plotting import heatmap
+
+        model = tracer.load(args.model)
+        data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
+        spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model)
+        out = Path(args.out)
+        spec.save(out)
+        val = report["val_acc"]
+        heatmap(val, range(val.shape[0]), range(val.shape[1]), out / "probe_accuracy.png",
+                title=f"ITI probe accuracy (validation), top {args.top_k} used", xlabel="head",
+                ylabel="layer", cbar="accuracy")
+        result = evaluate(model, spec, report["splits"]["test"])
+        result["best_val_acc"] = float(val.max())
+        result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        print(f"top-{args.top_k} heads (layer, head): {report['chosen']}")
+        print(f"best validation probe accuracy {val.max():.3f}; chosen heads' mean test accuracy "
+              f"{result['mean_test_acc_of_chosen']:.3f}")
+        print(_table(result))
+        print(f"wrote {out}/config.json, {out}/tensors.safetensors, {out}/probe_accuracy.png, {out}/eval.json")
+        if args.push_to_hub:
+            print("pushed:", spec.push_to_hub(args.push_to_hub))
+        return 0
+
+    spec = tracer.spec.load(args.intervention)
+    model = tracer.load(args.model or spec.meta.get("model") or "smollm2")
+    spec.check(model)
+    plain, steered = generate(model, args.prompt, spec, args.max_new_tokens)
+    for prompt, a, b in zip(args.prompt, plain, steered):
+        print(f"prompt:   {prompt}\nwithout:  {a.strip()}\nwith ITI: {b.strip()}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Interventions as data: a folder of ``config.json`` + ``tensors.safetensors``.
+
+An ``InterventionSet`` is a list of ``Intervention``s plus the shape of the model they were
+made for.  It saves to a folder, loads back (from a folder or a Hugging Face hub repo), and
+applies inside any trace: a plain forward, ``model.generate`` (call it inside the
+``tracer.iter`` loop), or a remote trace.  Loading never unpickles: JSON and safetensors
+only.  ``from_pyvene`` reads pyvene's saved folders when they hold plain tensors
+(``torch.load(weights_only=True)``, which refuses anything but tensors and containers).
+
+Everything is checked before anything is applied: a bad folder or a mismatch with the model
+raises ``SpecError`` and leaves the model untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .interventions import KINDS, Intervention
+from .sites import HEAD_SITES, Site, dims_of, site as resolve_site
+
+FORMAT = "interlace.interventions"
+VERSION = 1
+CONFIG, TENSORS = "config.json", "tensors.safetensors"
+
+
+class SpecError(ValueError):
+    """A saved intervention folder is malformed, foreign, truncated or does not fit the model."""
+
+
+def model_info(model: Any) -> dict:
+    """The shape facts a saved intervention must agree with."""
+    config = model.config
+    d = dims_of(config)
+    return {"model_type": config.model_type, "hidden_size": d.hidden, "num_layers": d.n_layers,
+            "num_heads": d.n_heads, "num_kv_heads": d.n_kv_heads, "head_dim": d.head_dim}
+
+
+@dataclass
+class InterventionSet:
+    """Interventions that travel together, with the model shape they were made for."""
+
+    interventions: list
+    model: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    # -- checking and applying -------------------------------------------------------
+
+    def check(self, model: Any) -> list[Site]:
+        """Resolve every site on ``model`` and check every tensor's shape; raises SpecError."""
+        info = model_info(model)
+        for key in ("model_type", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+            want = self.model.get(key)
+            if want is not None and key != "model_type" and want != info[key]:
+                raise SpecError(f"these interventions were made for a model with {key}={want}; "
+                                f"this model has {key}={info[key]}")
+        sites = []
+        for i, iv in enumerate(self.interventions):
+            try:
+                s = resolve_site(model, iv.site)
+            except (ValueError, IndexError) as error:
+                raise SpecError(f"intervention {i} ({iv.kind} at {iv.site}): {error}") from None
+            width = s.dims.head_dim if s.kind in HEAD_SITES else (
+                model.config.vocab_size if s.kind == "logits" else s.dims.hidden) if s.dims else None
+            if iv.heads is not None:
+                if s.n_heads is None:
+                    raise SpecError(f"intervention {i}: site {s.name} has no heads")
+                bad = [h for h in iv.heads if not 0 <= h < s.n_heads]
+                if bad:
+                    raise SpecError(f"intervention {i}: heads {bad} out of range at {s.name} "
+                                    f"(valid 0..{s.n_heads - 1})")
+            for name, value in iv.params.items():
+                if isinstance(value, torch.Tensor) and width is not None and value.dim() > 0 \
+                        and value.shape[-1] != width:
+                    raise SpecError(f"intervention {i} ({iv.kind} at {s.name}): {name} has shape "
+                                    f"{tuple(value.shape)} but the site's last dimension is {width}")
+                if isinstance(value, torch.Tensor) and iv.heads is not None and value.dim() >= 2 \
+                        and value.shape[-2] not in (1, len(iv.heads)):
+                    raise SpecError(f"intervention {i}: {name} has {value.shape[-2]} rows for "
+                                    f"{len(iv.heads)} heads")
+            sites.append(s)
+        return sites
+
+    def apply(self, model: Any, rows: Any = None, positions: Any = "stored") -> None:
+        """Apply every intervention inside the current trace, in execution order.
+
+        ``positions`` overrides the stored positions of all of them (``None`` = every position).
+        """
+        order = sorted(range(len(self.interventions)),
+                       key=lambda i: resolve_site(model, self.interventions[i].site).order)
+        for i in order:
+            iv = self.interventions[i]
+            if positions != "stored":
+                iv = Intervention(iv.kind, iv.site, positions, iv.heads, iv.params)
+            iv.apply(model, rows=rows)
+
+    # -- files -----------------------------------------------------------------------
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        """Write ``config.json`` and ``tensors.safetensors`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors, entries = {}, []
+        for i, iv in enumerate(self.interventions):
+            params = {}
+            for name, value in iv.params.items():
+                if isinstance(value, torch.Tensor):
+                    key = f"{i}.{name}"
+                    tensors[key] = value.detach().to("cpu").contiguous()
+                    params[name] = {"tensor": key}
+                else:
+                    params[name] = float(value)
+            entries.append({"kind": iv.kind, "site": iv.site, "positions": _plain(iv.positions),
+                            "heads": _plain(iv.heads), "params": params})
+        config = {"format": FORMAT, "version": VERSION, "model": self.model, "meta": self.meta,
+                  "interventions": entries}
+        save_file(tensors, str(folder / TENSORS), metadata={"format": FORMAT})
+        (folder / CONFIG).write_text(json.dumps(config, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, source: Union[str, Path], model: Any = None, revision: Optional[str] = None) -> "InterventionSet":
+        """Load from a folder, or from a hub repo id (``"user/repo"``); checked against
+        ``model`` when one is given."""
+        folder = Path(source).expanduser()
+        if not folder.exists():
+            if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
+                raise SpecError(f"no intervention folder at {source}")
+            folder = _download(str(source), revision)
+        spec = cls._read(folder)
+        if model is not None:
+            spec.check(model)
+        return spec
+
+    @classmethod
+    def _read(cls, folder: Path) -> "InterventionSet":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        cfg_path, t_path = folder / CONFIG, folder / TENSORS
+        if any(folder.glob("intkey_*.bin")):
+            raise SpecError(f"{folder} looks like a pyvene folder: load it with "
+                            f"tracer.spec.from_pyvene(folder, model)")
+        if not cfg_path.is_file():
+            raise SpecError(f"{folder} has no {CONFIG}")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise SpecError(f"{cfg_path} is not valid JSON ({error}); the file is corrupt or "
+                            f"truncated") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise SpecError(f"{cfg_path} is not an Interlace intervention file (its 'format' is "
+                            f"{config.get('format') if isinstance(config, dict) else None!r}, "
+                            f"expected {FORMAT!r})")
+        if not isinstance(config.get("version"), int) or config["version"] > VERSION:
+            raise SpecError(f"{cfg_path} has version {config.get('version')!r}; this Interlace "
+                            f"reads versions up to {VERSION}")
+        try:
+            tensors = load_file(str(t_path)) if t_path.is_file() else {}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise SpecError(f"{t_path} is truncated or corrupt ({error})") from None
+        interventions = []
+        for i, entry in enumerate(config.get("interventions", [])):
+            try:
+                kind, site = entry["kind"], entry["site"]
+                if kind not in KINDS:
+                    raise SpecError(f"intervention {i} in {cfg_path} has unknown kind {kind!r}; "
+                                    f"valid kinds are {', '.join(KINDS)}")
+                params = {}
+                for name, value in entry.get("params", {}).items():
+                    if isinstance(value, dict):
+                        if value.get("tensor") not in tensors:
+                            raise SpecError(f"intervention {i} in {cfg_path}: tensor "
+                                            f"{value.get('tensor')!r} is missing from {TENSORS}")
+                        params[name] = tensors[value["tensor"]]
+                    else:
+                        params[name] = float(value)
+                interventions.append(Intervention(kind, site, entry.get("positions"),
+                                                  entry.get("heads"), params))
+            except (KeyError, TypeError, AttributeError) as error:
+                raise SpecError(f"intervention {i} in {cfg_path} is malformed ({error!r})") from None
+            except ValueError as error:
+                if isinstance(error, SpecError):
+                    raise
+                raise SpecError(f"intervention {i} in {cfg_path}: {error}") from None
+        return cls(interventions, config.get("model", {}), config.get("meta", {}))
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload Interlace interventions") -> str:
+        """Save to a temporary folder and upload it to a hub model repo; returns the commit URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save(tmp)
+            info = api.upload_folder(folder_path=tmp, repo_id=repo_id,
+                                     commit_message=commit_message)
+        return str(getattr(info, "commit_url", info))
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return list(value)
+
+
+def _download(repo_id: str, revision: Optional[str]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG, TENSORS]))
+    except Exception as error:  # noqa: BLE001 - one clear error for offline / missing repos
+        raise SpecError(f"could not fetch interventions {repo_id!r} from the Hugging Face hub "
+                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+
+
+def load(source: Union[str, Path], model: Any = None, revision: Optional[str] = None) -> InterventionSet:
+    """``InterventionSet.load``: a folder or a hub repo id."""
+    return InterventionSet.load(source, model, revision)
+
+
+# pyvene component names -> our site kinds
+_PYVENE_SITES = {
+    "block_input": "resid_pre", "block_output": "resid_post", "mlp_output": "mlp_out",
+    "attention_output": "attn_out", "head_attention_value_output": "head_out",
+    "head_query_output": "head_q", "head_key_output": "head_k", "head_value_output": "head_v",
+}
+
+
+def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
+    """Read a pyvene saved-intervention folder whose interventions are plain tensors
+    (Addition/Subtraction with a constant source, Zero).  Weights are read with
+    ``torch.load(weights_only=True)``."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        reprs = config["representations"]
+        types = config["intervention_types"]
+        keys = config.get("sorted_keys") or []
+    except (OSError, json.JSONDecodeError, KeyError) as error:
+        raise SpecError(f"{folder} is not a pyvene intervention folder ({error!r})") from None
+    interventions = []
+    for i, (rep, type_str) in enumerate(zip(reprs, types)):
+        layer, component = (rep[0], rep[1]) if isinstance(rep, list) else (rep["layer"], rep["component"])
+        cls = type_str.rsplit(".", 1)[-1].strip("'>")
+        if component in _PYVENE_SITES:
+            site = f"{_PYVENE_SITES[component]}.{layer}"
+        elif component.endswith((".output", ".input")):
+            site = component
+        else:
+            raise SpecError(f"pyvene component {component!r} has no Interlace site; known "
+                            f"components are {', '.join(_PYVENE_SITES)} or module paths")
+        if "Zero" in cls:
+            interventions.append(Intervention("zero", site))
+            continue
+        if "Addition" not in cls and "Subtraction" not in cls:
+            raise SpecError(f"pyvene intervention {cls} is not a plain-tensor intervention; "
+                            f"only Addition, Subtraction (with a constant source) and Zero load")
+        key = keys[i] if i < len(keys) else None
+        path = folder / f"intkey_{key}.bin" if key else None
+        if path is None or not path.is_file():
+            found = sorted(folder.glob("intkey_*.bin"))
+            if len(found) != len(reprs):
+                raise SpecError(f"cannot match pyvene weight files to interventions in {folder}")
+            path = found[i]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - anything but plain tensors is refused here
+            raise SpecError(f"{path} is not a plain-tensor pyvene file ({error})") from None
+        vector = state.get("source_representation") if isinstance(state, dict) else None
+        if not isinstance(vector, torch.Tensor):
+            raise SpecError(f"{path} holds no source_representation tensor")
+        if "Subtraction" in cls:
+            vector = -vector
+        interventions.append(Intervention("add", site, None, None, {"vector": vector.float()}))
+    spec = InterventionSet(interventions, model_info(model), {"source": "pyvene", "folder": str(folder)})
+    spec.check(model)
+    return spec
