@@ -199,7 +199,8 @@ def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[Interven
             if spec is not None:
                 spec.apply(model)
             lp = model.output.logits[:, :-1].float().log_softmax(-1)
-            ids, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"][:, 1:]
+            ids = inputs["input_ids"][:, 1:]
+            mask = inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]  # real -> real
             total = (lp.gather(-1, ids[..., None].to(lp.device))[..., 0] * mask.to(lp.device)).sum(-1).save()
         out.append(total.cpu().numpy())
     return np.concatenate(out)
@@ -219,7 +220,8 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
                 s.apply(model)
             lp = model.output.logits[:, :-1].float().log_softmax(-1).save()
         results.append(lp.cpu())
-    ids, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"][:, 1:].bool()
+    ids = inputs["input_ids"][:, 1:]
+    mask = (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).bool()
     ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in results]
     kl = (results[0].exp() * (results[0] - results[1])).sum(-1)[mask].mean()
     return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl)}
