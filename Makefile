@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.interlace-installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast test-remote clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Remote tests: installs, starts and deploys a local NDIF server (../shared/ndif-local; root,
+# network namespace ndiflab), then runs the tests marked remote.
+test-remote: setup
+	$(BIN)/python -m pytest -q -m remote tests/test_remote.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not smollm2"

@@ -51,8 +51,11 @@ REP_SITES = {"lay": "resid_post", "qry": "head_q", "key": "head_k", "val": "head
 HEAD_REPS = ("qry", "key", "val", "out")
 
 
-def _model(model: Any, device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> Any:
-    return tracer.load(model, device=device, dtype=dtype) if model is None or isinstance(model, str) else model
+def _model(model: Any, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+           remote: bool = False) -> Any:
+    if model is None or isinstance(model, str):
+        return tracer.load(model, remote=remote, device=None if remote else device, dtype=dtype)
+    return model
 
 
 class InterchangeInterventionConfig:
@@ -98,12 +101,13 @@ class InterchangeIntervention:
     """The seed's interchange-intervention model: a loaded model plus a prompt pair."""
 
     def __init__(self, model: Any = "smollm2", interv_config: Optional[InterchangeInterventionConfig] = None,
-                 device: Optional[str] = None, dtype: Optional[torch.dtype] = None, **kwargs: Any):
+                 device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                 remote: bool = False, **kwargs: Any):
         if interv_config is None:
             interv_config = kwargs.pop("config", None)
         if interv_config is None:
             raise ValueError("pass an InterchangeInterventionConfig as the second argument")
-        self.model = _model(model, device, dtype)
+        self.model = _model(model, device, dtype, remote)
         self.config = interv_config
         self.sents, self.conts = interv_config.sents, interv_config.conts
         self.tokenizer = self.model.tokenizer
@@ -167,17 +171,19 @@ class InterchangeIntervention:
 
     def run(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
             heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
-            max_batch: Optional[int] = None, progress: bool = True) -> dict[str, np.ndarray]:
+            max_batch: Optional[int] = None, progress: bool = True,
+            remote: bool = False) -> dict[str, np.ndarray]:
         """Probabilities of each continuation after each prompt, originally and with the
         targets' representations swapped at each layer.
 
         Returns ``{"original": (C, 2, 1), "interv_layer_L": (C, 2, H)}`` where H is 1 with
         ``multihead`` (all heads swapped together), else one column per head in ``heads``
-        (a list, or ``"each"`` for every head).
+        (a list, or ``"each"`` for every head).  ``remote=True`` runs the whole plan on NDIF
+        as one request.
         """
         groups, columns = self.plan(targets, rep_types, multihead, heads, layers)
         logprobs = batching.run(self.model, groups, max_batch=max_batch, progress=progress,
-                                desc="interchange")
+                                desc="interchange", remote=remote)
         n_conts = len(self.conts)
 
         def probs(lp: np.ndarray) -> np.ndarray:  # (2C, K) -> (C, 2)
@@ -269,7 +275,7 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
           site: str = "resid_post", positions: Optional[Sequence[int]] = None,
           layers: Optional[Sequence[int]] = None, heads: Union[None, str, Sequence[int]] = None,
           metric: Union[str, Callable] = "prob", max_batch: Optional[int] = None,
-          progress: bool = True) -> SweepResult:
+          progress: bool = True, remote: bool = False) -> SweepResult:
     """Patch ``site`` from ``source`` into ``base`` one (layer, position) or (layer, head) at
     a time and measure ``metric`` on the answers' next-token log-probabilities.
 
@@ -305,7 +311,8 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
             pos = tuple(positions) if per_head else (c,)
             hs = (c,) if per_head else None
             groups.append(Group(rows, [Copy(name_l, 0, 1, pos, pos, hs)], reads, key=(layer, c)))
-    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep")
+    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep",
+                       remote=remote)
     clean = fn(lps[0])
     values = np.array([fn(lp[:1])[0] for lp in lps[1:]]).reshape(len(layers), len(cols))
     col_axis = "head" if per_head else "position"
@@ -320,7 +327,8 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
 def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                  site: str = "resid_post", layers: Optional[Sequence[int]] = None,
                  noise: Optional[float] = None, samples: int = 10, seed: int = 0,
-                 max_batch: Optional[int] = None, progress: bool = True) -> SweepResult:
+                 max_batch: Optional[int] = None, progress: bool = True,
+                 remote: bool = False) -> SweepResult:
     """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
     restore the clean ``site`` state one (layer, position) at a time; the value is the
     probability of ``answer`` averaged over ``samples`` noise draws.
@@ -352,7 +360,8 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
         for p in positions:
             restore = [Copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
             groups.append(Group(rows, corrupt + restore, reads, key=(layer, p)))
-    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace")
+    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace",
+                       remote=remote)
     probs = [np.exp(lp[:, 0]) for lp in lps]
     values = np.array([p[1:].mean() for p in probs[1:]]).reshape(len(layers), len(positions))
     labels = [f"{p}:{tok.decode([ids[p]])}{'*' if p in subj else ''}" for p in positions]
@@ -418,6 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also run all rep types applied together, as the seed does")
     parser.add_argument("--max-batch", type=int, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--remote", action="store_true",
+                        help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
 
@@ -425,7 +436,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.heads:
         heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
-    model = InterchangeIntervention(args.model, config, device=args.device)
+    if args.remote:
+        tracer.remote.configure()
+    model = InterchangeIntervention(args.model, config, device=args.device, remote=args.remote)
     runs = {rep: [rep] for rep in args.rep_types}
     if args.together and len(args.rep_types) > 1:
         runs["+".join(args.rep_types)] = list(args.rep_types)
@@ -434,7 +447,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         per_head = heads is not None and any(r in HEAD_REPS for r in reps)
         outputs[name] = model.run(targets=args.targets, rep_types=reps,
                                   multihead=not per_head, heads=heads if per_head else None,
-                                  max_batch=args.max_batch)
+                                  max_batch=args.max_batch, remote=args.remote)
         columns[name] = model.columns
     cfg = {"model": args.model, "sents": args.sents, "conts": args.conts, "targets": args.targets,
            "rep_types": args.rep_types, "heads": heads, "together": args.together,

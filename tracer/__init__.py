@@ -9,10 +9,10 @@
         logits = model.lm_head.output.save()
 """
 
-from . import interventions, spec, tokens
+from . import interventions, remote, spec, tokens
 from .interventions import Intervention
 from .models import ModelLoadError, load
 from .sites import SITE_NAMES, Site, site, valid_sites
 
 __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
-           "Intervention", "spec", "tokens", "ModelLoadError"]
+           "Intervention", "remote", "spec", "tokens", "ModelLoadError"]

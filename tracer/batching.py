@@ -7,8 +7,7 @@ at chosen positions counted from the end.  Groups are packed into batches of at 
 ``max_batch`` rows; each batch is one trace in which every site is visited once, in execution
 order, with a single vectorized gather/scatter for all of its patches.
 
-``compile_batch`` and ``build_inputs`` run on the client; ``apply_patches`` and
-``read_logprobs`` run inside the trace and use only torch and ``tracer.sites``.
+This module runs on the client; what runs inside the trace is in ``tracer.patches``.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .patches import SitePatches, apply_patches, read_logprobs
 from .sites import Site, site as resolve_site
 
 
@@ -75,17 +75,6 @@ def build_inputs(rows: Sequence[Sequence[int]], pad_id: int) -> dict:
         mask[i, width - len(r):] = 1
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-
-
-@dataclass
-class SitePatches:
-    """All patches at one site in one batch, as index tensors (padded positions)."""
-
-    site: Site
-    copy_dst: Optional[tuple] = None
-    copy_src: Optional[tuple] = None
-    add_idx: Optional[tuple] = None
-    add_val: Optional[torch.Tensor] = None
 
 
 def compile_batch(model: Any, groups: Sequence[Group]) -> tuple[dict, list[SitePatches], dict]:
@@ -218,56 +207,65 @@ def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
         yield batch
 
 
-# -- inside the trace --------------------------------------------------------------------
-
-def apply_patches(compiled: Sequence[SitePatches]) -> None:
-    """Apply every site's additions, then its copies, visiting sites in execution order."""
-    for sp in compiled:
-        x = sp.site.tensor()
-        if sp.add_idx is not None:
-            idx = tuple(i.to(x.device) for i in sp.add_idx)
-            x[idx] = x[idx] + sp.add_val.to(device=x.device, dtype=x.dtype)
-        if sp.copy_dst is not None:
-            dst = tuple(i.to(x.device) for i in sp.copy_dst)
-            src = tuple(i.to(x.device) for i in sp.copy_src)
-            x[dst] = x[src]
-
-
-def read_logprobs(logits: torch.Tensor, readout: dict) -> torch.Tensor:
-    """Log-probabilities ``(rows, K)`` of the readout tokens from the kept logits."""
-    dev = logits.device
-    rows, pos = readout["rows"].to(dev), readout["pos"].to(dev)
-    picked = logits[rows, pos].float().log_softmax(-1)
-    return picked.gather(-1, readout["tokens"].to(dev)[..., None])[..., 0]
-
-
 # -- running -----------------------------------------------------------------------------
 
+REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
+
+
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
-        progress: bool = True, desc: str = "batches") -> list[np.ndarray]:
+        progress: bool = True, desc: str = "batches", remote: bool = False) -> list[np.ndarray]:
     """Run every group; returns, per group, its log-probabilities ``(rows, K)`` (NaN where a
-    row reads fewer than K tokens)."""
+    row reads fewer than K tokens).
+
+    Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` all
+    batches run as traces inside one ``model.session(remote=True)``: one request to NDIF.
+    """
     from tqdm.auto import tqdm
 
     if not groups:
         return []
     if max_batch is None:
-        seq = max(len(r) for g in groups for r in g.rows)
-        keep = max((-o for g in groups for r in g.reads for o, _ in r), default=1)
-        max_batch = default_max_batch(model, seq, keep)
+        if remote:
+            max_batch = REMOTE_MAX_BATCH
+        else:
+            seq = max(len(r) for g in groups for r in g.rows)
+            keep = max((-o for g in groups for r in g.reads for o, _ in r), default=1)
+            max_batch = default_max_batch(model, seq, keep)
     batches = list(pack(groups, max_batch))
+    compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
+    if remote:
+        from . import remote as remote_mod
+
+        outputs = remote_mod.run_remote(_session, model, compiled)
+    else:
+        outputs = []
+        for inputs, patches, readout in tqdm(compiled, desc=desc, disable=not progress or len(compiled) < 2):
+            with torch.no_grad():
+                with model.trace(inputs, logits_to_keep=readout["keep"], use_cache=False):
+                    apply_patches(patches)
+                    lp = read_logprobs(model.output.logits, readout).save()
+            outputs.append(lp)
     results: list[Optional[np.ndarray]] = [None] * len(groups)
-    for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2):
-        members = [groups[i] for i in batch]
-        inputs, compiled, readout = compile_batch(model, members)
-        with torch.no_grad():
-            with model.trace(inputs, logits_to_keep=readout["keep"], use_cache=False):
-                apply_patches(compiled)
-                lp = read_logprobs(model.output.logits, readout).save()
-        lp = lp.detach().cpu().numpy()
+    for batch, (_, _, readout), lp in zip(batches, compiled, outputs):
+        lp = lp.detach().float().cpu().numpy()
         lp[readout["mask"].numpy() == 0] = np.nan
         start = 0
-        for i, g in zip(batch, members):
-            results[i] = lp[start:start + len(g.rows)]
-            start += len(g.rows)
+        for i in batch:
+            results[i] = lp[start:start + len(groups[i].rows)]
+            start += len(groups[i].rows)
     return results
+
+
+def _session(model: Any, compiled: list) -> list:
+    """All batches as traces of one remote session (one request)."""
+    import nnsight
+
+    with torch.no_grad():
+        with model.session(remote=True):
+            outputs = nnsight.save([])
+            for inputs, patches, readout in compiled:
+                with model.trace(inputs, logits_to_keep=readout["keep"], use_cache=False):
+                    apply_patches(patches)
+                    lp = read_logprobs(model.output.logits, readout).save()
+                outputs.append(lp)
+    return list(outputs)

@@ -11,8 +11,7 @@ Trace-time module: imports only torch and ``tracer.sites``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -106,7 +105,6 @@ KINDS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
 }
 
 
-@dataclass
 class Intervention:
     """One intervention as data: a kind, a site name, a selection and its parameters.
 
@@ -114,21 +112,22 @@ class Intervention:
     ``source`` out of ``params`` and take it at apply time (from another invoke).
     """
 
-    kind: str
-    site: str
-    positions: Any = None
-    heads: Any = None
-    params: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown intervention kind {self.kind!r}; valid kinds are "
+    def __init__(self, kind: str, site: str, positions: Any = None, heads: Any = None,
+                 params: Any = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown intervention kind {kind!r}; valid kinds are "
                              f"{', '.join(KINDS)}")
-        _, names = KINDS[self.kind]
-        unknown = set(self.params) - set(names)
+        params = dict(params or {})
+        _, names = KINDS[kind]
+        unknown = set(params) - set(names)
         if unknown:
-            raise ValueError(f"intervention {self.kind!r} takes parameters {list(names)}, "
+            raise ValueError(f"intervention {kind!r} takes parameters {list(names)}, "
                              f"not {sorted(unknown)}")
+        self.kind, self.site, self.positions, self.heads, self.params = kind, site, positions, heads, params
+
+    def __repr__(self) -> str:
+        return (f"Intervention({self.kind!r}, {self.site!r}, positions={self.positions!r}, "
+                f"heads={self.heads!r}, params={sorted(self.params)})")
 
     def apply(self, model: Any, rows: Rows = None, **params: Any) -> torch.Tensor:
         """Apply at the site inside the current trace; ``params`` add to or override stored ones."""

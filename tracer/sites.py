@@ -15,9 +15,7 @@ This module runs inside traces (locally and on NDIF), so it imports only torch.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -32,8 +30,7 @@ SITE_NAMES = ("embed",) + LAYER_SITES + ("final", "logits")
 HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     """Where each site lives in one architecture family (module paths from the top model)."""
 
     name: str
@@ -81,8 +78,7 @@ FAMILIES = {
 _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
 
 
-@dataclass(frozen=True)
-class Dims:
+class Dims(NamedTuple):
     """The shapes a site check needs, read from the model config outside any trace."""
 
     n_layers: int
@@ -137,7 +133,10 @@ def _module_of(node: Any) -> Optional[torch.nn.Module]:
     return module if isinstance(module, torch.nn.Module) else None
 
 
-_RAW_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*\.(output|input)$")
+def _is_raw_path(name: str) -> bool:
+    """``model.layers[3].mlp.output``-style module paths (not a normalized site name)."""
+    head, _, port = name.rpartition(".")
+    return bool(head) and port in ("output", "input") and name.split(".")[0] not in SITE_NAMES
 
 
 class Site:
@@ -153,7 +152,7 @@ class Site:
         self.model = model
         config = _config(model)
         self.raw_path: Optional[str] = None
-        if _RAW_PATH.match(name) and name.split(".")[0] not in SITE_NAMES:
+        if _is_raw_path(name):
             self._init_raw(name)
             return
         self.family = family_of(config)
@@ -174,7 +173,7 @@ class Site:
 
     def _init_raw(self, name: str) -> None:
         path, port = name.rsplit(".", 1)
-        path = re.sub(r"\[(\d+)\]", r".\1", path)
+        path = path.replace("[", ".").replace("]", "")
         _envoy(self.model, path)  # fail now, with the valid children, not inside the trace
         self.kind, self.layer, self.family, self.dims = name, None, None, None
         self.raw_path, self.module_path, self.port = name, path, port

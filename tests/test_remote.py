@@ -1,0 +1,178 @@
+"""Remote execution against a real NDIF server started here (``make test-remote``).
+
+The fixture installs, starts and deploys the server with ``../shared/ndif-local`` (its own
+venv, without Interlace: what runs there was shipped by value).  Ray advertises addresses
+only inside network namespace ``ndiflab``, so each client runs there as a subprocess and
+prints JSON.  The import-whitelist and unreachable-server tests need no server.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import tracer
+from tracer import remote
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT.parent / "shared" / "ndif-local"
+LAB = Path(os.environ.get("NDIF_LAB", "/tmp/interlace-ndif"))
+HOST = "http://127.0.0.1:8001"
+
+
+def _sh(*cmd, timeout=600):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((LAB / "logs").glob("*.log"))) \
+            if (LAB / "logs").exists() else ""
+        pytest.fail(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}{logs}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def ndif(tmp_path_factory):
+    """A running local NDIF with a tiny random Llama deployed; yields its model folder."""
+    if not SCRIPTS.is_dir():
+        pytest.fail(f"the NDIF scripts are missing: expected {SCRIPTS}")
+    _sh("bash", str(SCRIPTS / "install.sh"), timeout=900)
+    # always a fresh server: a leftover one may hold other deployments on its one GPU slot
+    subprocess.run(["bash", str(SCRIPTS / "stop.sh")], capture_output=True)
+    _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)
+    folder = LAB / "models" / "tiny-llama"
+    if not (folder / "config.json").exists():
+        model = tracer.testing.tiny("llama")
+        model._module.save_pretrained(folder)
+        tracer.testing.tokenizer().save_pretrained(folder)
+    _sh("bash", str(SCRIPTS / "deploy.sh"), str(folder), timeout=300)
+    yield folder
+    subprocess.run(["bash", str(SCRIPTS / "stop.sh")], capture_output=True)
+
+
+def _client(code: str) -> dict:
+    """Run client code inside the namespace; it must print one JSON line last."""
+    script = "import json, torch, nnsight, numpy as np, tracer\n" \
+             f"tracer.remote.configure({HOST!r})\nnnsight.CONFIG.APP.REMOTE_LOGGING = False\n" \
+             + textwrap.dedent(code)
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(script)  # a file, not -c: nnsight reads trace bodies from their source
+    proc = subprocess.run(["ip", "netns", "exec", "ndiflab", sys.executable, f.name],
+                          capture_output=True, text=True, timeout=600, cwd="/")
+    os.unlink(f.name)
+    if proc.returncode != 0:
+        pytest.fail(f"client failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _requests() -> int:
+    text = (LAB / "logs" / "api.log").read_text()
+    return len(set(re.findall(r"request_id=(\w+) stage=received", text)))
+
+
+@pytest.mark.remote
+def test_server_cannot_import_interlace(ndif):
+    proc = subprocess.run([str(LAB / "venv" / "bin" / "python"), "-c", "import tracer"],
+                          capture_output=True, text=True, cwd=str(LAB))
+    assert proc.returncode != 0 and "No module named 'tracer'" in proc.stderr
+
+
+@pytest.mark.remote
+def test_interchange_sweep_remote_equals_local_in_one_request(ndif):
+    before = _requests()
+    out = _client(f"""
+        from recipes import interchange
+        path = {str(ndif)!r}
+        cfg = interchange.InterchangeInterventionConfig(["The capital of France is",
+                                                         "The capital of Italy is"], ["Paris", "Rome"])
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load(path, remote=remote)
+            ii = interchange.InterchangeIntervention(model, cfg)
+            out = ii.run(["France", "Italy"], ["lay", "qry", "key", "val", "out"], heads="each",
+                         max_batch=16, remote=remote, progress=False)
+            res[name] = {{k: v.tolist() for k, v in out.items()}}
+        print(json.dumps(res))
+    """)
+    assert _requests() - before == 1  # 9 groups x 4 rows in 3 batches: still one request
+    assert out["local"].keys() == out["remote"].keys()
+    for key in out["local"]:
+        assert torch.allclose(torch.tensor(out["local"][key]), torch.tensor(out["remote"][key]),
+                              rtol=0, atol=1e-5), key
+
+
+@pytest.mark.remote
+def test_sites_and_interventions_in_a_users_remote_trace(ndif):
+    out = _client(f"""
+        from tracer import interventions as iv
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            s = tracer.site(model, "head_v.1")
+            tracer.remote.register()
+            with torch.no_grad(), model.trace("The cat sat on the mat", remote=remote):
+                v = s.read(positions=[-1]).save()
+                iv.add(s, torch.ones(16), alpha=0.5, positions=[-1], heads=[1])
+                logits = model.output.logits.save()
+            res[name] = [v.tolist(), logits.tolist()]
+        print(json.dumps(res))
+    """)
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
+
+
+@pytest.mark.remote
+def test_error_inside_the_remote_trace_reaches_the_client(ndif):
+    out = _client(f"""
+        from tracer import batching
+        from tracer.batching import Copy, Group
+        model = tracer.load({str(ndif)!r}, remote=True)
+        ids = model.tokenizer("The cat sat")["input_ids"]
+        bad = [Group([ids, ids], [Copy("head_k.0", 0, 1, (0,), (0,), (5,))], [[(-1, 1)]] * 2)]
+        try:
+            batching.run(model, bad, remote=True)
+        except Exception as error:
+            print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
+    """)
+    # the head check runs client-side while compiling: nothing is sent
+    assert out["type"] == "IndexError" and "head 5 out of range at site head_k.0" in out["message"]
+    out = _client(f"""
+        model = tracer.load({str(ndif)!r}, remote=True)
+        s = tracer.site(model, "resid_post.0")
+        tracer.remote.register()
+        try:
+            with torch.no_grad(), model.trace("The cat", remote=True):
+                s.read(positions=[9]).save()
+        except Exception as error:
+            error = tracer.remote.explain(error)
+            print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
+    """)
+    assert out["type"] == "RemoteError" and "position 9 out of range" in out["message"]
+
+
+def test_trace_time_modules_import_only_what_ndif_allows():
+    assert remote.check_imports() == {}
+
+
+def test_unreachable_server_is_one_clear_error(tiny_models, monkeypatch, tmp_path):
+    import nnsight
+
+    folder = tmp_path / "m"
+    tiny_models["llama"]._module.save_pretrained(folder)
+    tracer.testing.tokenizer().save_pretrained(folder)
+    model = tracer.load(str(folder), remote=True)
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://127.0.0.1:9")  # nothing listens
+    from recipes import interchange
+
+    cfg = interchange.InterchangeInterventionConfig(["The capital of France is",
+                                                     "The capital of Italy is"], ["Paris", "Rome"])
+    ii = interchange.InterchangeIntervention(model, cfg)
+    with pytest.raises(remote.RemoteError, match=r"the NDIF server at http://127.0.0.1:9 is unreachable"):
+        ii.run(["France", "Italy"], ["lay"], remote=True, progress=False)
