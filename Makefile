@@ -31,13 +31,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Remote tests: installs, starts and deploys a local NDIF server (../shared/ndif-local; root,
-# network namespace ndiflab), then runs the tests marked remote.
+# The remote tests alone. `make test` runs them too: they install, start and deploy a local
+# NDIF server with ../shared/ndif-local (its own venv; root, network namespace ndiflab).
 test-remote: setup
 	$(BIN)/python -m pytest -q -m remote tests/test_remote.py
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not smollm2"
+	$(BIN)/python -m pytest -q -m "not smollm2 and not remote"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

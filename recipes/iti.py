@@ -22,6 +22,7 @@ with and without the intervention, and the cross-entropy / KL cost on neutral te
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -95,18 +96,45 @@ def split(data: Statements, seed: int = 0, val: float = 0.2, test: float = 0.2) 
     return {k: data.subset(np.isin(data.pair, v)) for k, v in parts.items()}
 
 
-def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
-    """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``."""
+def _context(model: Any, remote: bool) -> tuple[Any, Any]:
+    """(context, keep): all traces inside one remote session, or nothing extra locally.
+
+    ``keep`` marks a value to come back from the session (``nnsight.save``); locally every
+    trace's saved values are already back, so it is the identity.
+    """
+    if remote:
+        tracer.remote.register()
+        return model.session(remote=True), nnsight.save
+    return contextlib.nullcontext(), (lambda value: value)
+
+
+def _remote_call(remote: bool, fn: Any, *args: Any) -> Any:
+    return tracer.remote.run_remote(fn, *args) if remote else fn(*args)
+
+
+def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
+                     remote: bool = False) -> torch.Tensor:
+    """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``.
+
+    With ``remote=True`` all batches run in one NDIF request.
+    """
     dims = tracer.sites.dims_of(model.config)
     sites = [tracer.site(model, "head_out", layer=layer) for layer in range(dims.n_layers)]
     pad = model.tokenizer.pad_token_id or 0
-    out = []
-    for start in range(0, len(texts), batch_size):
-        rows = [model.tokenizer(t)["input_ids"] for t in texts[start:start + batch_size]]
-        with torch.no_grad(), model.trace(build_inputs(rows, pad), use_cache=False):
-            acts = nnsight.save([s.read(positions=[-1])[:, 0] for s in sites])
-        out.append(torch.stack([a.detach().float().cpu() for a in acts], dim=1))
-    return torch.cat(out)
+    batches = [build_inputs([model.tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]], pad)
+               for i in range(0, len(texts), batch_size)]
+
+    def go() -> list:
+        context, keep = _context(model, remote)
+        with torch.no_grad(), context:
+            out = keep([])
+            for inputs in batches:
+                with model.trace(inputs, use_cache=False):
+                    acts = torch.stack([s.read(positions=[-1])[:, 0] for s in sites], dim=1).save()
+                out.append(acts)
+        return list(out)
+
+    return torch.cat([a.detach().float().cpu() for a in _remote_call(remote, go)])
 
 
 def fit_probes(x: torch.Tensor, y: np.ndarray, steps: int = 300, lr: float = 0.05,
@@ -156,12 +184,15 @@ def directions(x: torch.Tensor, y: np.ndarray, probes: tuple, kind: str = "mass_
 
 def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int = 16,
         alpha: float = 15.0, direction: str = "mass_mean", seed: int = 0,
-        model_name: Optional[str] = None) -> tuple[InterventionSet, dict]:
+        model_name: Optional[str] = None, remote: bool = False) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
     (probe accuracies, chosen heads, splits)."""
     statements = data if isinstance(data, Statements) else load_statements(data)
     parts = split(statements, seed=seed)
-    acts = {k: head_activations(model, v.text) for k, v in parts.items()}
+    every = head_activations(model, [t for v in parts.values() for t in v.text], remote=remote)
+    acts, start = {}, 0
+    for k, v in parts.items():
+        acts[k], start = every[start:start + len(v.text)], start + len(v.text)
     probes = fit_probes(acts["train"], parts["train"].label, seed=seed)
     val_acc = probe_accuracy(acts["val"], parts["val"].label, probes)
     test_acc = probe_accuracy(acts["test"], parts["test"].label, probes)
@@ -186,48 +217,66 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     return InterventionSet(interventions, model_info(model), meta), report
 
 
+def _scored_batches(model: Any, texts: Sequence[str], batch_size: int) -> list[dict]:
+    pad = model.tokenizer.pad_token_id or 0
+    return [build_inputs([model.tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]], pad)
+            for i in range(0, len(texts), batch_size)]
+
+
+def _token_logprobs(model: Any, batches: list[dict], runs: list, remote: bool) -> list:
+    """Run ``(batch index, interventions, full)`` jobs as traces (one remote request).
+
+    Each returns the log-probabilities of the actual next tokens ``(rows, seq-1)``, or with
+    ``full`` the whole log-softmax ``(rows, seq-1, vocab)``.
+    """
+    def go() -> list:
+        context, keep = _context(model, remote)
+        with torch.no_grad(), context:
+            out = keep([])
+            for b, ivs, full in runs:
+                inputs = batches[b]
+                with model.trace(inputs, use_cache=False):
+                    for iv in ivs:
+                        iv.apply(model)
+                    lp = model.output.logits[:, :-1].float().log_softmax(-1)
+                    ids = inputs["input_ids"][:, 1:].to(lp.device)
+                    picked = lp.gather(-1, ids[..., None])[..., 0]
+                    result = (lp if full else picked).save()
+                out.append(result)
+        return list(out)
+
+    return [r.detach().cpu() for r in _remote_call(remote, go)]
+
+
+def _pair_mask(inputs: dict) -> torch.Tensor:
+    # a prediction counts only from a real token to a real token (left padding)
+    return (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).bool()
+
+
 def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[InterventionSet] = None,
-                       batch_size: int = 64) -> np.ndarray:
+                       batch_size: int = 64, remote: bool = False) -> np.ndarray:
     """Sum of each text's token log-probabilities (after its first token), optionally with
     ``spec`` applied at every position."""
-    pad = model.tokenizer.pad_token_id or 0
-    out = []
-    for start in range(0, len(texts), batch_size):
-        rows = [model.tokenizer(t)["input_ids"] for t in texts[start:start + batch_size]]
-        inputs = build_inputs(rows, pad)
-        with torch.no_grad(), model.trace(inputs, use_cache=False):
-            if spec is not None:
-                spec.apply(model)
-            lp = model.output.logits[:, :-1].float().log_softmax(-1)
-            ids = inputs["input_ids"][:, 1:]
-            mask = inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]  # real -> real
-            total = (lp.gather(-1, ids[..., None].to(lp.device))[..., 0] * mask.to(lp.device)).sum(-1).save()
-        out.append(total.cpu().numpy())
-    return np.concatenate(out)
+    batches = _scored_batches(model, texts, batch_size)
+    ivs = spec.ordered(model) if spec is not None else []
+    picked = _token_logprobs(model, batches, [(b, ivs, False) for b in range(len(batches))], remote)
+    return np.concatenate([(p * _pair_mask(inp)).sum(-1).numpy() for p, inp in zip(picked, batches)])
 
 
-def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str]] = None) -> dict:
+def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str]] = None,
+                 remote: bool = False) -> dict:
     """Mean next-token cross-entropy on neutral text without and with ``spec``, and the mean
     KL(original || intervened) over positions."""
     texts = texts or json.loads(NEUTRAL.read_text())
-    pad = model.tokenizer.pad_token_id or 0
-    rows = [model.tokenizer(t)["input_ids"] for t in texts]
-    inputs = build_inputs(rows, pad)
-    results = []
-    for s in (None, spec):
-        with torch.no_grad(), model.trace(inputs, use_cache=False):
-            if s is not None:
-                s.apply(model)
-            lp = model.output.logits[:, :-1].float().log_softmax(-1).save()
-        results.append(lp.cpu())
-    ids = inputs["input_ids"][:, 1:]
-    mask = (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).bool()
-    ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in results]
-    kl = (results[0].exp() * (results[0] - results[1])).sum(-1)[mask].mean()
+    batches = _scored_batches(model, texts, len(texts))
+    plain, steered = _token_logprobs(model, batches, [(0, [], True), (0, spec.ordered(model), True)], remote)
+    ids, mask = batches[0]["input_ids"][:, 1:], _pair_mask(batches[0])
+    ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in (plain, steered)]
+    kl = (plain.exp() * (plain - steered)).sum(-1)[mask].mean()
     return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl)}
 
 
-def evaluate(model: Any, spec: InterventionSet, test: Statements) -> dict:
+def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: bool = False) -> dict:
     """True-vs-false preference on held-out pairs with and without ``spec``, and the cost on
     neutral text."""
     truth = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 1}
@@ -237,26 +286,36 @@ def evaluate(model: Any, spec: InterventionSet, test: Statements) -> dict:
         raise ValueError("the test split has no (true, false) pairs to compare")
     report = {"pairs": len(pairs)}
     for name, s in (("without", None), ("with", spec)):
-        lp = statement_logprobs(model, test.text, s)
+        lp = statement_logprobs(model, test.text, s, remote=remote)
         report[f"prefers_true_{name}"] = float(np.mean([lp[truth[p]] > lp[lie[p]] for p in pairs]))
-    report.update(neutral_cost(model, spec))
+    report.update(neutral_cost(model, spec, remote=remote))
     return report
 
 
 def generate(model: Any, prompts: Union[str, Sequence[str]], spec: InterventionSet,
-             max_new_tokens: int = 40) -> tuple[list[str], list[str]]:
-    """Greedy unsteered and steered continuations of each prompt, in one batched call."""
+             max_new_tokens: int = 40, remote: bool = False) -> tuple[list[str], list[str]]:
+    """Greedy unsteered and steered continuations of each prompt, in one batched call
+    (one request with ``remote=True``)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     tok = model.tokenizer
-    with torch.no_grad(), model.generate(max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=tok.pad_token_id) as tr:
-        with tr.invoke(prompts):
-            pass
-        with tr.invoke(prompts):
-            for _ in tr.iter[0:max_new_tokens]:
-                spec.apply(model)
-        with tr.invoke():  # its own invoke: code after a stopped iter loop does not run
-            out = tr.result.save()
+    ivs = spec.ordered(model)
+
+    def go() -> Any:
+        with torch.no_grad(), model.generate(max_new_tokens=max_new_tokens, do_sample=False,
+                                             pad_token_id=tok.pad_token_id, remote=remote) as tr:
+            with tr.invoke(prompts):
+                pass
+            with tr.invoke(prompts):
+                for _ in tr.iter[0:max_new_tokens]:
+                    for iv in ivs:
+                        iv.apply(model)
+            with tr.invoke():  # its own invoke: code after a stopped iter loop does not run
+                out = tr.result.save()
+        return out
+
+    if remote:
+        tracer.remote.register()
+    out = _remote_call(remote, go)
     width = build_inputs([tok(p)["input_ids"] for p in prompts], 0)["input_ids"].shape[1]
     texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
     return texts[:len(prompts)], texts[len(prompts):]
@@ -286,26 +345,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default="iti")
     f.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    f.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
     g = sub.add_parser("generate", help="unsteered and steered answers to a prompt")
     g.add_argument("--intervention", required=True, help="a folder or a hub repo id")
     g.add_argument("--prompt", nargs="+", required=True)
     g.add_argument("--model", default=None, help="default: the model the intervention was fitted on")
     g.add_argument("--max-new-tokens", type=int, default=40)
+    g.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
     args = parser.parse_args(argv)
+    if args.remote:
+        tracer.remote.configure()
 
     if args.command == "fit":
         from .plotting import heatmap
 
-        model = tracer.load(args.model)
+        model = tracer.load(args.model, remote=args.remote)
         data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
-        spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model)
+        spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
+                           remote=args.remote)
         out = Path(args.out)
         spec.save(out)
         val = report["val_acc"]
         heatmap(val, range(val.shape[0]), range(val.shape[1]), out / "probe_accuracy.png",
                 title=f"ITI probe accuracy (validation), top {args.top_k} used", xlabel="head",
                 ylabel="layer", cbar="accuracy")
-        result = evaluate(model, spec, report["splits"]["test"])
+        result = evaluate(model, spec, report["splits"]["test"], remote=args.remote)
         result["best_val_acc"] = float(val.max())
         result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))
         (out / "eval.json").write_text(json.dumps(result, indent=2))
@@ -319,9 +383,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     spec = tracer.spec.load(args.intervention)
-    model = tracer.load(args.model or spec.meta.get("model") or "smollm2")
+    model = tracer.load(args.model or spec.meta.get("model") or "smollm2", remote=args.remote)
     spec.check(model)
-    plain, steered = generate(model, args.prompt, spec, args.max_new_tokens)
+    plain, steered = generate(model, args.prompt, spec, args.max_new_tokens, remote=args.remote)
     for prompt, a, b in zip(args.prompt, plain, steered):
         print(f"prompt:   {prompt}\nwithout:  {a.strip()}\nwith ITI: {b.strip()}\n")
     return 0

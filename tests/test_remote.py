@@ -77,6 +77,18 @@ def _requests() -> int:
     return len(set(re.findall(r"request_id=(\w+) stage=received", text)))
 
 
+def _new_requests(before: int, expected: int) -> int:
+    """Requests the server logged since ``before``: the API's log can lag the client, so wait
+    for ``expected`` (20 s at most), then a little longer for any extra one."""
+    import time
+
+    deadline = time.time() + 20
+    while _requests() - before < expected and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    return _requests() - before
+
+
 @pytest.mark.remote
 def test_server_cannot_import_interlace(ndif):
     proc = subprocess.run([str(LAB / "venv" / "bin" / "python"), "-c", "import tracer"],
@@ -101,7 +113,7 @@ def test_interchange_sweep_remote_equals_local_in_one_request(ndif):
             res[name] = {{k: v.tolist() for k, v in out.items()}}
         print(json.dumps(res))
     """)
-    assert _requests() - before == 1  # 9 groups x 4 rows in 3 batches: still one request
+    assert _new_requests(before, 1) == 1  # 9 groups x 4 rows in 3 batches: still one request
     assert out["local"].keys() == out["remote"].keys()
     for key in out["local"]:
         assert torch.allclose(torch.tensor(out["local"][key]), torch.tensor(out["remote"][key]),
@@ -176,3 +188,120 @@ def test_unreachable_server_is_one_clear_error(tiny_models, monkeypatch, tmp_pat
     ii = interchange.InterchangeIntervention(model, cfg)
     with pytest.raises(remote.RemoteError, match=r"the NDIF server at http://127.0.0.1:9 is unreachable"):
         ii.run(["France", "Italy"], ["lay"], remote=True, progress=False)
+
+
+@pytest.mark.remote
+def test_iti_remote_equals_local_one_request_per_call(ndif):
+    before = _requests()
+    out = _client(f"""
+        from recipes import iti
+        from tracer.interventions import Intervention
+        from tracer.spec import InterventionSet
+        texts = iti.load_statements().text[:24]
+        spec = InterventionSet([Intervention("add", "head_out.1", None, [0, 3],
+                                             {{"vector": torch.ones(2, 16)}})])
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            acts = iti.head_activations(model, texts, batch_size=8, remote=remote)
+            lp = iti.statement_logprobs(model, texts, spec, batch_size=8, remote=remote)
+            cost = iti.neutral_cost(model, spec, remote=remote)
+            gen = iti.generate(model, ["The cat sat"], spec, max_new_tokens=5, remote=remote)
+            res[name] = [acts.tolist(), lp.tolist(), cost, gen]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 4) == 4  # activations, scoring, neutral cost, generation
+    local, remote_ = out["local"], out["remote"]
+    for a, b in zip(local[:2], remote_[:2]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-4)
+    for key in local[2]:
+        assert local[2][key] == pytest.approx(remote_[2][key], abs=1e-5)
+    assert local[3] == remote_[3]
+
+
+@pytest.mark.remote
+def test_a_model_the_server_does_not_serve(ndif):
+    folder = LAB / "models" / "not-deployed"
+    if not (folder / "config.json").exists():
+        tracer.testing.tiny("gpt2")._module.save_pretrained(folder)
+        tracer.testing.tokenizer().save_pretrained(folder)
+    out = _client(f"""
+        from recipes import interchange
+        model = tracer.load({str(folder)!r}, remote=True)
+        try:
+            interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
+                              [" Rome"], remote=True, progress=False)
+        except Exception as error:
+            print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
+    """)
+    assert out["type"] == "RemoteError" and "http://127.0.0.1:8001" in out["message"]
+    assert "not-deployed" in out["message"] or "model" in out["message"].lower()
+
+
+@pytest.mark.remote
+def test_version_mismatch_is_refused(ndif):
+    out = _client(f"""
+        import nnsight.ndif
+        real = nnsight.ndif.get_local_env
+        def older():
+            env = real()
+            env["packages"] = {{**env["packages"], "nnsight": "0.7.0"}}
+            return env
+        nnsight.ndif.get_local_env = older
+        model = tracer.load({str(ndif)!r}, remote=True)
+        try:
+            tracer.remote.check_versions(force=True)
+        except Exception as error:
+            print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
+    """)
+    assert out["type"] == "RemoteError"
+    assert "client and server versions differ (nnsight 0.7.0 here vs 0.8.1 on the server)" in out["message"]
+
+
+@pytest.mark.remote
+def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_path):
+    """Three requests; the server is stopped after the first.  The error says what was kept;
+    after a restart the rerun sends only the two missing requests and equals a local run."""
+    setup = f"""
+        from tracer import batching
+        from recipes import interchange
+        path, keep = {str(ndif)!r}, {str(tmp_path / "resume")!r}
+        cfg = interchange.InterchangeInterventionConfig(["The capital of France is",
+                                                         "The capital of Italy is"], ["Paris", "Rome"])
+        model = tracer.load(path, remote=True)
+        groups, _ = interchange.InterchangeIntervention(model, cfg).plan(["France", "Italy"], ["qry"],
+                                                                          heads="each")
+        run = dict(remote=True, max_batch=8, max_request_rows=16, resume_dir=keep, progress=False)
+    """
+    before = _requests()
+    out = _client(setup + f"""
+        import subprocess
+        real, calls = batching._session, []
+
+        def stop_after_first(model, part):
+            calls.append(1)
+            if len(calls) == 2:
+                subprocess.run(["bash", {str(SCRIPTS / "stop.sh")!r}], capture_output=True)
+            return real(model, part)
+
+        batching._session = stop_after_first
+        try:
+            batching.run(model, groups, **run)
+        except Exception as error:
+            print(json.dumps([type(error).__name__, str(error)]))
+    """)
+    kind, message = out
+    assert kind == "RemoteError"
+    assert "request 2 of 3 failed; the 1 finished request(s) are saved" in message
+    assert "unreachable" in message
+    assert _new_requests(before, 1) == 1
+    _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)  # a new server, a new log
+    _sh("bash", str(SCRIPTS / "deploy.sh"), str(ndif), timeout=300)
+    out = _client(setup + """
+        full = batching.run(model, groups, **run)
+        local = batching.run(tracer.load(path), groups, max_batch=8, progress=False)
+        print(json.dumps(max(float(np.nanmax(np.abs(a - b))) for a, b in zip(full, local))))
+    """)
+    assert _new_requests(0, 2) == 2  # the restarted server saw only the two missing requests
+    assert out < 1e-5
+    assert list((tmp_path / "resume").iterdir()) == []  # complete: partial results removed

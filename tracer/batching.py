@@ -213,12 +213,16 @@ REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not gi
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
-        progress: bool = True, desc: str = "batches", remote: bool = False) -> list[np.ndarray]:
+        progress: bool = True, desc: str = "batches", remote: bool = False,
+        max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None) -> list[np.ndarray]:
     """Run every group; returns, per group, its log-probabilities ``(rows, K)`` (NaN where a
     row reads fewer than K tokens).
 
     Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` all
     batches run as traces inside one ``model.session(remote=True)``: one request to NDIF.
+    A sweep too large for one request is split with ``max_request_rows`` into as few
+    requests as that allows; each finished request's results are saved under ``resume_dir``
+    (default ``$INTERLACE_CACHE/remote``), so a failure keeps them and a rerun resumes.
     """
     from tqdm.auto import tqdm
 
@@ -234,9 +238,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     batches = list(pack(groups, max_batch))
     compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
     if remote:
-        from . import remote as remote_mod
-
-        outputs = remote_mod.run_remote(_session, model, compiled)
+        outputs = _run_requests(model, compiled, max_request_rows, resume_dir, progress, desc)
     else:
         outputs = []
         for inputs, patches, readout in tqdm(compiled, desc=desc, disable=not progress or len(compiled) < 2):
@@ -247,13 +249,89 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             outputs.append(lp)
     results: list[Optional[np.ndarray]] = [None] * len(groups)
     for batch, (_, _, readout), lp in zip(batches, compiled, outputs):
-        lp = lp.detach().float().cpu().numpy()
+        lp = lp.detach().float().cpu().numpy() if isinstance(lp, torch.Tensor) else np.array(lp)
         lp[readout["mask"].numpy() == 0] = np.nan
         start = 0
         for i in batch:
             results[i] = lp[start:start + len(groups[i].rows)]
             start += len(groups[i].rows)
     return results
+
+
+def _requests(compiled: list, max_rows: Optional[int]) -> list[list[int]]:
+    """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
+    chunks, chunk, rows = [], [], 0
+    for i, (inputs, _, _) in enumerate(compiled):
+        n = inputs["input_ids"].shape[0]
+        if chunk and max_rows is not None and rows + n > max_rows:
+            chunks.append(chunk)
+            chunk, rows = [], 0
+        chunk.append(i)
+        rows += n
+    return chunks + [chunk] if chunk else chunks
+
+
+def _request_key(model: Any, part: list) -> str:
+    """A content hash of one request: the model and every tensor and site it carries."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        digest.update(model._remoteable_model_key().encode())
+    except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
+        digest.update(str(getattr(model, "repo_id", "")).encode())
+    for inputs, patches, readout in part:
+        tensors = [inputs[k] for k in sorted(inputs)] + [readout[k] for k in ("rows", "pos", "tokens")]
+        for sp in patches:
+            digest.update(sp.site.name.encode())
+            tensors += [t for group in (sp.copy_dst, sp.copy_src, sp.add_idx) if group for t in group]
+            if sp.add_val is not None:
+                tensors.append(sp.add_val)
+        for t in tensors:
+            digest.update(str(tuple(t.shape)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _run_requests(model: Any, compiled: list, max_rows: Optional[int], resume_dir: Optional[str],
+                  progress: bool, desc: str) -> list:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import remote as remote_mod
+
+    folder = Path(resume_dir) if resume_dir else Path(
+        os.environ.get("INTERLACE_CACHE") or Path.home() / ".cache" / "interlace") / "remote"
+    chunks = _requests(compiled, max_rows)
+    if len(chunks) == 1:  # one request: nothing to resume
+        return remote_mod.run_remote(_session, model, compiled)
+    outputs: list = [None] * len(compiled)
+    paths = [folder / f"{_request_key(model, [compiled[i] for i in chunk])}.npz" for chunk in chunks]
+    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=f"{desc} (requests)",
+                                           disable=not progress)):
+        part = [compiled[i] for i in chunk]
+        if path.is_file():  # finished by an earlier run: resume
+            with np.load(path) as saved:
+                for j, i in enumerate(chunk):
+                    outputs[i] = saved[str(j)]
+            continue
+        try:
+            got = remote_mod.run_remote(_session, model, part)
+        except remote_mod.RemoteError as error:
+            if n == 0:
+                raise
+            raise remote_mod.RemoteError(f"request {n + 1} of {len(chunks)} failed; the {n} finished "
+                                         f"request(s) are saved in {folder} and a rerun resumes "
+                                         f"from there. {error}") from error
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {str(j): lp.detach().float().cpu().numpy() for j, lp in enumerate(got)}
+        np.savez(path, **arrays)
+        for j, i in enumerate(chunk):
+            outputs[i] = arrays[str(j)]
+    for path in paths:  # the sweep is complete: its partial results are no longer needed
+        path.unlink(missing_ok=True)
+    return outputs
 
 
 def _session(model: Any, compiled: list) -> list:

@@ -55,8 +55,11 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
     it into place; the loser discards its copy.
     """
     gguf = Path(gguf).resolve()
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    # name, size and leading bytes: the same file reinstalled elsewhere reuses its conversion
+    digest = hashlib.sha256(f"{gguf.name}|{gguf.stat().st_size}|".encode())
+    with open(gguf, "rb") as f:
+        digest.update(f.read(4 << 20))
+    key = digest.hexdigest()[:12]
     target = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (target / "config.json").exists():
         return target

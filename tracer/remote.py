@@ -78,8 +78,16 @@ def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:
     host = host or nnsight.CONFIG.API.HOST
     text = str(error).strip() or type(error).__name__
     lowered = text.lower()
-    if isinstance(error, (ConnectionError, OSError)) or "connection refused" in lowered \
-            or "failed to send request" in lowered or "name or service not known" in lowered:
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(type(e).__name__)
+        e = e.__cause__ or e.__context__
+    network = {"ConnectError", "ConnectionError", "ConnectTimeout", "gaierror", "NewConnectionError",
+               "ConnectionRefusedError", "WebSocketAddressException"}
+    if isinstance(error, (ConnectionError, OSError)) or network & set(chain) or any(
+            p in lowered for p in ("connection refused", "failed to send request",
+                                   "name or service not known", "name resolution",
+                                   "failed to establish")):
         return RemoteError(f"the NDIF server at {host} is unreachable ({text.splitlines()[0][:300]}); "
                            f"check INTERLACE_NDIF_HOST or nnsight.CONFIG.API.HOST")
     if "timed out" in lowered or isinstance(error, TimeoutError):
@@ -92,10 +100,36 @@ def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:
                        f"{text if len(text) <= 2000 else '...' + text[-2000:]}")
 
 
+_CHECKED: set = set()
+
+
+def check_versions(force: bool = False) -> None:
+    """Refuse to run when client and server differ in nnsight, torch or transformers
+    (``nnsight.compare()``): remote results would not match local ones."""
+    import nnsight
+
+    host = nnsight.CONFIG.API.HOST
+    if host in _CHECKED and not force:
+        return
+    try:
+        comparison = nnsight.compare()
+    except Exception as error:  # noqa: BLE001 - an unreachable server, said clearly
+        raise explain(error, host) from error
+    bad = comparison.critical_mismatches
+    if bad:
+        listed = ", ".join(f"{name} {v['local']} here vs {v['remote']} on the server"
+                           for name, v in sorted(bad.items()))
+        raise RemoteError(f"client and server versions differ ({listed}); install the server's "
+                          f"versions locally (nnsight must match exactly)")
+    _CHECKED.add(host)
+
+
 def run_remote(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with trace-time modules registered; failures become ``RemoteError``."""
+    """Call ``fn`` after checking versions and registering the trace-time modules; failures
+    become ``RemoteError``."""
     register()
     try:
+        check_versions()
         return fn(*args, **kwargs)
     except RemoteError:
         raise

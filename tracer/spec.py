@@ -85,17 +85,23 @@ class InterventionSet:
             sites.append(s)
         return sites
 
+    def ordered(self, model: Any, positions: Any = "stored") -> list:
+        """The interventions in execution order (``positions`` overrides the stored ones).
+
+        Inside a remote trace apply these (``for iv in ivs: iv.apply(model)``): they ship by
+        value, while this class, which reads files, stays on the client.
+        """
+        ivs = sorted(self.interventions, key=lambda iv: resolve_site(model, iv.site).order)
+        if positions != "stored":
+            ivs = [Intervention(iv.kind, iv.site, positions, iv.heads, iv.params) for iv in ivs]
+        return ivs
+
     def apply(self, model: Any, rows: Any = None, positions: Any = "stored") -> None:
         """Apply every intervention inside the current trace, in execution order.
 
         ``positions`` overrides the stored positions of all of them (``None`` = every position).
         """
-        order = sorted(range(len(self.interventions)),
-                       key=lambda i: resolve_site(model, self.interventions[i].site).order)
-        for i in order:
-            iv = self.interventions[i]
-            if positions != "stored":
-                iv = Intervention(iv.kind, iv.site, positions, iv.heads, iv.params)
+        for iv in self.ordered(model, positions):
             iv.apply(model, rows=rows)
 
     # -- files -----------------------------------------------------------------------
