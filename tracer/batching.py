@@ -300,9 +300,9 @@ def _run_requests(model: Any, compiled: list, max_rows: Optional[int], resume_di
     from tqdm.auto import tqdm
 
     from . import remote as remote_mod
+    from .models import cache_dir
 
-    folder = Path(resume_dir) if resume_dir else Path(
-        os.environ.get("INTERLACE_CACHE") or Path.home() / ".cache" / "interlace") / "remote"
+    folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
     chunks = _requests(compiled, max_rows)
     if len(chunks) == 1:  # one request: nothing to resume
         return remote_mod.run_remote(_session, model, compiled)
