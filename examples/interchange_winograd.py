@@ -1,0 +1,43 @@
+"""The seed's three examples with recipes.interchange on the embedded SmolLM2 (offline).
+
+For each minimal pair, swap the differing word's representations (residual stream and the
+query/key/value of all heads together) layer by layer, and print the layers where the swap
+moves the continuation preference most.
+
+    python examples/interchange_winograd.py
+"""
+
+from recipes import interchange
+
+EXAMPLES = [
+    ("Paul tried to call George but he wasn't successful . Who wasn't successful ?",
+     "Paul tried to call George but he wasn't available . Who wasn't available ?",
+     ["Paul", "George"], ["successful", "available"]),
+    ("In one word 'Yes' or 'No', is the property is_small true for the concept salamander ?",
+     "In one word 'Yes' or 'No', is the property is_small true for the concept dinosaur ?",
+     ["Yes", "No"], ["salamander", "dinosaur"]),
+    ("Paul scored a goal on George, which made Paul",
+     "Paul scored a goal on George, which made George",
+     ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
+]
+
+
+def main() -> None:
+    model = None
+    for sent_1, sent_2, conts, targets in EXAMPLES:
+        config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=conts)
+        intervention = interchange.InterchangeIntervention(model or "smollm2", config)
+        model = intervention.model  # load once, reuse
+        output = intervention.run(targets=targets, rep_types=["lay", "qry", "key", "val"],
+                                  multihead=True, progress=False)
+        effects = interchange.effects_table(output)[:, 0]
+        top = effects.argsort()[::-1][:3]
+        print(f"\n{sent_1!r}\n{sent_2!r}")
+        for c, cont in enumerate(conts):
+            p = output["original"][c, :, 0]
+            print(f"  P({cont!r}) = {p[0]:.4f} / {p[1]:.4f}")
+        print("  strongest layers: " + ", ".join(f"{l} ({effects[l]:.3f})" for l in top))
+
+
+if __name__ == "__main__":
+    main()
