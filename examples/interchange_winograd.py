@@ -9,22 +9,9 @@ moves the continuation preference most.
 
 from recipes import interchange
 
-EXAMPLES = [
-    ("Paul tried to call George but he wasn't successful . Who wasn't successful ?",
-     "Paul tried to call George but he wasn't available . Who wasn't available ?",
-     ["Paul", "George"], ["successful", "available"]),
-    ("In one word 'Yes' or 'No', is the property is_small true for the concept salamander ?",
-     "In one word 'Yes' or 'No', is the property is_small true for the concept dinosaur ?",
-     ["Yes", "No"], ["salamander", "dinosaur"]),
-    ("Paul scored a goal on George, which made Paul",
-     "Paul scored a goal on George, which made George",
-     ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
-]
-
-
 def main() -> None:
     model = None
-    for sent_1, sent_2, conts, targets in EXAMPLES:
+    for sent_1, sent_2, conts, targets in interchange.SEED_EXAMPLES:
         config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=conts)
         intervention = interchange.InterchangeIntervention(model or "smollm2", config)
         model = intervention.model  # load once, reuse

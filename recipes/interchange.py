@@ -46,6 +46,19 @@ import tracer
 from tracer import batching
 from tracer.batching import Add, Copy, Group
 
+# The seed's three examples: (sentence 1, sentence 2, continuations, targets).
+SEED_EXAMPLES = [
+    ("Paul tried to call George but he wasn't successful . Who wasn't successful ?",
+     "Paul tried to call George but he wasn't available . Who wasn't available ?",
+     ["Paul", "George"], ["successful", "available"]),
+    ("In one word 'Yes' or 'No', is the property is_small true for the concept salamander ?",
+     "In one word 'Yes' or 'No', is the property is_small true for the concept dinosaur ?",
+     ["Yes", "No"], ["salamander", "dinosaur"]),
+    ("Paul scored a goal on George, which made Paul",
+     "Paul scored a goal on George, which made George",
+     ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
+]
+
 REP_SITES = {"lay": "resid_post", "qry": "head_q", "key": "head_k", "val": "head_v",
              "out": "head_out"}
 HEAD_REPS = ("qry", "key", "val", "out")

@@ -191,23 +191,10 @@ def test_cli_writes_results_and_heatmaps(tmp_path, tiny_models, capsys):
     assert data["qry/interv_layer_1"].shape == (2, 2, 4)
 
 
-SEED_EXAMPLES = [
-    ("Paul tried to call George but he wasn't successful . Who wasn't successful ?",
-     "Paul tried to call George but he wasn't available . Who wasn't available ?",
-     ["Paul", "George"], ["successful", "available"]),
-    ("In one word 'Yes' or 'No', is the property is_small true for the concept salamander ?",
-     "In one word 'Yes' or 'No', is the property is_small true for the concept dinosaur ?",
-     ["Yes", "No"], ["salamander", "dinosaur"]),
-    ("Paul scored a goal on George, which made Paul",
-     "Paul scored a goal on George, which made George",
-     ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
-]
-
-
 @pytest.mark.smollm2
 @pytest.mark.parametrize("example", range(3))
 def test_seed_examples_on_smollm2(smollm2, example):
-    sent_1, sent_2, conts, targets = SEED_EXAMPLES[example]
+    sent_1, sent_2, conts, targets = interchange.SEED_EXAMPLES[example]
     config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=conts)
     model = interchange.InterchangeIntervention(smollm2, config)
     output = model.run(targets=targets, rep_types=["lay", "qry", "key", "val"], multihead=True,
