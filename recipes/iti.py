@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import tracer
-from tracer.batching import build_inputs
+from tracer.batching import encode
 from tracer.interventions import Intervention
 from tracer.spec import InterventionSet, model_info
 
@@ -112,6 +112,11 @@ def _remote_call(remote: bool, fn: Any, *args: Any) -> Any:
     return tracer.remote.run_remote(fn, *args) if remote else fn(*args)
 
 
+def _batches(model: Any, texts: Sequence[str], batch_size: int) -> list[dict]:
+    """Left-padded inputs of ``batch_size`` texts each."""
+    return [encode(model.tokenizer, texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+
+
 def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
                      remote: bool = False) -> torch.Tensor:
     """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``.
@@ -120,9 +125,7 @@ def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
     """
     dims = tracer.sites.dims_of(model.config)
     sites = [tracer.site(model, "head_out", layer=layer) for layer in range(dims.n_layers)]
-    pad = model.tokenizer.pad_token_id or 0
-    batches = [build_inputs([model.tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]], pad)
-               for i in range(0, len(texts), batch_size)]
+    batches = _batches(model, texts, batch_size)
 
     def go() -> list:
         context, keep = _context(model, remote)
@@ -217,12 +220,6 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     return InterventionSet(interventions, model_info(model), meta), report
 
 
-def _scored_batches(model: Any, texts: Sequence[str], batch_size: int) -> list[dict]:
-    pad = model.tokenizer.pad_token_id or 0
-    return [build_inputs([model.tokenizer(t)["input_ids"] for t in texts[i:i + batch_size]], pad)
-            for i in range(0, len(texts), batch_size)]
-
-
 def _token_logprobs(model: Any, batches: list[dict], runs: list, remote: bool) -> list:
     """Run ``(batch index, interventions, full)`` jobs as traces (one remote request).
 
@@ -257,7 +254,7 @@ def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[Interven
                        batch_size: int = 64, remote: bool = False) -> np.ndarray:
     """Sum of each text's token log-probabilities (after its first token), optionally with
     ``spec`` applied at every position."""
-    batches = _scored_batches(model, texts, batch_size)
+    batches = _batches(model, texts, batch_size)
     ivs = spec.ordered(model) if spec is not None else []
     picked = _token_logprobs(model, batches, [(b, ivs, False) for b in range(len(batches))], remote)
     return np.concatenate([(p * _pair_mask(inp)).sum(-1).numpy() for p, inp in zip(picked, batches)])
@@ -268,7 +265,7 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
     """Mean next-token cross-entropy on neutral text without and with ``spec``, and the mean
     KL(original || intervened) over positions."""
     texts = texts or json.loads(NEUTRAL.read_text())
-    batches = _scored_batches(model, texts, len(texts))
+    batches = _batches(model, texts, len(texts))
     plain, steered = _token_logprobs(model, batches, [(0, [], True), (0, spec.ordered(model), True)], remote)
     ids, mask = batches[0]["input_ids"][:, 1:], _pair_mask(batches[0])
     ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in (plain, steered)]
@@ -316,7 +313,7 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], spec: InterventionS
     if remote:
         tracer.remote.register()
     out = _remote_call(remote, go)
-    width = build_inputs([tok(p)["input_ids"] for p in prompts], 0)["input_ids"].shape[1]
+    width = max(len(tok(p)["input_ids"]) for p in prompts)  # the padded prompt length
     texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
     return texts[:len(prompts)], texts[len(prompts):]
 

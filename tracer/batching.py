@@ -65,6 +65,16 @@ class Group:
 
 # -- client side -------------------------------------------------------------------------
 
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad token id (0 when it has none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def encode(tokenizer: Any, texts: Sequence[str]) -> dict:
+    """Texts as one left-padded batch (see ``build_inputs``)."""
+    return build_inputs([tokenizer(t)["input_ids"] for t in texts], pad_id(tokenizer))
+
+
 def build_inputs(rows: Sequence[Sequence[int]], pad_id: int) -> dict:
     """Left-padded ``input_ids``, ``attention_mask`` and mask-derived ``position_ids``."""
     width = max(len(r) for r in rows)
@@ -83,8 +93,7 @@ def compile_batch(model: Any, groups: Sequence[Group]) -> tuple[dict, list[SiteP
     for g in groups:
         offsets.append(len(rows))
         rows.extend(g.rows)
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    inputs = build_inputs(rows, pad_id)
+    inputs = build_inputs(rows, pad_id(model.tokenizer))
     width = inputs["input_ids"].shape[1]
     pad = [width - len(r) for r in rows]
 

@@ -269,6 +269,15 @@ class Site:
         per_head = value.unflatten(-1, (d.n_heads, 3 * d.head_dim))
         return per_head[..., i * d.head_dim:(i + 1) * d.head_dim]
 
+    @property
+    def width(self) -> Optional[int]:
+        """The last dimension of a selection (head_dim for head sites), None for raw paths."""
+        if self.dims is None:
+            return None
+        if self.kind in HEAD_SITES:
+            return self.dims.head_dim
+        return _config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
+
     def read(self, positions: Positions = None, heads: Heads = None, rows: Rows = None) -> torch.Tensor:
         """The selected values (a copy when anything is selected, else the tensor itself)."""
         x = self.tensor()
@@ -279,28 +288,32 @@ class Site:
               rows: Rows = None) -> None:
         """Overwrite the selection in place with ``value`` (broadcast to the selection)."""
         x = self.tensor()
-        index = self._index(x, positions, heads, rows)
-        target = x.shape if index is None else x[index].shape
-        value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        try:
-            torch.broadcast_shapes(value.shape, target)
-            if torch.broadcast_shapes(value.shape, target) != target:
-                raise RuntimeError
-        except RuntimeError:
-            raise ValueError(f"value of shape {tuple(value.shape)} does not fit the selection "
-                             f"{tuple(target)} of site {self.name} (rows, positions"
-                             f"{', heads, head_dim' if self.n_heads else ', hidden'})") from None
-        if index is None:
-            x.copy_(value.expand(target))
-        else:
-            x[index] = value.expand(target)
+        self._put(x, self._index(x, positions, heads, rows), value)
 
     def edit(self, fn: Callable[[torch.Tensor], torch.Tensor], positions: Positions = None,
              heads: Heads = None, rows: Rows = None) -> torch.Tensor:
         """Replace the selection ``x`` with ``fn(x)``; returns the new values."""
-        new = fn(self.read(positions, heads, rows))
-        self.write(new, positions, heads, rows)
+        x = self.tensor()
+        index = self._index(x, positions, heads, rows)
+        new = fn(x if index is None else x[index])
+        self._put(x, index, new)
         return new
+
+    def _put(self, x: torch.Tensor, index: Optional[tuple], value: Any) -> None:
+        target = x.shape if index is None else x[index].shape
+        value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:
+            fits = torch.broadcast_shapes(value.shape, target) == target
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"value of shape {tuple(value.shape)} does not fit the selection "
+                             f"{tuple(target)} of site {self.name} (rows, positions"
+                             f"{', heads, head_dim' if self.n_heads else ', hidden'})")
+        if index is None:
+            x.copy_(value.expand(target))
+        else:
+            x[index] = value.expand(target)
 
     def _index(self, x: torch.Tensor, positions: Positions, heads: Heads, rows: Rows):
         """An advanced index selecting (rows, positions[, heads]) of x, or None for all of it."""

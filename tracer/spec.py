@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .interventions import KINDS, Intervention
-from .sites import HEAD_SITES, Site, dims_of, site as resolve_site
+from .sites import Site, dims_of, site as resolve_site
 
 FORMAT = "interlace.interventions"
 VERSION = 1
@@ -53,9 +53,9 @@ class InterventionSet:
     def check(self, model: Any) -> list[Site]:
         """Resolve every site on ``model`` and check every tensor's shape; raises SpecError."""
         info = model_info(model)
-        for key in ("model_type", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
             want = self.model.get(key)
-            if want is not None and key != "model_type" and want != info[key]:
+            if want is not None and want != info[key]:
                 raise SpecError(f"these interventions were made for a model with {key}={want}; "
                                 f"this model has {key}={info[key]}")
         sites = []
@@ -64,8 +64,7 @@ class InterventionSet:
                 s = resolve_site(model, iv.site)
             except (ValueError, IndexError) as error:
                 raise SpecError(f"intervention {i} ({iv.kind} at {iv.site}): {error}") from None
-            width = s.dims.head_dim if s.kind in HEAD_SITES else (
-                model.config.vocab_size if s.kind == "logits" else s.dims.hidden) if s.dims else None
+            width = s.width
             if iv.heads is not None:
                 if s.n_heads is None:
                     raise SpecError(f"intervention {i}: site {s.name} has no heads")

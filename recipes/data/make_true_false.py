@@ -77,26 +77,18 @@ def pairs(rng: random.Random) -> list[dict]:
         choices = sorted({key(x) for x in items} - {value})
         return rng.choice(choices)
 
-    for country, city in CAPITALS:
-        out.append(("capital", f"The capital of {country} is {city}.",
-                    f"The capital of {country} is {other(CAPITALS, city, lambda x: x[1])}."))
-        out.append(("capital", f"{city} is the capital of {country}.",
-                    f"{other(CAPITALS, city, lambda x: x[1])} is the capital of {country}."))
-    for country, cont in CONTINENTS:
-        out.append(("continent", f"{country} is in {cont}.",
-                    f"{country} is in {other(CONTINENTS, cont, lambda x: x[1])}."))
-    for animal, sound in ANIMALS:
-        out.append(("animal", f"{animal} can {sound}.",
-                    f"{animal} can {other(ANIMALS, sound, lambda x: x[1])}."))
-    for animal, n in LEGS:
-        out.append(("legs", f"{animal} has {n} legs.",
-                    f"{animal} has {other(LEGS, n, lambda x: x[1])} legs."))
-    for thing, color in COLORS:
-        out.append(("color", f"{thing} is {color}.",
-                    f"{thing} is {other(COLORS, color, lambda x: x[1])}."))
-    for thing, n, unit in COUNTS:
-        wrong = other(COUNTS, n, lambda x: x[1])
-        out.append(("count", f"{thing} has {n} {unit}.", f"{thing} has {wrong} {unit}."))
+    # (topic, facts, templates): {0} is the subject, {1} the fact the false twin replaces
+    table = [("capital", CAPITALS, ["The capital of {0} is {1}.", "{1} is the capital of {0}."]),
+             ("continent", CONTINENTS, ["{0} is in {1}."]),
+             ("animal", ANIMALS, ["{0} can {1}."]),
+             ("legs", LEGS, ["{0} has {1} legs."]),
+             ("color", COLORS, ["{0} is {1}."]),
+             ("count", COUNTS, ["{0} has {1} {2}."])]
+    for topic, facts, templates in table:
+        for fact in facts:
+            for template in templates:
+                wrong = other(facts, fact[1], lambda x: x[1])
+                out.append((topic, template.format(*fact), template.format(fact[0], wrong, *fact[2:])))
     for thing, prop in PROPERTIES:
         out.append(("property", f"{thing} is {prop}.", f"{thing} is {OPPOSITE[prop]}."))
     for stem, right, wrong in SCIENCE:
