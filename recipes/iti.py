@@ -293,29 +293,9 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], spec: InterventionS
              max_new_tokens: int = 40, remote: bool = False) -> tuple[list[str], list[str]]:
     """Greedy unsteered and steered continuations of each prompt, in one batched call
     (one request with ``remote=True``)."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    tok = model.tokenizer
-    ivs = spec.ordered(model)
-
-    def go() -> Any:
-        with torch.no_grad(), model.generate(max_new_tokens=max_new_tokens, do_sample=False,
-                                             pad_token_id=tok.pad_token_id, remote=remote) as tr:
-            with tr.invoke(prompts):
-                pass
-            with tr.invoke(prompts):
-                for _ in tr.iter[0:max_new_tokens]:
-                    for iv in ivs:
-                        iv.apply(model)
-            with tr.invoke():  # its own invoke: code after a stopped iter loop does not run
-                out = tr.result.save()
-        return out
-
-    if remote:
-        tracer.remote.register()
-    out = _remote_call(remote, go)
-    width = max(len(tok(p)["input_ids"]) for p in prompts)  # the padded prompt length
-    texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
-    return texts[:len(prompts)], texts[len(prompts):]
+    out = tracer.generation.generate(model, prompts, spec.ordered(model), max_new_tokens,
+                                     remote=remote)
+    return out.plain, out.steered
 
 
 def _table(report: dict) -> str:

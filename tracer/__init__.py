@@ -9,10 +9,10 @@
         logits = model.lm_head.output.save()
 """
 
-from . import interventions, remote, spec, tokens
+from . import generation, interventions, remote, spec, tokens
 from .interventions import Intervention
 from .models import ModelLoadError, load
 from .sites import SITE_NAMES, Site, site, valid_sites
 
 __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
-           "Intervention", "remote", "spec", "tokens", "ModelLoadError"]
+           "Intervention", "generation", "remote", "spec", "tokens", "ModelLoadError"]

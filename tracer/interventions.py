@@ -138,3 +138,17 @@ class Intervention:
             raise ValueError(f"intervention {self.kind!r} at {self.site} needs {missing}")
         s = resolve_site(model, self.site)
         return s.edit(lambda x: fn(x, **given), self.positions, self.heads, rows)
+
+
+def apply_at_step(model: Any, step: int, at_prompt: Any, at_new: Any, start: int = 0,
+                  stop: Any = None) -> None:
+    """Apply interventions inside a ``tracer.iter`` generation loop, for generation ``step``.
+
+    Step 0 runs the whole (left-padded) prompt: ``at_prompt`` is applied there, with its own
+    positions.  Step k >= 1 runs one token, the k-th generated one: ``at_new`` is applied to
+    it.  Steps outside ``[start, stop)`` are left alone.
+    """
+    if step < start or (stop is not None and step >= stop):
+        return
+    for iv in (at_prompt if step == 0 else at_new):
+        iv.apply(model)

@@ -1,0 +1,103 @@
+"""Generation with interventions: unsteered and steered continuations from one ``generate``.
+
+Per-step semantics (the part pyvene users find confusing, so it is one rule here):
+
+* step 0 processes the whole prompt and yields the first new token;
+* step k >= 1 processes one token, the k-th generated token, and yields token k + 1.
+
+``where="all"`` edits the prompt at step 0 (at each intervention's own ``positions``; None
+means every prompt position) and the single new position at every later step;
+``where="prompt"`` edits step 0 only; ``where="generated"`` edits steps >= 1 only.
+``steps=(start, stop)`` further limits editing to steps ``start <= k < stop``.  Prompts of
+different lengths are left-padded, so prompt positions count from the end of the prompt
+when negative and from the first pad otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from .interventions import Intervention
+
+WHERE = ("all", "prompt", "generated")
+
+
+@dataclass
+class Generation:
+    """Texts (new tokens only) and full token rows of one steered generation call."""
+
+    prompts: list
+    plain: Optional[list]
+    steered: list
+    plain_tokens: Optional[torch.Tensor]
+    steered_tokens: torch.Tensor
+    prompt_length: int
+
+
+def split_by_step(interventions: Sequence[Intervention], where: str = "all") -> tuple[list, list]:
+    """(interventions for step 0, interventions for steps >= 1) under ``where``."""
+    if where not in WHERE:
+        raise ValueError(f"where={where!r}: valid values are {', '.join(WHERE)}")
+    ivs = list(interventions)
+    at_prompt = ivs if where in ("all", "prompt") else []
+    at_new = ([Intervention(iv.kind, iv.site, None, iv.heads, iv.params) for iv in ivs]
+              if where in ("all", "generated") else [])
+    return at_prompt, at_new
+
+
+def generate(model: Any, prompts: Union[str, Sequence[str]], interventions: Sequence[Intervention],
+             max_new_tokens: int = 30, *, where: str = "all", steps: Optional[tuple] = None,
+             compare: bool = True, remote: bool = False, **kwargs: Any) -> Generation:
+    """Greedy (by default) continuations of ``prompts`` with ``interventions`` applied at
+    every generation step, and, with ``compare``, the unsteered ones from the same call.
+
+    One ``model.generate`` call: the unsteered and the steered prompts are two invokes of
+    one batch (one request with ``remote=True``).  ``kwargs`` go to ``generate``
+    (``do_sample``, ``temperature``, ``min_new_tokens``...).
+    """
+    from . import remote as remote_mod
+    from .sites import site as resolve_site
+
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("generate needs at least one prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    ivs = sorted(interventions, key=lambda iv: resolve_site(model, iv.site).order)
+    at_prompt, at_new = split_by_step(ivs, where)
+    start, stop = steps if steps is not None else (0, None)
+    tok = model.tokenizer
+    kwargs.setdefault("do_sample", False)
+    kwargs.setdefault("pad_token_id", tok.pad_token_id if tok.pad_token_id is not None
+                      else tok.eos_token_id)
+    n = max_new_tokens
+
+    def go() -> Any:
+        from . import interventions as iv_mod
+
+        with torch.no_grad(), model.generate(max_new_tokens=n, remote=remote, **kwargs) as tr:
+            if compare:
+                with tr.invoke(prompts):
+                    pass
+            with tr.invoke(prompts):
+                for step in tr.iter[0:n]:
+                    iv_mod.apply_at_step(model, step, at_prompt, at_new, start, stop)
+            with tr.invoke():  # its own invoke: code after a bounded iter loop does not run
+                out = tr.result.save()
+        return out
+
+    out = remote_mod.run_remote(go) if remote else go()
+    out = out.detach().cpu() if isinstance(out, torch.Tensor) else torch.as_tensor(out)
+    width = _prompt_width(tok, prompts)
+    texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
+    k = len(prompts)
+    plain = texts[:k] if compare else None
+    return Generation(prompts, plain, texts[-k:], out[:k] if compare else None, out[-k:], width)
+
+
+def _prompt_width(tok: Any, prompts: Sequence[str]) -> int:
+    """The padded prompt length of a batch (generated tokens start there)."""
+    return max(len(tok(p)["input_ids"]) for p in prompts)
