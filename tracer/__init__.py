@@ -11,8 +11,20 @@
 
 from . import generation, interventions, remote, spec, tokens
 from .interventions import Intervention
+from .intervenable import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
+                           RepresentationConfig)
+from .intervention_types import (AdditionIntervention, AutoencoderIntervention,
+                                 BoundlessRotatedSpaceIntervention, CollectIntervention,
+                                 LambdaIntervention, LowRankRotatedSpaceIntervention,
+                                 RotatedSpaceIntervention, SkipIntervention,
+                                 SubtractionIntervention, VanillaIntervention, ZeroIntervention)
 from .models import ModelLoadError, load
 from .sites import SITE_NAMES, Site, site, valid_sites
 
 __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
-           "Intervention", "generation", "remote", "spec", "tokens", "ModelLoadError"]
+           "Intervention", "generation", "IntervenableModel", "IntervenableConfig",
+           "RepresentationConfig", "IntervenableRepresentationConfig", "VanillaIntervention",
+           "AdditionIntervention", "SubtractionIntervention", "ZeroIntervention",
+           "CollectIntervention", "SkipIntervention", "LambdaIntervention",
+           "RotatedSpaceIntervention", "LowRankRotatedSpaceIntervention",
+           "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "remote", "spec", "tokens", "ModelLoadError"]

@@ -20,7 +20,6 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .interventions import Intervention
 
 WHERE = ("all", "prompt", "generated")
 
@@ -37,18 +36,17 @@ class Generation:
     prompt_length: int
 
 
-def split_by_step(interventions: Sequence[Intervention], where: str = "all") -> tuple[list, list]:
+def split_by_step(interventions: Sequence[Any], where: str = "all") -> tuple[list, list]:
     """(interventions for step 0, interventions for steps >= 1) under ``where``."""
     if where not in WHERE:
         raise ValueError(f"where={where!r}: valid values are {', '.join(WHERE)}")
     ivs = list(interventions)
     at_prompt = ivs if where in ("all", "prompt") else []
-    at_new = ([Intervention(iv.kind, iv.site, None, iv.heads, iv.params) for iv in ivs]
-              if where in ("all", "generated") else [])
+    at_new = [iv.with_positions(None) for iv in ivs] if where in ("all", "generated") else []
     return at_prompt, at_new
 
 
-def generate(model: Any, prompts: Union[str, Sequence[str]], interventions: Sequence[Intervention],
+def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions: Sequence[Any],
              max_new_tokens: int = 30, *, where: str = "all", steps: Optional[tuple] = None,
              compare: bool = True, remote: bool = False, **kwargs: Any) -> Generation:
     """Greedy (by default) continuations of ``prompts`` with ``interventions`` applied at
@@ -61,8 +59,11 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], interventions: Sequ
     from . import remote as remote_mod
     from .sites import site as resolve_site
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
+    if hasattr(prompts, "keys"):  # token ids, as pyvene users pass them
+        prompts = {k: v for k, v in dict(prompts).items() if k in ("input_ids", "attention_mask")}
+    else:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not len(prompts):
         raise ValueError("generate needs at least one prompt")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -93,11 +94,13 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], interventions: Sequ
     out = out.detach().cpu() if isinstance(out, torch.Tensor) else torch.as_tensor(out)
     width = _prompt_width(tok, prompts)
     texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
-    k = len(prompts)
+    k = prompts["input_ids"].shape[0] if isinstance(prompts, dict) else len(prompts)
     plain = texts[:k] if compare else None
     return Generation(prompts, plain, texts[-k:], out[:k] if compare else None, out[-k:], width)
 
 
 def _prompt_width(tok: Any, prompts: Sequence[str]) -> int:
     """The padded prompt length of a batch (generated tokens start there)."""
+    if isinstance(prompts, dict):
+        return int(prompts["input_ids"].shape[1])
     return max(len(tok(p)["input_ids"]) for p in prompts)

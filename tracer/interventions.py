@@ -129,6 +129,10 @@ class Intervention:
         return (f"Intervention({self.kind!r}, {self.site!r}, positions={self.positions!r}, "
                 f"heads={self.heads!r}, params={sorted(self.params)})")
 
+    def with_positions(self, positions: Any) -> "Intervention":
+        """The same intervention at other positions (None = every position)."""
+        return Intervention(self.kind, self.site, positions, self.heads, self.params)
+
     def apply(self, model: Any, rows: Rows = None, **params: Any) -> torch.Tensor:
         """Apply at the site inside the current trace; ``params`` add to or override stored ones."""
         fn, names = KINDS[self.kind]

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-TRACE_TIME = ("tracer.sites", "tracer.interventions", "tracer.patches")
+TRACE_TIME = ("tracer.sites", "tracer.interventions", "tracer.patches", "tracer.intervention_types")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})
 

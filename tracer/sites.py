@@ -150,11 +150,11 @@ class Site:
 
     def __init__(self, model: Any, name: str, layer: Optional[int] = None):
         self.model = model
-        config = _config(model)
         self.raw_path: Optional[str] = None
         if _is_raw_path(name):
             self._init_raw(name)
             return
+        config = _config(model)
         self.family = family_of(config)
         self.dims = dims_of(config)
         kind, layer = _parse(name, layer)
@@ -208,7 +208,13 @@ class Site:
         return (self.layer, _STAGE[self.kind])
 
     def _raw_order(self) -> tuple:
-        """A raw path's order: that of the normalized site on the same module, if any."""
+        """A raw path's order: that of the normalized site on the same module, if any; in a
+        model without a transformers config (any torch module), module registration order."""
+        module = _module_of(self.model)
+        if module is not None and not hasattr(module, "config"):
+            names = [n for n, _ in module.named_modules()]
+            path = self.module_path if self.module_path in names else ""
+            return (names.index(path), 0 if self.port == "input" else 1)
         try:
             names = valid_sites(self.model)
         except ValueError:
@@ -295,7 +301,11 @@ class Site:
         """Replace the selection ``x`` with ``fn(x)``; returns the new values."""
         x = self.tensor()
         index = self._index(x, positions, heads, rows)
-        new = fn(x if index is None else x[index])
+        # a clone keeps autograd valid when fn's graph needs x and x is then written in place
+        if index is None:
+            new = fn(x.clone() if torch.is_grad_enabled() else x)
+        else:
+            new = fn(x[index])
         self._put(x, index, new)
         return new
 

@@ -92,7 +92,7 @@ class InterventionSet:
         """
         ivs = sorted(self.interventions, key=lambda iv: resolve_site(model, iv.site).order)
         if positions != "stored":
-            ivs = [Intervention(iv.kind, iv.site, positions, iv.heads, iv.params) for iv in ivs]
+            ivs = [iv.with_positions(positions) for iv in ivs]
         return ivs
 
     def apply(self, model: Any, rows: Any = None, positions: Any = "stored") -> None:
@@ -107,10 +107,6 @@ class InterventionSet:
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``config.json`` and ``tensors.safetensors`` into ``folder``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors, entries = {}, []
         for i, iv in enumerate(self.interventions):
             params = {}
@@ -125,19 +121,13 @@ class InterventionSet:
                             "heads": _plain(iv.heads), "params": params})
         config = {"format": FORMAT, "version": VERSION, "model": self.model, "meta": self.meta,
                   "interventions": entries}
-        save_file(tensors, str(folder / TENSORS), metadata={"format": FORMAT})
-        (folder / CONFIG).write_text(json.dumps(config, indent=2))
-        return folder
+        return write_folder(folder, config, tensors)
 
     @classmethod
     def load(cls, source: Union[str, Path], model: Any = None, revision: Optional[str] = None) -> "InterventionSet":
         """Load from a folder, or from a hub repo id (``"user/repo"``); checked against
         ``model`` when one is given."""
-        folder = Path(source).expanduser()
-        if not folder.exists():
-            if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
-                raise SpecError(f"no intervention folder at {source}")
-            folder = _download(str(source), revision)
+        folder = locate_folder(source, revision)
         spec = cls._read(folder)
         if model is not None:
             spec.check(model)
@@ -145,31 +135,8 @@ class InterventionSet:
 
     @classmethod
     def _read(cls, folder: Path) -> "InterventionSet":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        cfg_path, t_path = folder / CONFIG, folder / TENSORS
-        if any(folder.glob("intkey_*.bin")):
-            raise SpecError(f"{folder} looks like a pyvene folder: load it with "
-                            f"tracer.spec.from_pyvene(folder, model)")
-        if not cfg_path.is_file():
-            raise SpecError(f"{folder} has no {CONFIG}")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise SpecError(f"{cfg_path} is not valid JSON ({error}); the file is corrupt or "
-                            f"truncated") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise SpecError(f"{cfg_path} is not an Interlace intervention file (its 'format' is "
-                            f"{config.get('format') if isinstance(config, dict) else None!r}, "
-                            f"expected {FORMAT!r})")
-        if not isinstance(config.get("version"), int) or config["version"] > VERSION:
-            raise SpecError(f"{cfg_path} has version {config.get('version')!r}; this Interlace "
-                            f"reads versions up to {VERSION}")
-        try:
-            tensors = load_file(str(t_path)) if t_path.is_file() else {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise SpecError(f"{t_path} is truncated or corrupt ({error})") from None
+        config, tensors = read_folder(folder, (FORMAT,), {FORMAT: VERSION})
+        cfg_path = folder / CONFIG
         interventions = []
         for i, entry in enumerate(config.get("interventions", [])):
             try:
@@ -210,6 +177,61 @@ class InterventionSet:
             info = api.upload_folder(folder_path=tmp, repo_id=repo_id,
                                      commit_message=commit_message)
         return str(getattr(info, "commit_url", info))
+
+
+def write_folder(folder: Union[str, Path], config: dict, tensors: dict) -> Path:
+    """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(folder / TENSORS), metadata={"format": str(config.get("format"))})
+    (folder / CONFIG).write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def locate_folder(source: Union[str, Path], revision: Optional[str] = None) -> Path:
+    """A local folder, or a hub repo id (``"user/repo"``) downloaded to the hub cache."""
+    folder = Path(source).expanduser()
+    if folder.exists():
+        return folder
+    if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
+        raise SpecError(f"no intervention folder at {source}")
+    return _download(str(source), revision)
+
+
+def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dict]:
+    """(config, tensors) of a saved folder whose format is one of ``formats``; every way a
+    folder can be foreign, corrupt or truncated raises ``SpecError``.  Never unpickles."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, t_path = folder / CONFIG, folder / TENSORS
+    if any(folder.glob("intkey_*.bin")):
+        raise SpecError(f"{folder} looks like a pyvene folder: load it with "
+                        f"tracer.spec.from_pyvene(folder, model)")
+    if not cfg_path.is_file():
+        raise SpecError(f"{folder} has no {CONFIG}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{cfg_path} is not valid JSON ({error}); the file is corrupt or "
+                        f"truncated") from None
+    if not isinstance(config, dict) or config.get("format") not in formats:
+        raise SpecError(f"{cfg_path} is not an Interlace intervention file (its 'format' is "
+                        f"{config.get('format') if isinstance(config, dict) else None!r}, "
+                        f"expected {' or '.join(repr(f) for f in formats)})")
+    top = versions[config["format"]]
+    if not isinstance(config.get("version"), int) or config["version"] > top:
+        raise SpecError(f"{cfg_path} has version {config.get('version')!r}; this Interlace "
+                        f"reads versions up to {top}")
+    try:
+        tensors = load_file(str(t_path)) if t_path.is_file() else {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise SpecError(f"{t_path} is truncated or corrupt ({error})") from None
+    return config, tensors
 
 
 def _plain(value: Any) -> Any:
