@@ -327,8 +327,8 @@ class IntervenableModel(nn.Module):
 
     def _trace(self, inputs: Any) -> Any:
         if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-            return self.model.trace(**dict(inputs), remote=False)
-        return self.model.trace(inputs, remote=False)
+            return self.model.trace(**dict(inputs))
+        return self.model.trace(inputs)
 
     @staticmethod
     def _batch(inputs: Any) -> int:
