@@ -52,6 +52,19 @@ def project_out_values(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor
     return x - (x * d).sum(-1, keepdim=True) * d
 
 
+def affine_values(x: torch.Tensor, matrix: torch.Tensor, bias: Any = 0.0) -> torch.Tensor:
+    """``x @ matrix + bias`` (a linear bottleneck such as a lens's decode(encode(x)))."""
+    out = x @ matrix.to(x.dtype)
+    return out + (bias.to(x.dtype) if isinstance(bias, torch.Tensor) else bias)
+
+
+def sae_values(x: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, w_dec: torch.Tensor,
+               b_dec: torch.Tensor) -> torch.Tensor:
+    """A ReLU sparse autoencoder's reconstruction of ``x`` (the SAE bottleneck)."""
+    z = torch.relu((x - b_dec.to(x.dtype)) @ w_enc.to(x.dtype) + b_enc.to(x.dtype))
+    return z @ w_dec.to(x.dtype) + b_dec.to(x.dtype)
+
+
 # -- applied at a site, inside a trace --------------------------------------------------
 
 def interchange(site: Site, source: torch.Tensor, positions: Positions = None,
@@ -102,6 +115,8 @@ KINDS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
     "mean": (mean_values, ("mean",)),
     "scale": (scale_values, ("factor",)),
     "project_out": (project_out_values, ("direction",)),
+    "affine": (affine_values, ("matrix", "bias")),
+    "sae": (sae_values, ("w_enc", "b_enc", "w_dec", "b_dec")),
 }
 
 
@@ -137,7 +152,7 @@ class Intervention:
         """Apply at the site inside the current trace; ``params`` add to or override stored ones."""
         fn, names = KINDS[self.kind]
         given = {**self.params, **params}
-        missing = [n for n in names if n not in given and n != "alpha"]
+        missing = [n for n in names if n not in given and n not in ("alpha", "bias")]
         if missing:
             raise ValueError(f"intervention {self.kind!r} at {self.site} needs {missing}")
         s = resolve_site(model, self.site)

@@ -1,0 +1,390 @@
+"""Interpretability methods as encode -> intervene -> decode at one layer (interp_interv).
+
+Every method maps the residual stream ``x`` (after layer ``layer``) to features
+``z = encode(x)`` and back, ``x_hat = decode(z)``:
+
+* ``LogitLens``: ``z = W_U (g * x) / s`` (final-norm gain ``g``, ``s`` the stream's typical
+  RMS at that layer), decoded with the pseudo-inverse; features are tokens.
+* ``TunedLens``: the logit lens after an affine translator ``A x + b`` trained here (KL to
+  the model's final distribution) on text the project ships; saved and reloaded.
+* ``SAE``: a ReLU sparse autoencoder trained here on the layer's activations, or read from
+  a SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``).
+* ``Probe``: a logistic-regression direction for "the text mentions the phrase".
+* ``SteeringVector``: the mean activation difference of texts with and without the phrase.
+
+An intervention on feature ``f`` with strength ``alpha`` adds ``alpha * (decode(e_f) -
+decode(0))`` to the stream (all decoders are affine, so this is the exact change of
+``decode`` when ``z_f`` grows by ``alpha``).  ``bottleneck()`` replaces ``x`` by
+``decode(encode(x))`` with no intervention (``--test-bottleneck``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import tracer
+from tracer.interventions import Intervention
+
+DATA = Path(__file__).parent / "data"
+
+
+def training_texts() -> list[str]:
+    """Text the project ships (statements, neutral sentences, prompts) for lenses and SAEs."""
+    rows = json.loads((DATA / "true_false.json").read_text())
+    texts = [r["true"] for r in rows] + [r["false"] for r in rows]
+    texts += json.loads((DATA / "neutral.json").read_text())
+    steering = json.loads((DATA / "steering.json").read_text())
+    texts += steering["prompts"]
+    texts += [t.format(o) for t in steering["templates"] for o in steering["others"][:6]]
+    return texts
+
+
+def activations(model: Any, texts: Sequence[str], layer: int, batch_size: int = 64,
+                with_logits: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The residual stream after ``layer`` at every real (non-pad) token of ``texts``,
+    ``(tokens, hidden)``; with ``with_logits`` the final log-probs too."""
+    import nnsight
+
+    tok = model.tokenizer
+    site = tracer.site(model, f"resid_post.{layer}")
+    xs, ls = [], []
+    for i in range(0, len(texts), batch_size):
+        chunk = list(texts[i:i + batch_size])
+        mask = tok(chunk, return_tensors="pt", padding=True)["attention_mask"].bool()
+        with torch.no_grad(), model.trace(chunk):
+            x = site.tensor().save()
+            logits = model.lm_head.output.save() if with_logits else nnsight.save(None)
+        xs.append(x[mask].float())
+        if with_logits:
+            ls.append(torch.log_softmax(logits[mask].float(), -1))
+    return torch.cat(xs), (torch.cat(ls) if with_logits else None)
+
+
+def _unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_U ``(vocab, hidden)``, final-norm gain ``(hidden,)``) of the model."""
+    module = model._module
+    fam = tracer.sites.family_of(module.config)
+    w_u = tracer.sites._envoy(module, fam.lm_head).weight.detach().float()
+    norm = tracer.sites._envoy(module, fam.final_norm)
+    gain = norm.weight.detach().float() if getattr(norm, "weight", None) is not None else torch.ones(w_u.shape[1])
+    if module.config.model_type == "gemma2":
+        gain = 1 + gain
+    return w_u, gain
+
+
+class Method:
+    """encode / decode at ``layer``; subclasses set ``self.layer``."""
+
+    name = "method"
+    layer: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} has no encoder")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} has no decoder")
+
+    def feature(self, model: Any, phrase: str) -> int:
+        """The feature index that stands for ``phrase``."""
+        raise TypeError(f"{type(self).__name__} has no feature index")
+
+    def direction(self, model: Any, phrase: str) -> torch.Tensor:
+        """``decode(e_f) - decode(0)`` for the phrase's feature: the stream change per unit."""
+        f = self.feature(model, phrase)
+        z = torch.zeros(2, self.width)
+        z[1, f] = 1.0
+        out = self.decode(z)
+        return out[1] - out[0]
+
+    def steer(self, model: Any, phrase: str, alpha: float) -> Intervention:
+        """Add ``alpha`` units of the phrase's feature at every position of the layer."""
+        return Intervention("add", f"resid_post.{self.layer}",
+                            params={"vector": self.direction(model, phrase).float(), "alpha": float(alpha)})
+
+    def bottleneck(self) -> Intervention:
+        """Replace the stream by ``decode(encode(x))`` (an affine map for the lenses)."""
+        eye = torch.eye(self.hidden)
+        bias = self.decode(self.encode(torch.zeros(1, self.hidden)))[0]
+        matrix = self.decode(self.encode(eye)) - bias
+        return Intervention("affine", f"resid_post.{self.layer}",
+                            params={"matrix": matrix.float(), "bias": bias.float()})
+
+
+class LogitLens(Method):
+    name = "logit"
+
+    def __init__(self, model: Any, layer: int, scale: Optional[float] = None):
+        self.layer = layer
+        self.w_u, self.gain = _unembed(model)
+        self.hidden, self.width = self.w_u.shape[1], self.w_u.shape[0]
+        if scale is None:
+            x, _ = activations(model, training_texts()[:64], layer)
+            scale = float(x.pow(2).mean(-1).sqrt().mean())
+        self.scale = scale
+        self._pinv = torch.linalg.pinv(self.w_u * self.gain)
+
+    def encode(self, x):
+        return (x.float() * self.gain) @ self.w_u.T / self.scale
+
+    def decode(self, z):
+        return self.scale * z.float() @ self._pinv.T
+
+    def feature(self, model, phrase):
+        return _first_token(model, phrase)
+
+
+class TunedLens(LogitLens):
+    """The logit lens after a trained affine translator ``x -> x @ A + b`` for this layer."""
+
+    name = "tuned"
+
+    def __init__(self, model: Any, layer: int, translator: Optional[dict] = None,
+                 scale: Optional[float] = None):
+        super().__init__(model, layer, scale)
+        self.a = translator["a"] if translator else torch.eye(self.hidden)
+        self.b = translator["b"] if translator else torch.zeros(self.hidden)
+
+    @classmethod
+    def train(cls, model: Any, layer: int, texts: Optional[Sequence[str]] = None, steps: int = 300,
+              lr: float = 1e-3, progress: bool = False) -> "TunedLens":
+        """Fit the translator so the lens's distribution matches the final one (KL)."""
+        from tqdm.auto import tqdm
+
+        x, target = activations(model, texts or training_texts(), layer, with_logits=True)
+        lens = cls(model, layer)
+        a = torch.nn.Parameter(torch.eye(lens.hidden))
+        b = torch.nn.Parameter(torch.zeros(lens.hidden))
+        opt = torch.optim.Adam([a, b], lr=lr)
+        g = torch.Generator().manual_seed(0)
+        for _ in tqdm(range(steps), desc=f"tuned lens layer {layer}", disable=not progress):
+            idx = torch.randint(0, x.shape[0], (512,), generator=g)
+            h = x[idx] @ a + b
+            logp = torch.log_softmax(_final_logits(model, h, lens), -1)
+            loss = torch.nn.functional.kl_div(logp, target[idx], log_target=True, reduction="batchmean")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        lens.a, lens.b = a.detach(), b.detach()
+        lens._pinv = torch.linalg.pinv((lens.w_u * lens.gain) @ lens.a.T)
+        return lens
+
+    def encode(self, x):
+        return super().encode(x.float() @ self.a + self.b)
+
+    def decode(self, z):
+        # the pseudo-inverse of the whole affine map: solves (x @ A + b) ~ scale * pinv(W_U g) z
+        return self.scale * z.float() @ self._pinv.T - self.b @ torch.linalg.pinv(self.a)
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"a": self.a.contiguous(), "b": self.b.contiguous()}, str(folder / "tuned_lens.safetensors"))
+        (folder / "tuned_lens.json").write_text(json.dumps({"format": "interlace.tuned_lens", "layer": self.layer,
+                                                            "scale": self.scale, "hidden": self.hidden}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Union[str, Path], model: Any) -> "TunedLens":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "tuned_lens.json").read_text())
+        if meta.get("format") != "interlace.tuned_lens":
+            raise ValueError(f"{folder} is not an Interlace tuned lens")
+        lens = cls(model, meta["layer"], load_file(str(folder / "tuned_lens.safetensors")), meta["scale"])
+        if lens.a.shape != (lens.hidden, lens.hidden):
+            raise ValueError(f"{folder}: translator is {tuple(lens.a.shape)}, the model is {lens.hidden} wide")
+        lens._pinv = torch.linalg.pinv((lens.w_u * lens.gain) @ lens.a.T)
+        return lens
+
+
+def _final_logits(model: Any, h: torch.Tensor, lens: LogitLens) -> torch.Tensor:
+    """Logits of a stream vector through the real final norm and unembedding."""
+    module = model._module
+    fam = tracer.sites.family_of(module.config)
+    norm = tracer.sites._envoy(module, fam.final_norm)
+    return norm(h) @ lens.w_u.T
+
+
+class SAE(Method):
+    """A ReLU sparse autoencoder at ``layer`` (SAELens parameter names)."""
+
+    name = "sae"
+
+    def __init__(self, layer: int, w_enc: torch.Tensor, b_enc: torch.Tensor, w_dec: torch.Tensor,
+                 b_dec: torch.Tensor):
+        self.layer = layer
+        self.w_enc, self.b_enc, self.w_dec, self.b_dec = (t.detach().float() for t in (w_enc, b_enc, w_dec, b_dec))
+        self.hidden, self.width = self.w_enc.shape
+
+    def encode(self, x):
+        return torch.relu((x.float() - self.b_dec) @ self.w_enc + self.b_enc)
+
+    def decode(self, z):
+        return z.float() @ self.w_dec + self.b_dec
+
+    def feature(self, model, phrase):
+        x, _ = activations(model, [phrase, f"I went to {phrase}."], self.layer)
+        return int(self.encode(x).mean(0).argmax())
+
+    def bottleneck(self) -> Intervention:
+        return Intervention("sae", f"resid_post.{self.layer}",
+                            params={"w_enc": self.w_enc, "b_enc": self.b_enc, "w_dec": self.w_dec, "b_dec": self.b_dec})
+
+    @classmethod
+    def train(cls, model: Any, layer: int, width: int = 1024, texts: Optional[Sequence[str]] = None,
+              steps: int = 600, l1: float = 3e-3, lr: float = 1e-3, progress: bool = False) -> "SAE":
+        """Train on the layer's activations over the shipped text."""
+        from tqdm.auto import tqdm
+
+        x, _ = activations(model, texts or training_texts(), layer)
+        x = x[x.norm(dim=-1) < 3 * x.norm(dim=-1).median()]  # drop the first-token outliers
+        torch.manual_seed(0)
+        hidden = x.shape[1]
+        w_dec = torch.nn.Parameter(torch.randn(width, hidden) / hidden ** 0.5)
+        w_enc = torch.nn.Parameter(w_dec.detach().T.clone())
+        b_enc = torch.nn.Parameter(torch.zeros(width))
+        b_dec = torch.nn.Parameter(x.mean(0).clone())
+        opt = torch.optim.Adam([w_enc, b_enc, w_dec, b_dec], lr=lr)
+        scale = x.norm(dim=-1).mean()
+        for _ in tqdm(range(steps), desc=f"SAE layer {layer}", disable=not progress):
+            batch = x[torch.randint(0, x.shape[0], (1024,))]
+            z = torch.relu((batch - b_dec) @ w_enc + b_enc)
+            rec = z @ w_dec + b_dec
+            loss = (rec - batch).pow(2).sum(-1).mean() / scale ** 2 + l1 * (z * w_dec.norm(dim=-1)).sum(-1).mean() / scale
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return cls(layer, w_enc, b_enc, w_dec, b_dec)
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        """SAELens layout: ``cfg.json`` + ``sae_weights.safetensors``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"W_enc": self.w_enc.contiguous(), "b_enc": self.b_enc.contiguous(),
+                   "W_dec": self.w_dec.contiguous(), "b_dec": self.b_dec.contiguous()},
+                  str(folder / "sae_weights.safetensors"))
+        (folder / "cfg.json").write_text(json.dumps({"d_in": self.hidden, "d_sae": self.width,
+                                                     "hook_name": f"blocks.{self.layer}.hook_resid_post",
+                                                     "hook_layer": self.layer, "architecture": "standard"}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Union[str, Path], layer: Optional[int] = None) -> "SAE":
+        """A SAELens-format folder (standard ReLU architecture); safetensors only."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / "cfg.json").read_text())
+            w = load_file(str(folder / "sae_weights.safetensors"))
+        except (OSError, json.JSONDecodeError, ValueError) as error:
+            raise ValueError(f"{folder} is not a SAELens folder (cfg.json + sae_weights.safetensors): {error}") from None
+        if cfg.get("architecture", "standard") != "standard":
+            raise ValueError(f"{folder}: only the standard ReLU SAE architecture is supported, not {cfg['architecture']!r}")
+        missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(w)
+        if missing:
+            raise ValueError(f"{folder}/sae_weights.safetensors lacks {sorted(missing)}")
+        layer = layer if layer is not None else cfg.get("hook_layer")
+        if layer is None:
+            raise ValueError(f"{folder}/cfg.json names no hook_layer; pass layer=")
+        return cls(int(layer), w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"])
+
+
+def contrast_texts(phrase: str) -> tuple[list[str], list[str]]:
+    """Sentences naming ``phrase`` and the same sentences naming other places."""
+    data = json.loads((DATA / "steering.json").read_text())
+    pos = [t.format(phrase) for t in data["templates"]]
+    neg = [t.format(o) for t in data["templates"] for o in data["others"][:5]]
+    return pos, neg
+
+
+def mean_last(model: Any, texts: Sequence[str], layer: int) -> torch.Tensor:
+    """The stream after ``layer`` at each text's last token (left padding keeps it at -1)."""
+    site = tracer.site(model, f"resid_post.{layer}")
+    with torch.no_grad(), model.trace(list(texts)):
+        x = site.read(positions=[-1])[:, 0].save()
+    return x.float()
+
+
+class SteeringVector(Method):
+    """Mean difference (CAA / ActAdd style) of texts with and without the phrase."""
+
+    name = "steering"
+
+    def __init__(self, layer: int, vector: torch.Tensor):
+        self.layer, self.vector = layer, vector.float()
+        self.hidden = self.width = vector.shape[0]
+
+    @classmethod
+    def fit(cls, model: Any, phrase: str, layer: int, positive: Optional[Sequence[str]] = None,
+            negative: Optional[Sequence[str]] = None) -> "SteeringVector":
+        pos, neg = contrast_texts(phrase)
+        pos, neg = positive or pos, negative or neg
+        return cls(layer, mean_last(model, pos, layer).mean(0) - mean_last(model, neg, layer).mean(0))
+
+    def direction(self, model, phrase):
+        return self.vector
+
+    def bottleneck(self):
+        raise ValueError("a steering vector has no encoder/decoder, so no bottleneck")
+
+
+class Probe(Method):
+    """A logistic-regression probe for "mentions the phrase"; its unit direction, scaled to the
+    stream's typical norm, is the intervention."""
+
+    name = "probing"
+
+    def __init__(self, layer: int, weight: torch.Tensor, bias: float, scale: float):
+        self.layer, self.weight, self.bias, self.scale = layer, weight.float(), float(bias), scale
+        self.hidden = self.width = weight.shape[0]
+
+    @classmethod
+    def fit(cls, model: Any, phrase: str, layer: int, steps: int = 300, seed: int = 0) -> tuple["Probe", float]:
+        """Train on 70% of the contrast texts; returns the probe and held-out accuracy."""
+        pos, neg = contrast_texts(phrase)
+        x = torch.cat([mean_last(model, pos, layer), mean_last(model, neg, layer)])
+        y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        cut = int(0.7 * len(y))
+        train, test = idx[:cut], idx[cut:]
+        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        b = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=0.05)
+        pos_weight = (y[train] == 0).sum() / (y[train] == 1).sum().clamp(min=1)
+        for _ in range(steps):
+            logits = ((x[train] - mu) / sd) @ w + b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train], pos_weight=pos_weight)
+            loss = loss + 1e-3 * w.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = (((x[test] - mu) / sd) @ w + b) > 0
+            acc = float((pred == y[test].bool()).float().mean())
+            weight = w / sd  # the direction in the raw stream
+        return cls(layer, weight.detach(), float(b), float(x.norm(dim=-1).mean())), acc
+
+    def direction(self, model, phrase):
+        return self.weight / self.weight.norm() * self.scale / 10
+
+    def bottleneck(self):
+        raise ValueError("a probe has no decoder, so no bottleneck")
+
+
+def _first_token(model: Any, phrase: str) -> int:
+    ids = model.tokenizer(" " + phrase.strip())["input_ids"]
+    if not ids:
+        raise ValueError(f"phrase {phrase!r} has no tokens")
+    return ids[0]
