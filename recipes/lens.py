@@ -12,9 +12,11 @@ Every method maps the residual stream ``x`` (after layer ``layer``) to features
 * ``Probe``: a logistic-regression direction for "the text mentions the phrase".
 * ``SteeringVector``: the mean activation difference of texts with and without the phrase.
 
-An intervention on feature ``f`` with strength ``alpha`` adds ``alpha * (decode(e_f) -
-decode(0))`` to the stream (all decoders are affine, so this is the exact change of
-``decode`` when ``z_f`` grows by ``alpha``).  ``bottleneck()`` replaces ``x`` by
+An intervention on feature ``f`` with strength ``alpha`` moves the stream along
+``decode(e_f) - decode(0)`` (all decoders are affine, so this is the exact change of
+``decode`` when ``z_f`` grows), normalized so that ``alpha = 1`` is a step as long as the
+layer's median stream norm: methods whose native units differ by orders of magnitude are
+then compared at the same strength.  ``bottleneck()`` replaces ``x`` by
 ``decode(encode(x))`` with no intervention (``--test-bottleneck``).
 """
 
@@ -65,6 +67,19 @@ def activations(model: Any, texts: Sequence[str], layer: int, batch_size: int = 
     return torch.cat(xs), (torch.cat(ls) if with_logits else None)
 
 
+_NORMS: dict = {}
+
+
+def stream_norm(model: Any, layer: int) -> float:
+    """Median norm of the stream after ``layer`` over the shipped prompts (cached)."""
+    key = (id(model), layer)
+    if key not in _NORMS:
+        texts = json.loads((DATA / "steering.json").read_text())["prompts"]
+        x, _ = activations(model, texts, layer)
+        _NORMS[key] = float(x.norm(dim=-1).median())
+    return _NORMS[key]
+
+
 def _unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_U ``(vocab, hidden)``, final-norm gain ``(hidden,)``) of the model."""
     module = model._module
@@ -102,9 +117,11 @@ class Method:
         return out[1] - out[0]
 
     def steer(self, model: Any, phrase: str, alpha: float) -> Intervention:
-        """Add ``alpha`` units of the phrase's feature at every position of the layer."""
-        return Intervention("add", f"resid_post.{self.layer}",
-                            params={"vector": self.direction(model, phrase).float(), "alpha": float(alpha)})
+        """Add ``alpha`` x (median stream norm) along the phrase's feature direction, at
+        every position of the layer."""
+        d = self.direction(model, phrase).float()
+        vector = d / d.norm().clamp(min=1e-12) * stream_norm(model, self.layer)
+        return Intervention("add", f"resid_post.{self.layer}", params={"vector": vector, "alpha": float(alpha)})
 
     def bottleneck(self) -> Intervention:
         """Replace the stream by ``decode(encode(x))`` (an affine map for the lenses)."""
@@ -301,10 +318,12 @@ class SAE(Method):
 
 
 def contrast_texts(phrase: str) -> tuple[list[str], list[str]]:
-    """Sentences naming ``phrase`` and the same sentences naming other places."""
+    """Sentences naming ``phrase`` and the same sentences naming other places (balanced)."""
     data = json.loads((DATA / "steering.json").read_text())
+    others = data["others"]
     pos = [t.format(phrase) for t in data["templates"]]
-    neg = [t.format(o) for t in data["templates"] for o in data["others"][:5]]
+    neg = [t.format(others[i % len(others)]) for i, t in enumerate(data["templates"])]
+    neg += [t.format(others[(i + 7) % len(others)]) for i, t in enumerate(data["templates"])]
     return pos, neg
 
 
@@ -340,8 +359,8 @@ class SteeringVector(Method):
 
 
 class Probe(Method):
-    """A logistic-regression probe for "mentions the phrase"; its unit direction, scaled to the
-    stream's typical norm, is the intervention."""
+    """A logistic-regression probe for "mentions the phrase"; its weight vector (in the raw
+    stream's coordinates) is the intervention direction."""
 
     name = "probing"
 
@@ -351,7 +370,8 @@ class Probe(Method):
 
     @classmethod
     def fit(cls, model: Any, phrase: str, layer: int, steps: int = 300, seed: int = 0) -> tuple["Probe", float]:
-        """Train on 70% of the contrast texts; returns the probe and held-out accuracy."""
+        """Train on 70% of the contrast texts; returns the probe and its held-out balanced
+        accuracy (chance = 0.5)."""
         pos, neg = contrast_texts(phrase)
         x = torch.cat([mean_last(model, pos, layer), mean_last(model, neg, layer)])
         y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
@@ -362,7 +382,7 @@ class Probe(Method):
         w = torch.zeros(x.shape[1], requires_grad=True)
         b = torch.zeros(1, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=0.05)
-        pos_weight = (y[train] == 0).sum() / (y[train] == 1).sum().clamp(min=1)
+        pos_weight = (y[train] == 0).sum() / (y[train] == 1).sum().clamp(min=1)  # balance classes
         for _ in range(steps):
             logits = ((x[train] - mu) / sd) @ w + b
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train], pos_weight=pos_weight)
@@ -372,12 +392,13 @@ class Probe(Method):
             opt.step()
         with torch.no_grad():
             pred = (((x[test] - mu) / sd) @ w + b) > 0
-            acc = float((pred == y[test].bool()).float().mean())
+            truth = y[test].bool()
+            acc = 0.5 * float(pred[truth].float().mean()) + 0.5 * float((~pred[~truth]).float().mean())
             weight = w / sd  # the direction in the raw stream
-        return cls(layer, weight.detach(), float(b), float(x.norm(dim=-1).mean())), acc
+        return cls(layer, weight.detach(), float(b.detach()), float(x.norm(dim=-1).mean())), acc
 
     def direction(self, model, phrase):
-        return self.weight / self.weight.norm() * self.scale / 10
+        return self.weight
 
     def bottleneck(self):
         raise ValueError("a probe has no decoder, so no bottleneck")

@@ -1,0 +1,99 @@
+"""recipes.steering and recipes.lens on the embedded SmolLM2: bottlenecks, probe, CAA vectors,
+steering toward " happy", the CLI's files."""
+
+import json
+
+import pytest
+import torch
+
+import tracer
+from recipes import lens, steering
+from tracer.interventions import Intervention
+
+pytestmark = pytest.mark.smollm2
+LAYER = 8
+PROMPTS = ["The capital of France is", "Once upon a time there was", "My favourite food is"]
+
+
+def last_logprobs(model, ivs):
+    with torch.no_grad(), model.trace(PROMPTS):
+        for iv in ivs:
+            iv.apply(model)
+        lp = model.lm_head.output[:, -1].log_softmax(-1).save()
+    return lp
+
+
+def kl(p, q):
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def test_lens_bottlenecks_keep_the_distribution(smollm2):
+    base = last_logprobs(smollm2, [])
+    logit = lens.LogitLens(smollm2, LAYER)
+    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[::4], steps=60)
+    kls = {"logit": kl(base, last_logprobs(smollm2, [logit.bottleneck()])),
+           "tuned": kl(base, last_logprobs(smollm2, [tuned.bottleneck()]))}
+    print("bottleneck KL", kls)
+    assert all(v < 0.05 for v in kls.values())
+    # the tuned lens predicts the final distribution better than the logit lens at this layer
+    x, final = lens.activations(smollm2, lens.training_texts()[:40], LAYER, with_logits=True)
+    err = {name: float(torch.nn.functional.kl_div(torch.log_softmax(m.encode(x) * m.scale, -1), final,
+                                                  log_target=True, reduction="batchmean"))
+           for name, m in (("logit", logit), ("tuned", tuned))}
+    assert err["tuned"] < err["logit"]
+
+
+def test_tuned_lens_and_sae_round_trip(smollm2, tmp_path):
+    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[:32], steps=5)
+    again = lens.TunedLens.load(tuned.save(tmp_path / "tl"), smollm2)
+    x = torch.randn(3, smollm2.config.hidden_size)
+    assert torch.allclose(tuned.encode(x), again.encode(x))
+    sae = lens.SAE.train(smollm2, LAYER, width=256, texts=lens.training_texts()[:64], steps=30)
+    loaded = lens.SAE.load(sae.save(tmp_path / "sae"))
+    assert loaded.layer == LAYER and torch.equal(loaded.w_dec, sae.w_dec)
+    assert (tmp_path / "sae" / "cfg.json").exists()
+    lp = last_logprobs(smollm2, [loaded.bottleneck()])
+    assert torch.isfinite(lp).all()
+    with pytest.raises(ValueError, match="not a SAELens folder"):
+        lens.SAE.load(tmp_path / "tl")
+
+
+def test_probe_beats_chance(smollm2):
+    _, acc = lens.Probe.fit(smollm2, "San Francisco", LAYER)
+    print("probe held-out balanced accuracy", acc)
+    assert acc > 0.7
+
+
+def test_caa_vector_save_load(smollm2, tmp_path):
+    pos, neg = lens.contrast_texts("San Francisco")
+    v = steering.caa_vector(smollm2, pos, neg, LAYER)
+    assert v.shape == (smollm2.config.hidden_size,) and v.norm() > 0
+    steering.save_vector(tmp_path / "v", smollm2, v, LAYER, alpha=2.0)
+    spec = tracer.spec.load(tmp_path / "v", smollm2)
+    assert torch.equal(spec.interventions[0].params["vector"], v)
+
+
+def test_steering_toward_happy_raises_happy_tokens(smollm2):
+    tok = smollm2.tokenizer
+    words = [" happy", " joy", " smile", " cheerful", " glad", " Happy"]
+    ids = [tok(w)["input_ids"][0] for w in words]
+    emb = smollm2._module.model.embed_tokens.weight[tok(" happy")["input_ids"][0]].detach().float()
+    ivs = [Intervention("add", f"mlp_out.{layer}", params={"vector": emb, "alpha": 4.0})
+           for layer in range(smollm2.config.num_hidden_layers)]
+    plain = last_logprobs(smollm2, [])[:, ids].exp().sum(-1)
+    steered = last_logprobs(smollm2, ivs)[:, ids].exp().sum(-1)
+    print("P(happy tokens) plain", plain.tolist(), "steered", steered.tolist())
+    assert bool((steered > 2 * plain).all())
+
+
+def test_cli_run_and_eval(tmp_path):
+    out = tmp_path / "run.json"
+    assert steering.main(["--method", "steering", "--limit", "2", "--generation-length", "4",
+                          "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["outputs"]) == 2 and set(data["scores"]) >= {"success", "coherence", "perplexity"}
+    assert steering.main(["eval", "--methods", "logit", "--alphas", "0.5", "--limit", "2",
+                          "--generation-length", "4", "--out", str(tmp_path / "ev")]) == 0
+    rows = json.loads((tmp_path / "ev" / "table.json").read_text())
+    assert [r["method"] for r in rows] == ["clean", "prompting", "logit"]
+    assert (tmp_path / "ev" / "success_vs_perplexity.png").stat().st_size > 1000
