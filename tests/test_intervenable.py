@@ -193,3 +193,22 @@ def test_load_refuses_foreign_and_corrupt(tiny_models, tmp_path):
     (tmp_path / "ok" / "tensors.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(SpecError, match="truncated or corrupt"):
         pv.IntervenableModel.load(tmp_path / "ok", model)
+
+
+def test_load_an_interventionset_folder(tiny_models, tmp_path):
+    """An ITI-style head-wise InterventionSet loads into the front end and acts the same."""
+    from tracer.interventions import Intervention
+    from tracer.spec import InterventionSet
+
+    model = tiny_models["llama"]
+    g = torch.Generator().manual_seed(3)
+    spec = InterventionSet([Intervention("add", "head_out.1", None, [0, 2], {"vector": torch.randn(2, 16, generator=g)}),
+                            Intervention("zero", "mlp_out.0")])
+    spec.save(tmp_path / "iti")
+    pvm = pv.IntervenableModel.load(tmp_path / "iti", model)
+    base, _ = pair(model)
+    _, out = pvm(base)
+    with torch.no_grad(), model.trace(**base):
+        spec.apply(model)
+        want = model.output.logits.save()
+    assert torch.allclose(out.logits, want, atol=1e-5)

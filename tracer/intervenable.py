@@ -5,8 +5,9 @@ pyvene's examples run with ``import pyvene as pv`` replaced by ``import tracer a
 components the pyvene way (``{"layer": 3, "component": "mlp_output"}``) or as a module path
 (``"model.layers[3].mlp.output"``); both become Interlace sites.  Every call is nnsight
 traces: the sources' values are read in one trace, the base is run with the interventions
-in another (``remote=True`` runs them as one NDIF session), so it works on any model
-nnsight can wrap, locally or remotely.
+in another, so it works on any model nnsight can wrap (a plain ``nn.Module`` too).  It runs
+locally; for NDIF use ``tracer.spec`` / ``tracer.generation`` / the recipes, which take
+``remote=True``.
 
 Unit locations follow pyvene: ``{"sources->base": 4}``, ``{"sources->base": (src, base)}``
 with each side an int, a list of positions, ``[batch][positions]`` or
@@ -136,14 +137,13 @@ class IntervenableModel(nn.Module):
     """A model with interventions mounted at named components; an ``nn.Module`` whose
     parameters are the interventions' (the model's own stay frozen for training)."""
 
-    def __init__(self, config: Any = None, model: Any = None, remote: bool = False,
-                 tokenizer: Any = None, intervenable_config: Any = None):
+    def __init__(self, config: Any = None, model: Any = None, tokenizer: Any = None,
+                 intervenable_config: Any = None):
         super().__init__()
         config = config if config is not None else intervenable_config
         if config is None or model is None:
             raise TypeError("IntervenableModel needs a config and a model")
         self.model = _wrap(model, tokenizer)
-        self.remote = remote
         self.representations = _representations(config)
         self.interventions = nn.ModuleDict()
         self._units: list[dict] = []
@@ -477,7 +477,7 @@ class IntervenableModel(nn.Module):
         self._check_sources(units)
         out = generation.generate(self.model, prompt, units, max_new_tokens,
                                   where="all" if intervene_on_prompt else "generated",
-                                  compare=output_original_output, remote=self.remote, **kwargs)
+                                  compare=output_original_output, **kwargs)
         return out.plain_tokens, out.steered_tokens
 
     # -- training -----------------------------------------------------------------------
@@ -605,7 +605,7 @@ class IntervenableModel(nn.Module):
         return str(getattr(info, "commit_url", info))
 
     @classmethod
-    def load(cls, load_directory: Union[str, Path], model: Any, remote: bool = False,
+    def load(cls, load_directory: Union[str, Path], model: Any,
              tokenizer: Any = None) -> "IntervenableModel":
         """From a folder or hub repo saved by ``save``, or an Interlace ``InterventionSet``
         folder (``tracer.spec``: its add/zero interventions become classes here)."""
@@ -616,7 +616,7 @@ class IntervenableModel(nn.Module):
         config, tensors = read_folder(folder, (FORMAT, spec_mod.FORMAT),
                                       {FORMAT: VERSION, spec_mod.FORMAT: spec_mod.VERSION})
         if config["format"] == spec_mod.FORMAT:
-            return cls._from_spec(spec_mod.InterventionSet.load(folder, None), model, remote, tokenizer)
+            return cls._from_spec(spec_mod.InterventionSet.load(folder, None), model, tokenizer)
         reps = []
         for i, entry in enumerate(config.get("interventions", [])):
             try:
@@ -642,7 +642,7 @@ class IntervenableModel(nn.Module):
             reps.append(RepresentationConfig(entry.get("layer"), entry["component"], entry.get("unit", "pos"),
                                              entry.get("max_number_of_units", 1), intervention=iv,
                                              name=entry["key"]))
-        pv = cls(reps, model, remote=remote, tokenizer=tokenizer)
+        pv = cls(reps, model, tokenizer=tokenizer)
         if pv._is_lm() and config.get("model"):
             want, have = config["model"], model_info_safe(pv.model)
             for key in ("hidden_size", "num_layers", "num_heads", "head_dim"):
@@ -652,7 +652,7 @@ class IntervenableModel(nn.Module):
         return pv
 
     @classmethod
-    def _from_spec(cls, spec: Any, model: Any, remote: bool, tokenizer: Any) -> "IntervenableModel":
+    def _from_spec(cls, spec: Any, model: Any, tokenizer: Any) -> "IntervenableModel":
         reps = []
         for iv in spec.interventions:
             if iv.kind == "add":
@@ -674,7 +674,7 @@ class IntervenableModel(nn.Module):
                 kind = {"head_out": "attention_value_output", "head_q": "query_output",
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
-        return cls(reps, model, remote=remote, tokenizer=tokenizer)
+        return cls(reps, model, tokenizer=tokenizer)
 
 
 class _HeadsIntervention(BaseIntervention):
