@@ -151,21 +151,25 @@ def _orthogonal(n: int, k: int) -> nn.Module:
     return nn.utils.parametrizations.orthogonal(layer)
 
 
-class RotatedSpaceIntervention(BaseIntervention):
-    """Distributed alignment search: rotate, interchange the first ``interchange_dim``
-    rotated dims (or ``subspaces``), rotate back.  ``R`` is orthogonal."""
+class _Rotation(BaseIntervention):
+    """A trainable intervention built on ``rotate_layer`` (orthonormal columns)."""
 
     trainable = True
+
+    @property
+    def rotation(self) -> torch.Tensor:
+        """``(embed_dim, k)`` with orthonormal columns: rotated = x @ rotation."""
+        return self.rotate_layer.weight.T
+
+
+class RotatedSpaceIntervention(_Rotation):
+    """Distributed alignment search: rotate, interchange the first ``interchange_dim``
+    rotated dims (or ``subspaces``), rotate back.  ``R`` is orthogonal."""
 
     def __init__(self, embed_dim: int, interchange_dim: Optional[int] = None, **kwargs: Any):
         super().__init__(embed_dim, interchange_dim=interchange_dim, **kwargs)
         self.interchange_dim = interchange_dim if interchange_dim is not None else embed_dim
         self.rotate_layer = _orthogonal(embed_dim, embed_dim)
-
-    @property
-    def rotation(self) -> torch.Tensor:
-        """``(embed_dim, embed_dim)``: rotated = x @ rotation."""
-        return self.rotate_layer.weight.T
 
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
@@ -177,20 +181,13 @@ class RotatedSpaceIntervention(BaseIntervention):
         return mixed @ r.T
 
 
-class LowRankRotatedSpaceIntervention(BaseIntervention):
+class LowRankRotatedSpaceIntervention(_Rotation):
     """Interchange inside a learned ``low_rank_dimension``-dim subspace (orthonormal basis
     ``B``): ``base + (source - base) @ B @ B.T``."""
-
-    trainable = True
 
     def __init__(self, embed_dim: int, low_rank_dimension: int = 1, **kwargs: Any):
         super().__init__(embed_dim, low_rank_dimension=low_rank_dimension, **kwargs)
         self.rotate_layer = _orthogonal(embed_dim, low_rank_dimension)
-
-    @property
-    def rotation(self) -> torch.Tensor:
-        """``(embed_dim, k)`` orthonormal columns."""
-        return self.rotate_layer.weight.T
 
     def forward(self, base, source=None, subspaces=None):
         b = self.rotation.to(base.dtype)
@@ -200,12 +197,10 @@ class LowRankRotatedSpaceIntervention(BaseIntervention):
         return base + diff @ b.T
 
 
-class BoundlessRotatedSpaceIntervention(BaseIntervention):
+class BoundlessRotatedSpaceIntervention(_Rotation):
     """Boundless DAS: rotate, then mix base and source by a learned soft mask over the rotated
     dims (``sigmoid((boundary * n - i) / temperature)``), rotate back.  Lower the
     temperature during training (``set_temperature``) to harden the mask."""
-
-    trainable = True
 
     def __init__(self, embed_dim: int, init_boundary: float = 0.5, **kwargs: Any):
         super().__init__(embed_dim, init_boundary=init_boundary, **kwargs)
@@ -221,10 +216,6 @@ class BoundlessRotatedSpaceIntervention(BaseIntervention):
         """The soft interchange mask over rotated dims, in [0, 1]."""
         boundary = self.intervention_boundaries.clamp(1e-3, 1.0) * self.embed_dim
         return torch.sigmoid((boundary - self.positions) / self.temperature)
-
-    @property
-    def rotation(self) -> torch.Tensor:
-        return self.rotate_layer.weight.T
 
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
