@@ -328,3 +328,36 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
     assert _new_requests(0, 2) == 2  # the restarted server saw only the two missing requests
     assert out < 1e-5
     assert list((tmp_path / "resume").iterdir()) == []  # complete: partial results removed
+
+
+@pytest.mark.remote
+def test_intervenable_model_remote_equals_local_in_one_request(ndif):
+    before = _requests()
+    out = _client(f"""
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            tok = model.tokenizer
+            pvm = tracer.IntervenableModel([
+                {{"layer": 0, "component": "block_output", "intervention": tracer.VanillaIntervention}},
+                {{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos",
+                  "intervention": tracer.ZeroIntervention}},
+                {{"layer": 1, "component": "mlp_output", "intervention": tracer.CollectIntervention}}],
+                model=model, remote=remote)
+            base = tok("The capital of Spain is", return_tensors="pt")
+            src = tok("The capital of Italy is", return_tensors="pt")
+            n = min(base["input_ids"].shape[1], src["input_ids"].shape[1])
+            base = {{k: v[:, :n] for k, v in base.items()}}
+            src = {{k: v[:, :n] for k, v in src.items()}}
+            h = [[[1, 2]], [[n - 1]]]
+            (orig, collected), out = pvm(base, [src], {{"sources->base": ([[[n - 1]], h, [[n - 1]]],
+                                                                          [[[n - 1]], h, [[n - 1]]])}},
+                                         output_original_output=True)
+            res[name] = [orig.logits.tolist(), out.logits.tolist(), out.last_hidden_state.tolist(),
+                         collected[0].tolist()]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 1) == 1
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
+    assert not torch.allclose(torch.tensor(out["local"][0]), torch.tensor(out["local"][1]))

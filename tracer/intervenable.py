@@ -5,9 +5,9 @@ pyvene's examples run with ``import pyvene as pv`` replaced by ``import tracer a
 components the pyvene way (``{"layer": 3, "component": "mlp_output"}``) or as a module path
 (``"model.layers[3].mlp.output"``); both become Interlace sites.  Every call is nnsight
 traces: the sources' values are read in one trace, the base is run with the interventions
-in another, so it works on any model nnsight can wrap (a plain ``nn.Module`` too).  It runs
-locally; for NDIF use ``tracer.spec`` / ``tracer.generation`` / the recipes, which take
-``remote=True``.
+in another, so it works on any model nnsight can wrap (a plain ``nn.Module`` too).  With
+``remote=True`` a call runs as one NDIF session (one request); training and ``generate``
+run locally (``tracer.generation.generate`` steers remotely).
 
 Unit locations follow pyvene: ``{"sources->base": 4}``, ``{"sources->base": (src, base)}``
 with each side an int, a list of positions, ``[batch][positions]`` or
@@ -138,12 +138,13 @@ class IntervenableModel(nn.Module):
     parameters are the interventions' (the model's own stay frozen for training)."""
 
     def __init__(self, config: Any = None, model: Any = None, tokenizer: Any = None,
-                 intervenable_config: Any = None):
+                 intervenable_config: Any = None, remote: bool = False):
         super().__init__()
         config = config if config is not None else intervenable_config
         if config is None or model is None:
             raise TypeError("IntervenableModel needs a config and a model")
         self.model = _wrap(model, tokenizer)
+        self.remote = remote
         self.representations = _representations(config)
         self.interventions = nn.ModuleDict()
         self._units: list[dict] = []
@@ -268,20 +269,23 @@ class IntervenableModel(nn.Module):
         else:
             src, base = None, unit_locations["base"]
         by_index = sorted(self._units, key=lambda u: u["index"])
+
+        def per_unit(value: Any, k: int) -> Any:
+            # several interventions: a list with one location per intervention (depth >= 3)
+            if n > 1 and isinstance(value, (list, tuple)) and len(value) == n and _depth(value) >= 3:
+                return value[k]
+            return value
+
         out = []
         for k, unit in enumerate(by_index):
-            b_pos, heads = self._side(base, k, n, unit, batch)
-            s_pos, _ = self._side(src, k, n, unit, batch) if src is not None else (b_pos, None)
+            b_pos, heads = self._side(per_unit(base, k), 0, 1, unit, batch)
+            s_pos, _ = (self._side(per_unit(src, k), 0, 1, unit, batch) if src is not None
+                        else (b_pos, None))
             out.append((s_pos, b_pos, heads))
         return out
 
     def _side(self, value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
-        def depth(v: Any) -> int:
-            d = 0
-            while isinstance(v, (list, tuple)) and v:
-                v, d = v[0], d + 1
-            return d
-
+        depth = _depth
         if unit["unit"] == "h.pos":
             if depth(value) == 4:
                 value = value[k]
@@ -409,6 +413,9 @@ class IntervenableModel(nn.Module):
             sources = [sources]
         batch = self._batch(base)
         locs = self._locations(unit_locations, batch, bool(sources))
+        if self.remote:
+            return self._forward_remote(base, sources, locs, source_representations, subspaces,
+                                        output_original_output)
         values = self._sources(sources, locs, source_representations)
         units = self._bound(locs, values, subspaces)
         self._check_sources(units)
@@ -427,6 +434,77 @@ class IntervenableModel(nn.Module):
         if collected:
             return (original, collected), out
         return original, out
+
+    def _forward_remote(self, base: Any, sources: Optional[list], locs: list,
+                        source_representations: Any, subspaces: Any, original: bool) -> tuple:
+        """The same runs as one NDIF session (one request): source traces, then the base.
+
+        Only trace-time objects (``Unit``, the intervention classes, ``Site``) enter the
+        session body, so the server needs nothing but what ``tracer.remote.register`` ships.
+        """
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        from . import remote as remote_mod
+
+        if any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled():
+            raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
+        values = self._sources(None, locs, source_representations)
+        units = self._bound(locs, values, subspaces)
+        by_index = sorted(self._units, key=lambda u: u["index"])
+        reads: list = []
+        if sources and source_representations is None:
+            groups: dict = {}
+            for k, unit in enumerate(by_index):
+                if unit["skip_from"] is None and getattr(self.interventions[unit["key"]], "needs_source", True):
+                    groups.setdefault(0 if len(sources) == 1 else k, []).append(k)
+            for src_index, members in groups.items():
+                members = sorted(members, key=lambda k: by_index[k]["order"])
+                reads.append((dict(sources[src_index]), [(k, by_index[k]["site"], locs[k][0],
+                                                          locs[k][2] if by_index[k]["heads"] else None)
+                                                         for k in members]))
+        # each unit owns its intervention object, which finds it in execution order
+        ordered = units
+        slot = {k: next(i for i, u in enumerate(units) if u.intervention is self.interventions[unit["key"]])
+                for k, unit in enumerate(by_index)}
+        model, inputs = self.model, dict(base)
+        lm = self._is_lm()
+
+        def go() -> tuple:
+            with torch.no_grad(), model.session(remote=True):
+                for src, members in reads:
+                    with model.trace(**src):
+                        got = nnsight.save([])
+                        for k, name, pos, heads in members:
+                            got.append(Site(model, name).read(pos, heads).save())
+                    for (k, _, _, _), value in zip(members, got):
+                        ordered[slot[k]].source = value
+                first = nnsight.save([])
+                if original:
+                    with model.trace(**inputs):
+                        first.append(Site(model, "final").tensor().save())
+                        first.append(model.output.logits.save())
+                with model.trace(**inputs):
+                    collected = nnsight.save([])
+                    for u in ordered:
+                        seen = u.apply(model)
+                        if isinstance(u.intervention, it.CollectIntervention):
+                            collected.append(seen.save())
+                    hidden = Site(model, "final").tensor().save()
+                    logits = model.output.logits.save()
+            return list(first), list(collected), hidden, logits
+
+        if not lm:
+            raise ValueError("remote runs need a language model served by NDIF")
+        first, collected, hidden, logits = remote_mod.run_remote(go)
+        out = CausalLMOutputWithPast(logits=logits)
+        out["last_hidden_state"] = hidden
+        orig = None
+        if first:
+            orig = CausalLMOutputWithPast(logits=first[1])
+            orig["last_hidden_state"] = first[0]
+        if collected:
+            return (orig, collected), out
+        return orig, out
 
     def _check_sources(self, units: list[Unit]) -> None:
         for u in units:
@@ -459,6 +537,9 @@ class IntervenableModel(nn.Module):
         """
         from . import generation
 
+        if self.remote:
+            raise ValueError("IntervenableModel.generate runs locally; for steering on NDIF use "
+                             "tracer.generation.generate(model, prompts, interventions, remote=True)")
         if not hasattr(self.model, "generate") or not hasattr(self.model, "tokenizer"):
             raise ValueError("generate needs a language model wrapped with a tokenizer: pass "
                              "tokenizer= to IntervenableModel, or an nnsight TransformersModel")
@@ -693,6 +774,14 @@ class _HeadsIntervention(BaseIntervention):
         idx = torch.tensor(self.heads, device=base.device)
         out[..., idx, :] = self.inner(per_head[..., idx, :], None)
         return out.flatten(-2)
+
+
+def _depth(v: Any) -> int:
+    """Nesting depth of a location list, along first elements."""
+    d = 0
+    while isinstance(v, (list, tuple)) and v:
+        v, d = v[0], d + 1
+    return d
 
 
 def model_info_safe(model: Any) -> dict:
