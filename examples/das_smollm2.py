@@ -2,7 +2,7 @@
 
 Task: "The capital of {country} is" -> " {capital}" (the countries whose name is one
 token; 70% of the ordered country pairs train, 200 of the other 30% are held out).  Base and source prompts name two different countries; a
-4-dimensional rotated subspace (LowRankRotatedSpaceIntervention) of the residual stream at the country's token is trained so that swapping it from
+32-dimensional rotated subspace (LowRankRotatedSpaceIntervention) of the residual stream at the country's token is trained so that swapping it from
 the source makes the model name the source's capital.  IIA (the intervened top token is
 the source's capital) on held-out country pairs is reported per layer.  Training runs
 through the nnsight trace with the model frozen.
@@ -34,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--layers", type=int, nargs="+", default=[0, 6, 12, 18, 24, 29])
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--dim", type=int, default=4, help="rotated dims (low_rank_dimension)")
+    p.add_argument("--dim", type=int, default=32, help="rotated dims (low_rank_dimension)")
     p.add_argument("--lr", type=float, default=1e-2)
     args = p.parse_args()
     torch.manual_seed(0)
