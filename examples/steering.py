@@ -5,7 +5,6 @@ paper's evaluation of two methods at one strength on a few prompts.
     python examples/steering.py
 """
 
-import torch
 
 import tracer
 from recipes import lens, steering

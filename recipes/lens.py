@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 import tracer

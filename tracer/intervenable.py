@@ -17,7 +17,6 @@ with each side an int, a list of positions, ``[batch][positions]`` or
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
