@@ -86,18 +86,16 @@ def train_mlp(hidden: int = 64, steps: int = 1500, seed: int = 0) -> tuple[SumML
     return net, acc
 
 
-def pairs(n: int, variable: str, seed: int) -> list[dict]:
+def pairs(n: int, variable: str, seed: int) -> dict:
     """``n`` random (base, source) pairs with the counterfactual label for ``variable``."""
     g = torch.Generator().manual_seed(seed)
     base = torch.randint(0, DIGITS, (n, 3), generator=g)
     src = torch.randint(0, DIGITS, (n, 3), generator=g)
-    return [{"base": one_hot(base), "sources": [one_hot(src)],
-             "labels": VARIABLES[variable](base, src)}]
+    return {"base": one_hot(base), "sources": [one_hot(src)], "labels": VARIABLES[variable](base, src)}
 
 
-def batches(data: list[dict], size: int) -> list[dict]:
-    """Split one big pair set into batches of ``size``."""
-    d = data[0]
+def batches(d: dict, size: int) -> list[dict]:
+    """Split one pair set into batches of ``size``."""
     n = d["labels"].shape[0]
     return [{"base": d["base"][i:i + size], "sources": [d["sources"][0][i:i + size]],
              "labels": d["labels"][i:i + size]} for i in range(0, n, size)]

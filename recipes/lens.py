@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 import tracer
+from tracer.batching import encode
 from tracer.interventions import Intervention
 
 DATA = Path(__file__).parent / "data"
@@ -51,13 +52,12 @@ def activations(model: Any, texts: Sequence[str], layer: int, batch_size: int = 
     ``(tokens, hidden)``; with ``with_logits`` the final log-probs too."""
     import nnsight
 
-    tok = model.tokenizer
     site = tracer.site(model, f"resid_post.{layer}")
     xs, ls = [], []
     for i in range(0, len(texts), batch_size):
-        chunk = list(texts[i:i + batch_size])
-        mask = tok(chunk, return_tensors="pt", padding=True)["attention_mask"].bool()
-        with torch.no_grad(), model.trace(chunk):
+        inputs = encode(model.tokenizer, texts[i:i + batch_size])  # position ids from the mask
+        mask = inputs["attention_mask"].bool()
+        with torch.no_grad(), model.trace(inputs):
             x = site.tensor().save()
             logits = model.lm_head.output.save() if with_logits else nnsight.save(None)
         xs.append(x[mask].float())
@@ -132,23 +132,31 @@ class Method:
 
 
 class LogitLens(Method):
+    """``z = W_U (g * (x @ A + b)) / scale``, decoded by the pseudo-inverse of that affine
+    map.  The plain logit lens has ``A = I, b = 0``; ``TunedLens`` trains them."""
+
     name = "logit"
 
-    def __init__(self, model: Any, layer: int, scale: Optional[float] = None):
+    def __init__(self, model: Any, layer: int, translator: Optional[dict] = None,
+                 scale: Optional[float] = None):
         self.layer = layer
         self.w_u, self.gain = _unembed(model)
         self.hidden, self.width = self.w_u.shape[1], self.w_u.shape[0]
-        if scale is None:
-            x, _ = activations(model, training_texts()[:64], layer)
-            scale = float(x.pow(2).mean(-1).sqrt().mean())
-        self.scale = scale
-        self._pinv = torch.linalg.pinv(self.w_u * self.gain)
+        # the stream's typical RMS, so z is on the scale of the final logits
+        self.scale = scale if scale is not None else stream_norm(model, layer) / self.hidden ** 0.5
+        self.a = translator["a"] if translator else torch.eye(self.hidden)
+        self.b = translator["b"] if translator else torch.zeros(self.hidden)
+        if self.a.shape != (self.hidden, self.hidden):
+            raise ValueError(f"translator is {tuple(self.a.shape)}, the model is {self.hidden} wide")
+        self._pinv = torch.linalg.pinv((self.w_u * self.gain) @ self.a.T)
+        self._b_back = self.b @ torch.linalg.pinv(self.a)
 
     def encode(self, x):
-        return (x.float() * self.gain) @ self.w_u.T / self.scale
+        return ((x.float() @ self.a + self.b) * self.gain) @ self.w_u.T / self.scale
 
     def decode(self, z):
-        return self.scale * z.float() @ self._pinv.T
+        # solves x @ A + b ~ scale * pinv(W_U g) z in the least-squares sense
+        return self.scale * z.float() @ self._pinv.T - self._b_back
 
     def feature(self, model, phrase):
         return _first_token(model, phrase)
@@ -159,12 +167,6 @@ class TunedLens(LogitLens):
 
     name = "tuned"
 
-    def __init__(self, model: Any, layer: int, translator: Optional[dict] = None,
-                 scale: Optional[float] = None):
-        super().__init__(model, layer, scale)
-        self.a = translator["a"] if translator else torch.eye(self.hidden)
-        self.b = translator["b"] if translator else torch.zeros(self.hidden)
-
     @classmethod
     def train(cls, model: Any, layer: int, texts: Optional[Sequence[str]] = None, steps: int = 300,
               lr: float = 1e-3, progress: bool = False) -> "TunedLens":
@@ -172,29 +174,20 @@ class TunedLens(LogitLens):
         from tqdm.auto import tqdm
 
         x, target = activations(model, texts or training_texts(), layer, with_logits=True)
-        lens = cls(model, layer)
-        a = torch.nn.Parameter(torch.eye(lens.hidden))
-        b = torch.nn.Parameter(torch.zeros(lens.hidden))
+        w_u, _ = _unembed(model)
+        hidden = x.shape[1]
+        a = torch.nn.Parameter(torch.eye(hidden))
+        b = torch.nn.Parameter(torch.zeros(hidden))
         opt = torch.optim.Adam([a, b], lr=lr)
         g = torch.Generator().manual_seed(0)
         for _ in tqdm(range(steps), desc=f"tuned lens layer {layer}", disable=not progress):
             idx = torch.randint(0, x.shape[0], (512,), generator=g)
-            h = x[idx] @ a + b
-            logp = torch.log_softmax(_final_logits(model, h, lens), -1)
+            logp = torch.log_softmax(_final_logits(model, x[idx] @ a + b, w_u), -1)
             loss = torch.nn.functional.kl_div(logp, target[idx], log_target=True, reduction="batchmean")
             opt.zero_grad()
             loss.backward()
             opt.step()
-        lens.a, lens.b = a.detach(), b.detach()
-        lens._pinv = torch.linalg.pinv((lens.w_u * lens.gain) @ lens.a.T)
-        return lens
-
-    def encode(self, x):
-        return super().encode(x.float() @ self.a + self.b)
-
-    def decode(self, z):
-        # the pseudo-inverse of the whole affine map: solves (x @ A + b) ~ scale * pinv(W_U g) z
-        return self.scale * z.float() @ self._pinv.T - self.b @ torch.linalg.pinv(self.a)
+        return cls(model, layer, {"a": a.detach(), "b": b.detach()})
 
     def save(self, folder: Union[str, Path]) -> Path:
         from safetensors.torch import save_file
@@ -214,19 +207,18 @@ class TunedLens(LogitLens):
         meta = json.loads((folder / "tuned_lens.json").read_text())
         if meta.get("format") != "interlace.tuned_lens":
             raise ValueError(f"{folder} is not an Interlace tuned lens")
-        lens = cls(model, meta["layer"], load_file(str(folder / "tuned_lens.safetensors")), meta["scale"])
-        if lens.a.shape != (lens.hidden, lens.hidden):
-            raise ValueError(f"{folder}: translator is {tuple(lens.a.shape)}, the model is {lens.hidden} wide")
-        lens._pinv = torch.linalg.pinv((lens.w_u * lens.gain) @ lens.a.T)
-        return lens
+        try:
+            return cls(model, meta["layer"], load_file(str(folder / "tuned_lens.safetensors")), meta["scale"])
+        except ValueError as error:
+            raise ValueError(f"{folder}: {error}") from None
 
 
-def _final_logits(model: Any, h: torch.Tensor, lens: LogitLens) -> torch.Tensor:
+def _final_logits(model: Any, h: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
     """Logits of a stream vector through the real final norm and unembedding."""
     module = model._module
     fam = tracer.sites.family_of(module.config)
     norm = tracer.sites._envoy(module, fam.final_norm)
-    return norm(h) @ lens.w_u.T
+    return norm(h) @ w_u.T
 
 
 class SAE(Method):
@@ -329,7 +321,7 @@ def contrast_texts(phrase: str) -> tuple[list[str], list[str]]:
 def mean_last(model: Any, texts: Sequence[str], layer: int) -> torch.Tensor:
     """The stream after ``layer`` at each text's last token (left padding keeps it at -1)."""
     site = tracer.site(model, f"resid_post.{layer}")
-    with torch.no_grad(), model.trace(list(texts)):
+    with torch.no_grad(), model.trace(encode(model.tokenizer, texts)):
         x = site.read(positions=[-1])[:, 0].save()
     return x.float()
 
@@ -363,8 +355,8 @@ class Probe(Method):
 
     name = "probing"
 
-    def __init__(self, layer: int, weight: torch.Tensor, bias: float, scale: float):
-        self.layer, self.weight, self.bias, self.scale = layer, weight.float(), float(bias), scale
+    def __init__(self, layer: int, weight: torch.Tensor, bias: float):
+        self.layer, self.weight, self.bias = layer, weight.float(), float(bias)
         self.hidden = self.width = weight.shape[0]
 
     @classmethod
@@ -394,7 +386,7 @@ class Probe(Method):
             truth = y[test].bool()
             acc = 0.5 * float(pred[truth].float().mean()) + 0.5 * float((~pred[~truth]).float().mean())
             weight = w / sd  # the direction in the raw stream
-        return cls(layer, weight.detach(), float(b.detach()), float(x.norm(dim=-1).mean())), acc
+        return cls(layer, weight.detach(), float(b.detach())), acc
 
     def direction(self, model, phrase):
         return self.weight

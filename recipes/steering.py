@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import tracer
+from tracer.batching import encode
 from tracer.interventions import Intervention
 from tracer.spec import InterventionSet, model_info
 
@@ -106,16 +107,15 @@ def continuation_logprobs(model: Any, records: Sequence[dict], batch_size: int =
     out = []
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
-        full = [r["prompt"] + r["output"] for r in chunk]
-        enc = tok(full, return_tensors="pt", padding=True)
+        inputs = encode(tok, [r["prompt"] + r["output"] for r in chunk])  # left-padded, position ids
         n_prompt = [len(tok(r["prompt"])["input_ids"]) for r in chunk]
-        with torch.no_grad(), model.trace(full):
+        with torch.no_grad(), model.trace(inputs):
             lp = model.lm_head.output.log_softmax(-1).save()
-        ids = enc["input_ids"]
+        ids = inputs["input_ids"]
         picked = lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
         width = ids.shape[1]
-        for row, (n_tok, n_p) in enumerate(zip(enc["attention_mask"].sum(1).tolist(), n_prompt)):
-            start = width - n_tok + n_p - 1  # first output token's prediction (left padding)
+        for row, (n_tok, n_p) in enumerate(zip(inputs["attention_mask"].sum(1).tolist(), n_prompt)):
+            start = width - n_tok + n_p - 1  # first output token's prediction
             out.append(picked[row, start:].tolist())
     return out
 

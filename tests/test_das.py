@@ -20,7 +20,7 @@ def test_das_finds_a_plus_b_and_controls_fail(tmp_path):
     # a trained rotation saved and loaded gives identical outputs
     found["model"].save(tmp_path / "rot")
     again = tracer.IntervenableModel.load(tmp_path / "rot", nnsight.NNsight(net))
-    batch = das.pairs(64, "a+b", seed=9)[0]
+    batch = das.pairs(64, "a+b", seed=9)
     with torch.no_grad():
         _, a = found["model"](batch["base"], batch["sources"])
         _, b = again(batch["base"], batch["sources"])

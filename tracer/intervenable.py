@@ -146,10 +146,9 @@ class IntervenableModel(nn.Module):
         self.remote = remote
         self.representations = _representations(config)
         self.interventions = nn.ModuleDict()
-        self._units: list[dict] = []
-        for i, rep in enumerate(self.representations):
-            self._units.append(self._bind(i, rep))
-        self._units.sort(key=lambda u: u["order"])
+        # config order; ``_exec`` is the model's execution order, which nnsight requires
+        self._units = [self._bind(i, rep) for i, rep in enumerate(self.representations)]
+        self._exec = sorted(range(len(self._units)), key=lambda k: self._units[k]["order"])
         self.keys = [u["key"] for u in self._units]
 
     # -- config -> sites ----------------------------------------------------------------
@@ -166,7 +165,7 @@ class IntervenableModel(nn.Module):
             raise ValueError(f"representation {i}: unit {rep.unit!r} needs a head component, "
                              f"and {rep.component!r} has no heads; head components are "
                              f"{', '.join(heads_components)}")
-        width = self._width(s, flat, has_heads)
+        width = self._width(s, flat)
         intervention = self._make(i, rep, width)
         key = rep.name or f"layer_{rep.layer}_comp_{rep.component}_unit_{rep.unit}_nunit_{rep.max_number_of_units}#{i}"
         self.interventions[key.replace(".", "_")] = intervention
@@ -180,8 +179,7 @@ class IntervenableModel(nn.Module):
                 raise ValueError(f"representation {i}: SkipIntervention needs a block_output or a "
                                  f"module '.output' component, not {rep.component!r}")
         return {"key": key.replace(".", "_"), "site": s.name, "flat": flat, "heads": has_heads,
-                "unit": rep.unit, "order": s.order, "index": i, "skip_from": skip_from,
-                "site_obj": s}
+                "unit": rep.unit, "order": s.order, "skip_from": skip_from}
 
     def _site_name(self, i: int, rep: RepresentationConfig) -> tuple[str, bool]:
         comp = rep.component
@@ -214,7 +212,7 @@ class IntervenableModel(nn.Module):
                          f"{', '.join(valid)}, or a module path such as "
                          f"'model.layers[0].mlp.output'")
 
-    def _width(self, s: Site, flat: bool, has_heads: bool) -> Optional[int]:
+    def _width(self, s: Site, flat: bool) -> Optional[int]:
         if s.dims is None:
             return None
         if s.kind in HEAD_SITES:
@@ -267,8 +265,6 @@ class IntervenableModel(nn.Module):
             src, base = value if isinstance(value, tuple) and len(value) == 2 else (value, value)
         else:
             src, base = None, unit_locations["base"]
-        by_index = sorted(self._units, key=lambda u: u["index"])
-
         def per_unit(value: Any, k: int) -> Any:
             # several interventions: a list with one location per intervention (depth >= 3)
             if n > 1 and isinstance(value, (list, tuple)) and len(value) == n and _depth(value) >= 3:
@@ -276,7 +272,7 @@ class IntervenableModel(nn.Module):
             return value
 
         out = []
-        for k, unit in enumerate(by_index):
+        for k, unit in enumerate(self._units):
             b_pos, heads = self._side(per_unit(base, k), 0, 1, unit, batch)
             s_pos, _ = (self._side(per_unit(src, k), 0, 1, unit, batch) if src is not None
                         else (b_pos, None))
@@ -343,64 +339,73 @@ class IntervenableModel(nn.Module):
     def _is_lm(self) -> bool:
         return hasattr(self.model, "config") or hasattr(_module_of(self.model), "config")
 
-    def _sources(self, sources: Optional[list], locs: list, source_representations: Any) -> list:
-        """The source values of each unit (config order), read in one trace per source input."""
+    def _constant_sources(self, source_representations: Any) -> list:
+        """``source_representations`` as one value per unit (config order; None if absent)."""
         n = len(self._units)
-        by_index = sorted(self._units, key=lambda u: u["index"])
-        values: list = [None] * n
-        if source_representations is not None:
-            reps = source_representations
-            if isinstance(reps, dict):
-                for key, v in reps.items():
-                    if key not in self.keys:
-                        raise ValueError(f"source_representations key {key!r} is not an "
-                                         f"intervention; keys are {self.keys}")
-                    values[[u["key"] for u in by_index].index(key)] = v
-            elif isinstance(reps, (list, tuple)):
-                if len(reps) != n:
-                    raise ValueError(f"{len(reps)} source_representations for {n} interventions")
-                values = list(reps)
-            else:
-                values = [reps] * n
+        reps = source_representations
+        if reps is None:
+            return [None] * n
+        if isinstance(reps, dict):
+            values: list = [None] * n
+            for key, v in reps.items():
+                if key not in self.keys:
+                    raise ValueError(f"source_representations key {key!r} is not an "
+                                     f"intervention; keys are {self.keys}")
+                values[self.keys.index(key)] = v
             return values
+        if isinstance(reps, (list, tuple)):
+            if len(reps) != n:
+                raise ValueError(f"{len(reps)} source_representations for {n} interventions")
+            return list(reps)
+        return [reps] * n
+
+    def _source_reads(self, sources: Optional[list], locs: list) -> list[tuple]:
+        """``(source index, [(unit, site, positions, heads)])``: what to read from each source
+        input, in execution order (one trace per source input)."""
         if not sources:
-            return values
-        sources = list(sources)
+            return []
+        n = len(self._units)
         if len(sources) not in (1, n):
             raise ValueError(f"{len(sources)} sources for {n} interventions: give one shared "
                              f"source or one per intervention")
-        groups: dict[int, list[int]] = {}
-        for k in range(n):
-            if by_index[k]["skip_from"] is None and getattr(self.interventions[by_index[k]["key"]], "needs_source", True):
-                groups.setdefault(0 if len(sources) == 1 else k, []).append(k)
-        for src_index, members in groups.items():
-            members = sorted(members, key=lambda k: by_index[k]["order"])
+        lm = self._is_lm()
+        groups: dict[int, list] = {}
+        for k in self._exec:
+            unit = self._units[k]
+            if unit["skip_from"] is None and getattr(self.interventions[unit["key"]], "needs_source", True):
+                groups.setdefault(0 if len(sources) == 1 else k, []).append(
+                    (k, unit["site"], locs[k][0] if lm else None, locs[k][2] if unit["heads"] else None))
+        return list(groups.items())
+
+    def _sources(self, sources: Optional[list], locs: list, source_representations: Any) -> list:
+        """The source values of each unit (config order), read in one trace per source input."""
+        values = self._constant_sources(source_representations)
+        if source_representations is not None:
+            return values
+        for src_index, members in self._source_reads(sources, locs):
             with torch.no_grad(), self._trace(sources[src_index]):
                 got = nnsight.save([])
-                for k in members:
-                    unit = by_index[k]
-                    s = unit["site_obj"]
-                    pos = locs[k][0] if self._is_lm() else None
-                    got.append(s.read(pos, locs[k][2] if unit["heads"] else None).save())
-            for k, v in zip(members, got):
+                for k, name, pos, heads in members:
+                    got.append(Site(self.model, name).read(pos, heads).save())
+            for (k, _, _, _), v in zip(members, got):
                 values[k] = v
         return values
 
     def _bound(self, locs: list, values: list, subspaces: Any) -> list[Unit]:
-        by_index = sorted(self._units, key=lambda u: u["index"])
+        """One ``Unit`` per representation, in config order."""
+        n = len(self._units)
         bound = []
-        for k, unit in enumerate(by_index):
+        for k, unit in enumerate(self._units):
             sub = subspaces
             if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
-                sub = subspaces[k] if len(subspaces) == len(by_index) else subspaces[0]
+                sub = subspaces[k] if len(subspaces) == n else subspaces[0]
                 if sub and isinstance(sub[0], (list, tuple)):
                     sub = self._shared(sub, "subspaces")
             pos = locs[k][1] if self._is_lm() else None
             bound.append(Unit(unit["site"], self.interventions[unit["key"]], pos,
                               locs[k][2] if unit["heads"] else None, values[k], sub,
                               unit["flat"], unit["skip_from"]))
-        order = {id(b): unit["order"] for b, unit in zip(bound, by_index)}
-        return sorted(bound, key=lambda b: order[id(b)])
+        return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
                 source_representations: Any = None, subspaces: Any = None,
@@ -416,8 +421,9 @@ class IntervenableModel(nn.Module):
             return self._forward_remote(base, sources, locs, source_representations, subspaces,
                                         output_original_output)
         values = self._sources(sources, locs, source_representations)
-        units = self._bound(locs, values, subspaces)
-        self._check_sources(units)
+        bound = self._bound(locs, values, subspaces)
+        self._check_sources(bound)
+        units = [bound[k] for k in self._exec]
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         original = None
         if output_original_output:
@@ -447,26 +453,13 @@ class IntervenableModel(nn.Module):
 
         if any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled():
             raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
-        values = self._sources(None, locs, source_representations)
-        units = self._bound(locs, values, subspaces)
-        by_index = sorted(self._units, key=lambda u: u["index"])
-        reads: list = []
-        if sources and source_representations is None:
-            groups: dict = {}
-            for k, unit in enumerate(by_index):
-                if unit["skip_from"] is None and getattr(self.interventions[unit["key"]], "needs_source", True):
-                    groups.setdefault(0 if len(sources) == 1 else k, []).append(k)
-            for src_index, members in groups.items():
-                members = sorted(members, key=lambda k: by_index[k]["order"])
-                reads.append((dict(sources[src_index]), [(k, by_index[k]["site"], locs[k][0],
-                                                          locs[k][2] if by_index[k]["heads"] else None)
-                                                         for k in members]))
-        # each unit owns its intervention object, which finds it in execution order
-        ordered = units
-        slot = {k: next(i for i, u in enumerate(units) if u.intervention is self.interventions[unit["key"]])
-                for k, unit in enumerate(by_index)}
+        if not self._is_lm():
+            raise ValueError("remote runs need a language model served by NDIF")
+        bound = self._bound(locs, self._constant_sources(source_representations), subspaces)
+        reads = [] if source_representations is not None else [
+            (dict(sources[i]), members) for i, members in self._source_reads(sources, locs)]
+        ordered = [bound[k] for k in self._exec]
         model, inputs = self.model, dict(base)
-        lm = self._is_lm()
 
         def go() -> tuple:
             with torch.no_grad(), model.session(remote=True):
@@ -476,7 +469,7 @@ class IntervenableModel(nn.Module):
                         for k, name, pos, heads in members:
                             got.append(Site(model, name).read(pos, heads).save())
                     for (k, _, _, _), value in zip(members, got):
-                        ordered[slot[k]].source = value
+                        bound[k].source = value
                 first = nnsight.save([])
                 if original:
                     with model.trace(**inputs):
@@ -492,8 +485,6 @@ class IntervenableModel(nn.Module):
                     logits = model.output.logits.save()
             return list(first), list(collected), hidden, logits
 
-        if not lm:
-            raise ValueError("remote runs need a language model served by NDIF")
         first, collected, hidden, logits = remote_mod.run_remote(go)
         out = CausalLMOutputWithPast(logits=logits)
         out["last_hidden_state"] = hidden
@@ -651,12 +642,12 @@ class IntervenableModel(nn.Module):
         from .spec import model_info, write_folder
 
         tensors, entries = {}, []
-        for unit in sorted(self._units, key=lambda u: u["index"]):
+        for index, unit in enumerate(self._units):
             iv = self.interventions[unit["key"]]
             if isinstance(iv, LambdaIntervention):
                 raise ValueError(f"intervention {unit['key']} is a Python function; only the "
                                  f"classes ({', '.join(it.CLASSES)}) can be saved")
-            rep = self.representations[unit["index"]]
+            rep = self.representations[index]
             for name, value in iv.state_dict().items():
                 tensors[f"{unit['key']}.{name}"] = value
             entries.append({"key": unit["key"], "class": type(iv).__name__,
@@ -673,16 +664,9 @@ class IntervenableModel(nn.Module):
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None) -> str:
         """Upload the saved folder to a hub model repo; returns the commit URL."""
-        import tempfile
+        from .spec import push_folder
 
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save(tmp)
-            info = api.upload_folder(folder_path=tmp, repo_id=repo_id)
-        return str(getattr(info, "commit_url", info))
+        return push_folder(self.save, repo_id, private, token)
 
     @classmethod
     def load(cls, load_directory: Union[str, Path], model: Any,

@@ -272,8 +272,8 @@ class Unit:
     def apply(self, model: Any, rows: Any = None) -> torch.Tensor:
         """Edit the site; returns the base values the intervention saw (before editing)."""
         source = self.source
-        if self.skip_from is not None:
-            source = read_module_input(model, self.skip_from, self.positions)
+        if self.skip_from is not None:  # the module's input, a raw-path site
+            source = resolve_site(model, f"{self.skip_from}.input").read(self.positions)
         s = resolve_site(model, self.site)
         seen = []
 
@@ -290,18 +290,3 @@ class Unit:
 
         s.edit(fn, self.positions, self.heads, rows)
         return seen[0]
-
-
-def read_module_input(model: Any, path: str, positions: Any) -> torch.Tensor:
-    """The first input of a module (for ``SkipIntervention``), at ``positions``."""
-    from .sites import _envoy
-
-    value = _envoy(model, path).input
-    if isinstance(value, (tuple, list)):
-        value = value[0]
-    if positions is None:
-        return value.clone()
-    pos = torch.as_tensor(positions, dtype=torch.long)
-    if pos.dim() == 2:
-        return value[torch.arange(value.shape[0])[:, None], pos % value.shape[1]]
-    return value[:, pos % value.shape[1]]

@@ -166,17 +166,23 @@ class InterventionSet:
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload Interlace interventions") -> str:
         """Save to a temporary folder and upload it to a hub model repo; returns the commit URL."""
-        import tempfile
+        return push_folder(self.save, repo_id, private, token, commit_message)
 
-        from huggingface_hub import HfApi
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save(tmp)
-            info = api.upload_folder(folder_path=tmp, repo_id=repo_id,
-                                     commit_message=commit_message)
-        return str(getattr(info, "commit_url", info))
+def push_folder(save: Any, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
+                commit_message: str = "Upload Interlace interventions") -> str:
+    """``save(folder)`` into a temporary folder, then upload it to a hub model repo; returns
+    the commit URL."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save(tmp)
+        info = api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
 
 
 def write_folder(folder: Union[str, Path], config: dict, tensors: dict) -> Path:
@@ -257,18 +263,13 @@ def load(source: Union[str, Path], model: Any = None, revision: Optional[str] = 
     return InterventionSet.load(source, model, revision)
 
 
-# pyvene component names -> our site kinds
-_PYVENE_SITES = {
-    "block_input": "resid_pre", "block_output": "resid_post", "mlp_output": "mlp_out",
-    "attention_output": "attn_out", "head_attention_value_output": "head_out",
-    "head_query_output": "head_q", "head_key_output": "head_k", "head_value_output": "head_v",
-}
-
-
 def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
     """Read a pyvene saved-intervention folder whose interventions are plain tensors
     (Addition/Subtraction with a constant source, Zero).  Weights are read with
     ``torch.load(weights_only=True)``."""
+    from .intervenable import COMPONENTS
+
+    pyvene_sites = {name: kind for name, (kind, _) in COMPONENTS.items()}
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
@@ -281,13 +282,13 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
     for i, (rep, type_str) in enumerate(zip(reprs, types)):
         layer, component = (rep[0], rep[1]) if isinstance(rep, list) else (rep["layer"], rep["component"])
         cls = type_str.rsplit(".", 1)[-1].strip("'>")
-        if component in _PYVENE_SITES:
-            site = f"{_PYVENE_SITES[component]}.{layer}"
+        if component in pyvene_sites:
+            site = f"{pyvene_sites[component]}.{layer}"
         elif component.endswith((".output", ".input")):
             site = component
         else:
             raise SpecError(f"pyvene component {component!r} has no Interlace site; known "
-                            f"components are {', '.join(_PYVENE_SITES)} or module paths")
+                            f"components are {', '.join(pyvene_sites)} or module paths")
         if "Zero" in cls:
             interventions.append(Intervention("zero", site))
             continue
