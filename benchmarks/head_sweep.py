@@ -21,7 +21,7 @@ import torch
 
 import tracer
 from recipes import interchange
-from tracer import batching
+from tracer import plan
 
 SENTS = ["Paul tried to call George but he wasn't successful . Who wasn't successful ?",
          "Paul tried to call George but he wasn't available . Who wasn't available ?"]
@@ -54,21 +54,39 @@ def random_llama(size: str, device: str) -> Any:
     return TransformersModel(module, tokenizer=smol.tokenizer)
 
 
-def probs_from_logprobs(lp: np.ndarray, n_conts: int) -> np.ndarray:
-    return np.exp(np.nanmean(lp, axis=1)).reshape(n_conts, 2)
+def probs_from_logprobs(values: list, n_conts: int) -> np.ndarray:
+    """One group's per-row continuation log-probs -> P(cont | sent), ``(C, 2)``."""
+    return np.array([np.exp(v.mean()) for v in values]).reshape(n_conts, 2)
 
 
-def plain_hooks(model: Any, groups: list, n_heads: int, head_dim: int) -> list[np.ndarray]:
+def _readouts(batch: Any, layout: tuple, logits: torch.Tensor) -> list[list[torch.Tensor]]:
+    """The plan's token readouts from full-batch logits (kept positions), per group."""
+    rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
+    lp = logits[rows, pos].float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    return plan.split_results(layout, [lp.cpu()])
+
+
+def _swaps(g: Any, width: int) -> list[tuple]:
+    """(dst row, dst padded positions, src row, src padded positions, heads) per copy."""
+    out = []
+    for iv in g.interventions:
+        d, s = iv.rows[0], iv.source.row
+        out.append((d, [q + width - len(g.rows[d]) for q in iv.positions],
+                    s, [q + width - len(g.rows[s]) for q in iv.source.positions], list(iv.heads)))
+    return out
+
+
+def plain_hooks(model: Any, groups: list, n_heads: int, head_dim: int) -> list[list]:
     """All swaps in one batch with forward hooks on each layer's q_proj (no nnsight)."""
-    module = model._module
-    inputs, compiled, readout = batching.compile_batch(model, groups)
+    module = tracer.sites.module(model)
+    batch, layout = plan.compile_batch(model, groups)
     device = next(module.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
     handles = []
-    for sp in compiled:
-        proj = module.model.layers[sp.site.layer].self_attn.q_proj
-        dst = tuple(i.to(device) for i in sp.copy_dst)
-        src = tuple(i.to(device) for i in sp.copy_src)
+    for ops in batch.ops:
+        proj = module.model.layers[ops.site.layer].self_attn.q_proj
+        dst = tuple(i.to(device) for i in ops.copy_dst)
+        src = tuple(i.to(device) for i in ops.copy_src)
 
         def hook(mod, args, out, dst=dst, src=src):
             x = out.unflatten(-1, (n_heads, head_dim))
@@ -77,71 +95,56 @@ def plain_hooks(model: Any, groups: list, n_heads: int, head_dim: int) -> list[n
         handles.append(proj.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            logits = module(**inputs, logits_to_keep=readout["keep"], use_cache=False).logits
-            lp = batching.read_logprobs(logits, readout).cpu().numpy()
+            logits = module(**inputs, logits_to_keep=batch.keep, use_cache=False).logits
+            return _readouts(batch, layout, logits)
     finally:
         for h in handles:
             h.remove()
-    lp[readout["mask"].numpy() == 0] = np.nan
-    out, start = [], 0
-    for g in groups:
-        out.append(lp[start:start + len(g.rows)])
-        start += len(g.rows)
-    return out
 
 
-def trace_per_head(model: Any, groups: list) -> list[np.ndarray]:
+def trace_per_head(model: Any, groups: list) -> list[list]:
     """One hand-written nnsight trace per (layer, head): what raw nnsight users write."""
     results = []
     for g in groups:
-        inputs, _, readout = batching.compile_batch(model, [g])
-        with torch.no_grad(), model.trace(inputs, logits_to_keep=readout["keep"], use_cache=False):
-            if g.patches:
-                p0 = g.patches[0]
-                s = tracer.site(model, p0.site)
-                x = s.tensor()
-                width = inputs["input_ids"].shape[1]
+        batch, layout = plan.compile_batch(model, [g])
+        width = batch.inputs["input_ids"].shape[1]
+        with torch.no_grad(), model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+            if g.interventions:
+                x = tracer.site(model, g.interventions[0].site).tensor()
                 writes = []  # a swap: read both sides before writing either
-                for p in g.patches:
-                    d = [q + width - len(g.rows[p.dst_row]) for q in p.dst_pos]
-                    c = [q + width - len(g.rows[p.src_row]) for q in p.src_pos]
-                    heads = list(p.heads)
-                    writes.append((p.dst_row, d, heads, x[p.src_row][c][:, heads].clone()))
-                for row, d, heads, vals in writes:
-                    for j, q in enumerate(d):
+                for d, dp, s, sp, heads in _swaps(g, width):
+                    writes.append((d, dp, heads, x[s][sp][:, heads].clone()))
+                for row, dp, heads, vals in writes:
+                    for j, q in enumerate(dp):
                         x[row, q, heads] = vals[j]
-            lp = batching.read_logprobs(model.output.logits, readout).save()
-        lp = lp.cpu().numpy()
-        lp[readout["mask"].numpy() == 0] = np.nan
-        results.append(lp)
+            logits = model.output.logits.save()
+        results += _readouts(batch, layout, logits)
     return results
 
 
-def pyvene_per_head(model: Any, groups: list) -> list[np.ndarray]:
+def pyvene_per_head(model: Any, groups: list) -> list[list]:
     """pyvene, one IntervenableModel call per (layer, head): base rows take the paired
     row's query head at the target positions (pyvene runs the sources separately, which
     equals the simultaneous swap since both sides are clean before the patched layer)."""
     import pyvene as pv
 
-    module = model._module
+    module = tracer.sites.module(model)
     device = next(module.parameters()).device
     results = []
     for g in groups:
-        inputs, _, readout = batching.compile_batch(model, [g])
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        if not g.patches:
+        batch, layout = plan.compile_batch(model, [g])
+        inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+        if not g.interventions:
             with torch.no_grad():
-                logits = module(**inputs, logits_to_keep=readout["keep"], use_cache=False).logits
+                logits = module(**inputs, logits_to_keep=batch.keep, use_cache=False).logits
         else:
-            layer = tracer.site(model, g.patches[0].site).layer
-            head = g.patches[0].heads[0]
+            layer = tracer.site(model, g.interventions[0].site).layer
+            head = g.interventions[0].heads[0]
             width = inputs["input_ids"].shape[1]
             order = [0] * len(g.rows)
             base_pos, src_pos = [None] * len(g.rows), [None] * len(g.rows)
-            for p in g.patches:
-                order[p.dst_row] = p.src_row
-                base_pos[p.dst_row] = [q + width - len(g.rows[p.dst_row]) for q in p.dst_pos]
-                src_pos[p.dst_row] = [q + width - len(g.rows[p.src_row]) for q in p.src_pos]
+            for d, dp, s, sp, _ in _swaps(g, width):
+                order[d], base_pos[d], src_pos[d] = s, dp, sp
             sources = {k: v[order] for k, v in inputs.items()}
             n = len(g.rows)
             cfg = pv.IntervenableConfig([pv.RepresentationConfig(layer, "head_query_output", "h.pos", 1)],
@@ -150,10 +153,8 @@ def pyvene_per_head(model: Any, groups: list) -> list[np.ndarray]:
             locs = {"sources->base": ([[[[head]] * n, src_pos]], [[[[head]] * n, base_pos]])}
             with torch.no_grad():
                 _, out = pv_model(inputs, [sources], locs)
-            logits = out.logits[:, -readout["keep"]:]
-        lp = batching.read_logprobs(logits, readout).cpu().numpy()
-        lp[readout["mask"].numpy() == 0] = np.nan
-        results.append(lp)
+            logits = out.logits[:, -batch.keep:]
+        results += _readouts(batch, layout, logits)
     return results
 
 
@@ -185,7 +186,7 @@ def main() -> None:
     ref, t_hooks = timed(lambda: plain_hooks(model, groups, dims.n_heads, dims.head_dim), sync)
     out, t_recipe = timed(lambda: recipe.run(TARGETS, ["qry"], heads="each", progress=False,
                                              max_batch=args.max_batch), sync)
-    want = np.stack([probs_from_logprobs(lp, len(CONTS)) for lp in ref[1:]])
+    want = np.stack([probs_from_logprobs(v, len(CONTS)) for v in ref[1:]])
     got = np.stack([out[f"interv_layer_{layer}"][..., h]
                     for layer in range(dims.n_layers) for h in range(dims.n_heads)])
     tol = 1e-5 if not sync else 2e-2
@@ -193,7 +194,7 @@ def main() -> None:
     rows = [("plain hooks, one batch", t_hooks), ("recipes.interchange", t_recipe)]
     if not args.skip_per_head:
         per, t_per = timed(lambda: trace_per_head(model, groups), sync)
-        np.testing.assert_allclose(np.stack([probs_from_logprobs(lp, len(CONTS)) for lp in per[1:]]),
+        np.testing.assert_allclose(np.stack([probs_from_logprobs(v, len(CONTS)) for v in per[1:]]),
                                    want, rtol=tol, atol=tol)
         rows.append(("nnsight, one trace per head", t_per))
     try:
@@ -203,7 +204,7 @@ def main() -> None:
     else:
         if not args.skip_pyvene:
             pvo, t_pv = timed(lambda: pyvene_per_head(model, groups), sync)
-            np.testing.assert_allclose(np.stack([probs_from_logprobs(lp, len(CONTS)) for lp in pvo[1:]]),
+            np.testing.assert_allclose(np.stack([probs_from_logprobs(v, len(CONTS)) for v in pvo[1:]]),
                                        want, rtol=tol, atol=tol)
             rows.append(("pyvene, one call per head", t_pv))
     print("all methods agree on every probability "

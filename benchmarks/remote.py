@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--rep", default="qry")
     args = parser.parse_args()
-    tracer.remote.configure(args.host)
+    tracer.execute.configure(args.host)
     nnsight.CONFIG.APP.REMOTE_LOGGING = False
 
     sent, received = [], []

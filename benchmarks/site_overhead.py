@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = tracer.load(args.model, device=args.device)
-    module = model._module
+    module = tracer.sites.module(model)
     device = next(module.parameters()).device
     prompt = "The capital of France is a city that many people visit every year because"
     ids = model.tokenizer([prompt] * args.batch, return_tensors="pt").to(device)
@@ -55,7 +55,7 @@ def main() -> None:
             return module(**ids).logits
 
     def hooked() -> torch.Tensor:
-        target = tracer.sites._envoy(model, site.module_path)._module
+        target = tracer.sites.module(model).get_submodule(site.module_path)
 
         def pre(mod, args):
             args[0].unflatten(-1, (n_heads, -1))[:, -1, 0] = 0

@@ -34,7 +34,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_grad_enabled(False)
     model = tracer.load(a.model, device=a.device)
-    module, tok = model._module, model.tokenizer
+    module, tok = tracer.sites.module(model), model.tokenizer
     prompts = (PROMPTS * 8)[: a.batch]
     layer = model.config.num_hidden_layers // 2
     torch.manual_seed(0)

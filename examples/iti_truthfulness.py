@@ -21,7 +21,7 @@ def main() -> None:
     model = tracer.load("smollm2")
     spec, report = iti.fit(model, top_k=args.top_k, alpha=args.alpha, model_name="smollm2")
     spec.save(args.out)
-    spec = tracer.spec.load(args.out, model)  # what a collaborator would do
+    spec = tracer.files.load(args.out, model)  # what a collaborator would do
     print(f"heads (layer, head): {report['chosen']}")
     result = iti.evaluate(model, spec, report["splits"]["test"])
     print(f"prefers the true statement: {result['prefers_true_without']:.3f} without, "

@@ -56,7 +56,7 @@ with torch.no_grad():
         [tokenizer("The capital of Italy is", return_tensors="pt")], {"sources->base": 4}).shape))
 
 # 4. Generation: add the " happy" embedding (x 0.3) to every layer's MLP output.
-emb_happy = model._module.model.embed_tokens(torch.tensor(tokenizer(" happy")["input_ids"][0])).detach()
+emb_happy = pv.sites.module(model).get_input_embeddings()(torch.tensor(tokenizer(" happy")["input_ids"][0])).detach()
 pv_story = pv.IntervenableModel([{
     "layer": l, "component": "mlp_output", "intervention_type": pv.AdditionIntervention,
 } for l in range(model.config.num_hidden_layers)], model=model)

@@ -15,7 +15,7 @@ tok = model.tokenizer
 prompts = ["Once upon a time there was", "My favourite place to visit is"]
 
 # 1. " happy"'s token embedding added to every layer's MLP output at every step
-happy = model._module.model.embed_tokens.weight[tok(" happy")["input_ids"][0]].detach()
+happy = tracer.sites.module(model).get_input_embeddings().weight[tok(" happy")["input_ids"][0]].detach()
 ivs = [Intervention("add", f"mlp_out.{layer}", params={"vector": happy, "alpha": 0.3})
        for layer in range(model.config.num_hidden_layers)]
 out = tracer.generation.generate(model, prompts, ivs, max_new_tokens=25, min_new_tokens=25)
@@ -26,7 +26,7 @@ for p, a, b in zip(prompts, out.plain, out.steered):
 pos, neg = lens.contrast_texts("San Francisco")
 vector = steering.caa_vector(model, pos, neg, layer=8)
 folder = steering.save_vector("results/sf_vector", model, vector, layer=8, alpha=8.0)
-spec = tracer.spec.load(folder, model)
+spec = tracer.files.load(folder, model)
 out = tracer.generation.generate(model, prompts, spec.ordered(model), max_new_tokens=25, min_new_tokens=25)
 for p, b in zip(prompts, out.steered):
     print(f"{p!r}\n  SF vector: {b!r}")

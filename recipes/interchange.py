@@ -43,8 +43,10 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import batching
-from tracer.batching import Add, Copy, Group
+from tracer import execute, plan as plans
+from tracer.metrics import continuation_prob, effect_scores
+from tracer.plan import Group, Logprobs
+from tracer.tokens import continuation_ids
 
 # The seed's three examples: (sentence 1, sentence 2, continuations, targets).
 SEED_EXAMPLES = [
@@ -59,8 +61,9 @@ SEED_EXAMPLES = [
      ["happy", "sad", "angry", "scared"], ["Paul", "George"]),
 ]
 
-REP_SITES = {"lay": "resid_post", "qry": "head_q", "key": "head_k", "val": "head_v",
-             "out": "head_out"}
+# the seed's rep types are site aliases (tracer.sites.ALIASES): lay = resid_post,
+# qry/key/val = head_q/head_k/head_v, out = head_out
+REP_TYPES = ("lay", "qry", "key", "val", "out")
 HEAD_REPS = ("qry", "key", "val", "out")
 
 
@@ -85,13 +88,6 @@ class InterchangeInterventionConfig:
         self.conts = list(conts)
 
 
-def continuation_ids(tokenizer: Any, prompt: str, cont: str) -> tuple[list[int], list[int]]:
-    """Token ids of ``prompt`` and of ``" " + cont`` scored after it (no merge across them)."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    cont_ids = tokenizer(" " + cont.lstrip(), add_special_tokens=False)["input_ids"]
-    return list(prompt_ids), list(cont_ids)
-
-
 def aligned_positions(tokenizer: Any, sents: Sequence[str], targets: Sequence[str]) -> tuple[tuple, tuple]:
     """Target token positions in each prompt, paired from the end (see module docstring)."""
     if len(targets) != 2:
@@ -100,14 +96,6 @@ def aligned_positions(tokenizer: Any, sents: Sequence[str], targets: Sequence[st
     p2 = tracer.tokens.find(tokenizer, sents[1], targets[1])
     n = min(len(p1), len(p2))
     return tuple(p1[len(p1) - n:]), tuple(p2[len(p2) - n:])
-
-
-def effect_scores(original: np.ndarray, intervened: np.ndarray) -> np.ndarray:
-    """Mean over prompts of the total-variation distance between normalized continuation
-    probabilities; ``original`` (C, S, 1), ``intervened`` (C, S, H) -> (H,)."""
-    p0 = original / original.sum(axis=0, keepdims=True)
-    p1 = intervened / intervened.sum(axis=0, keepdims=True)
-    return 0.5 * np.abs(p1 - p0).sum(axis=0).mean(axis=0)
 
 
 class InterchangeIntervention:
@@ -131,10 +119,10 @@ class InterchangeIntervention:
              heads: Union[None, str, Sequence[int]] = None,
              layers: Optional[Sequence[int]] = None) -> tuple[list[Group], list]:
         """Every group of the run (the original first), and the head columns."""
-        bad = [r for r in rep_types if r not in REP_SITES]
+        bad = [r for r in rep_types if r not in REP_TYPES]
         if bad or not rep_types:
             raise ValueError(f"unknown rep type(s) {bad or list(rep_types)}; valid rep types are "
-                             f"{', '.join(REP_SITES)}")
+                             f"{', '.join(REP_TYPES)}")
         columns = self._columns(multihead, heads)
         layers = list(range(self.num_layers)) if layers is None else list(layers)
         for layer in layers:
@@ -146,16 +134,16 @@ class InterchangeIntervention:
         for cont in self.conts:
             for sent in self.sents:
                 prompt, cont_ids = continuation_ids(self.tokenizer, sent, cont)
-                rows.append(prompt + cont_ids)
                 k = len(cont_ids)
-                reads.append([(-(k + 1) + i, t) for i, t in enumerate(cont_ids)])
+                reads.append(Logprobs(len(rows), tuple(-(k + 1) + i for i in range(k)), tuple(cont_ids)))
+                rows.append(prompt + cont_ids)
         groups = [Group(rows, [], reads, key="original")]
         group_size = self.num_heads // self.num_kv_heads
         for layer in layers:
             for col in columns:
                 patches = []
                 for rep in rep_types:
-                    site = f"{REP_SITES[rep]}.{layer}"
+                    site = f"{rep}.{layer}"
                     if col is None or rep == "lay":
                         hs = None
                     elif rep in ("key", "val"):
@@ -164,8 +152,8 @@ class InterchangeIntervention:
                         hs = (col,)
                     for c in range(len(self.conts)):
                         r1, r2 = 2 * c, 2 * c + 1
-                        patches.append(Copy(site, r1, r2, pos1, pos2, hs))
-                        patches.append(Copy(site, r2, r1, pos2, pos1, hs))
+                        patches.append(plans.copy(site, r1, r2, pos1, pos2, hs))
+                        patches.append(plans.copy(site, r2, r1, pos2, pos1, hs))
                 groups.append(Group(rows, patches, reads, key=(layer, col)))
         return groups, columns
 
@@ -195,12 +183,12 @@ class InterchangeIntervention:
         as one request.
         """
         groups, columns = self.plan(targets, rep_types, multihead, heads, layers)
-        logprobs = batching.run(self.model, groups, max_batch=max_batch, progress=progress,
-                                desc="interchange", remote=remote)
+        logprobs = execute.run(self.model, groups, max_batch=max_batch, progress=progress,
+                               desc="interchange", remote=remote)
         n_conts = len(self.conts)
 
-        def probs(lp: np.ndarray) -> np.ndarray:  # (2C, K) -> (C, 2)
-            return np.exp(np.nanmean(lp, axis=1)).reshape(n_conts, 2)
+        def probs(values: list) -> np.ndarray:  # one readout per row -> (C, 2)
+            return np.array([continuation_prob(v.tolist()) for v in values]).reshape(n_conts, 2)
 
         output = {"original": probs(logprobs[0])[:, :, None]}
         layer_cols: dict[int, list] = {}
@@ -309,7 +297,7 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
     positions = list(range(n)) if positions is None else [p % n for p in positions]
     answer_ids = [_answer_id(tok, a) for a in answers]
     name, fn = metric_fn(metric, len(answer_ids))
-    reads = [[(-1, t) for t in answer_ids]] * 2
+    reads = [Logprobs(r, (-1,) * len(answer_ids), tuple(answer_ids)) for r in (0, 1)]
     rows = [list(b_ids), list(s_ids)]
     per_head = heads is not None
     probe = tracer.site(model, site, layer=layers[0])
@@ -323,11 +311,11 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
         for c in cols:
             pos = tuple(positions) if per_head else (c,)
             hs = (c,) if per_head else None
-            groups.append(Group(rows, [Copy(name_l, 0, 1, pos, pos, hs)], reads, key=(layer, c)))
-    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep",
-                       remote=remote)
-    clean = fn(lps[0])
-    values = np.array([fn(lp[:1])[0] for lp in lps[1:]]).reshape(len(layers), len(cols))
+            groups.append(Group(rows, [plans.copy(name_l, 0, 1, pos, pos, hs)], reads[:1], key=(layer, c)))
+    results = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep",
+                          remote=remote)
+    clean = fn(np.stack([v.numpy() for v in results[0]]))
+    values = np.array([fn(r[0].numpy()[None])[0] for r in results[1:]]).reshape(len(layers), len(cols))
     col_axis = "head" if per_head else "position"
     col_labels = cols if per_head else [f"{p}:{tok.decode([b_ids[p]])}" for p in positions]
     return SweepResult(values, ("layer", col_axis), {"layer": layers, col_axis: col_labels}, name,
@@ -356,7 +344,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
     dims = tracer.sites.dims_of(model.config)
     layers = list(range(dims.n_layers)) if layers is None else list(layers)
     if noise is None:
-        weight = model._module.get_input_embeddings().weight
+        weight = tracer.sites.module(model).get_input_embeddings().weight
         if weight.device.type == "meta":
             raise ValueError("pass noise= explicitly: the embedding matrix is not loaded here")
         noise = 3.0 * float(weight.detach().float().std())
@@ -364,18 +352,18 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
     draws = [torch.randn(len(subj), dims.hidden, generator=gen) * noise for _ in range(samples)]
     answer_id = _answer_id(tok, answer)
     rows = [ids] * (samples + 1)
-    reads = [[(-1, answer_id)]] * (samples + 1)
-    corrupt = [Add("embed", 1 + i, subj, d) for i, d in enumerate(draws)]
+    reads = [Logprobs(r, (-1,), (answer_id,)) for r in range(samples + 1)]
+    corrupt = [plans.add("embed", 1 + i, subj, d) for i, d in enumerate(draws)]
     groups = [Group(rows, list(corrupt), reads, key="corrupted")]
     positions = list(range(len(ids)))
     for layer in layers:
         name_l = tracer.site(model, site, layer=layer).name
         for p in positions:
-            restore = [Copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
+            restore = [plans.copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
             groups.append(Group(rows, corrupt + restore, reads, key=(layer, p)))
-    lps = batching.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace",
-                       remote=remote)
-    probs = [np.exp(lp[:, 0]) for lp in lps]
+    results = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace",
+                          remote=remote)
+    probs = [np.exp(np.array([float(v[0]) for v in r])) for r in results]
     values = np.array([p[1:].mean() for p in probs[1:]]).reshape(len(layers), len(positions))
     labels = [f"{p}:{tok.decode([ids[p]])}{'*' if p in subj else ''}" for p in positions]
     return SweepResult(values, ("layer", "position"), {"layer": layers, "position": labels},
@@ -433,7 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--conts", nargs="+", required=True)
     parser.add_argument("--targets", nargs=2, required=True, metavar=("TARGET1", "TARGET2"))
     parser.add_argument("--rep-types", nargs="+", default=["lay", "qry", "key", "val"],
-                        choices=list(REP_SITES))
+                        choices=list(REP_TYPES))
     parser.add_argument("--heads", nargs="*", default=None,
                         help="'each', or head indices; omit to swap all heads together")
     parser.add_argument("--together", action="store_true",
@@ -450,7 +438,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
     if args.remote:
-        tracer.remote.configure()
+        execute.configure()
     model = InterchangeIntervention(args.model, config, device=args.device, remote=args.remote)
     runs = {rep: [rep] for rep in args.rep_types}
     if args.together and len(args.rep_types) > 1:

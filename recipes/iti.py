@@ -22,21 +22,21 @@ with and without the intervention, and the cross-entropy / KL cost on neutral te
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import nnsight
 import numpy as np
 import torch
 
 import tracer
-from tracer.batching import encode
+from tracer import execute
 from tracer.interventions import Intervention
-from tracer.spec import InterventionSet, model_info
+from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference
+from tracer.plan import Activations, Distribution, Group, Logprobs
+from tracer.files import InterventionSet, model_info
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
 NEUTRAL = Path(__file__).with_name("data") / "neutral.json"
@@ -96,88 +96,40 @@ def split(data: Statements, seed: int = 0, val: float = 0.2, test: float = 0.2) 
     return {k: data.subset(np.isin(data.pair, v)) for k, v in parts.items()}
 
 
-def _context(model: Any, remote: bool) -> tuple[Any, Any]:
-    """(context, keep): all traces inside one remote session, or nothing extra locally.
-
-    ``keep`` marks a value to come back from the session (``nnsight.save``); locally every
-    trace's saved values are already back, so it is the identity.
-    """
-    if remote:
-        tracer.remote.register()
-        return model.session(remote=True), nnsight.save
-    return contextlib.nullcontext(), (lambda value: value)
-
-
-def _remote_call(remote: bool, fn: Any, *args: Any) -> Any:
-    return tracer.remote.run_remote(fn, *args) if remote else fn(*args)
-
-
-def _batches(model: Any, texts: Sequence[str], batch_size: int) -> list[dict]:
-    """Left-padded inputs of ``batch_size`` texts each."""
-    return [encode(model.tokenizer, texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+def _rows(model: Any, texts: Sequence[str]) -> list[list[int]]:
+    rows = [list(model.tokenizer(t)["input_ids"]) for t in texts]
+    empty = [t for t, r in zip(texts, rows) if not r]
+    if empty:
+        raise ValueError(f"texts {empty[:3]} have no tokens")
+    return rows
 
 
 def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
                      remote: bool = False) -> torch.Tensor:
     """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``.
 
-    With ``remote=True`` all batches run in one NDIF request.
+    One plan: ``batch_size`` texts per forward pass; with ``remote=True`` one NDIF request.
     """
-    dims = tracer.sites.dims_of(model.config)
-    sites = [tracer.site(model, "head_out", layer=layer) for layer in range(dims.n_layers)]
-    batches = _batches(model, texts, batch_size)
-
-    def go() -> list:
-        context, keep = _context(model, remote)
-        with torch.no_grad(), context:
-            out = keep([])
-            for inputs in batches:
-                with model.trace(inputs, use_cache=False):
-                    acts = torch.stack([s.read(positions=[-1])[:, 0] for s in sites], dim=1).save()
-                out.append(acts)
-        return list(out)
-
-    return torch.cat([a.detach().float().cpu() for a in _remote_call(remote, go)])
+    n_layers = tracer.sites.dims_of(model.config).n_layers
+    reads = [Activations(f"head_out.{layer}", 0, (-1,)) for layer in range(n_layers)]
+    groups = [Group([row], [], reads) for row in _rows(model, texts)]
+    results = execute.run(model, groups, max_batch=batch_size, remote=remote, progress=False)
+    return torch.stack([torch.cat(r) for r in results])
 
 
 def fit_probes(x: torch.Tensor, y: np.ndarray, steps: int = 300, lr: float = 0.05,
-               l2: float = 1e-3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One logistic probe per (layer, head), trained together on standardized activations.
-
-    Returns (weights (L, H, d), biases (L, H), feature means, feature stds).
-    """
-    torch.manual_seed(seed)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / std
-    target = torch.as_tensor(y, dtype=torch.float32)[:, None, None].expand(z.shape[:3])
-    w = torch.zeros(z.shape[1:], requires_grad=True)
-    b = torch.zeros(z.shape[1:3], requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        logits = torch.einsum("nlhd,lhd->nlh", z, w) + b
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + l2 * (w ** 2).sum() / len(y)
-        loss.backward()
-        opt.step()
-    return w.detach(), b.detach(), mean, std
+               l2: float = 1e-3, seed: int = 0) -> Probe:
+    """One logistic probe per (layer, head), trained together on standardized activations."""
+    return fit_probe(x, y, steps=steps, lr=lr, l2=l2, seed=seed)
 
 
-def probe_accuracy(x: torch.Tensor, y: np.ndarray, probes: tuple) -> np.ndarray:
-    """Accuracy of every (layer, head) probe on ``x``: ``(L, H)``."""
-    w, b, mean, std = probes
-    logits = torch.einsum("nlhd,lhd->nlh", (x - mean) / std, w) + b
-    pred = (logits > 0).numpy()
-    return (pred == np.asarray(y)[:, None, None]).mean(0)
-
-
-def directions(x: torch.Tensor, y: np.ndarray, probes: tuple, kind: str = "mass_mean") -> tuple[torch.Tensor, torch.Tensor]:
+def directions(x: torch.Tensor, y: np.ndarray, probes: Probe, kind: str = "mass_mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Unit direction per (layer, head) and the activations' std along it: ``(L,H,d)``, ``(L,H)``."""
     y = torch.as_tensor(y, dtype=torch.bool)
     if kind == "mass_mean":
-        d = x[y].mean(0) - x[~y].mean(0)
+        d = mean_difference(x[y], x[~y])
     elif kind == "probe":
-        w, _, _, std = probes
-        d = w / std  # the probe's weight in raw activation space
+        d = probes.direction()  # the probe's weight in raw activation space
     else:
         raise ValueError(f"unknown direction {kind!r}; valid: mass_mean, probe")
     d = d / (d.norm(dim=-1, keepdim=True) + 1e-12)
@@ -197,8 +149,8 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     for k, v in parts.items():
         acts[k], start = every[start:start + len(v.text)], start + len(v.text)
     probes = fit_probes(acts["train"], parts["train"].label, seed=seed)
-    val_acc = probe_accuracy(acts["val"], parts["val"].label, probes)
-    test_acc = probe_accuracy(acts["test"], parts["test"].label, probes)
+    val_acc = probes.accuracy(acts["val"], parts["val"].label)
+    test_acc = probes.accuracy(acts["test"], parts["test"].label)
     n_layers, n_heads = val_acc.shape
     if not 1 <= top_k <= n_layers * n_heads:
         raise ValueError(f"top_k must be between 1 and {n_layers * n_heads} (layers x heads); got {top_k}")
@@ -220,57 +172,41 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     return InterventionSet(interventions, model_info(model), meta), report
 
 
-def _token_logprobs(model: Any, batches: list[dict], runs: list, remote: bool) -> list:
-    """Run ``(batch index, interventions, full)`` jobs as traces (one remote request).
-
-    Each returns the log-probabilities of the actual next tokens ``(rows, seq-1)``, or with
-    ``full`` the whole log-softmax ``(rows, seq-1, vocab)``.
-    """
-    def go() -> list:
-        context, keep = _context(model, remote)
-        with torch.no_grad(), context:
-            out = keep([])
-            for b, ivs, full in runs:
-                inputs = batches[b]
-                with model.trace(inputs, use_cache=False):
-                    for iv in ivs:
-                        iv.apply(model)
-                    lp = model.output.logits[:, :-1].float().log_softmax(-1)
-                    ids = inputs["input_ids"][:, 1:].to(lp.device)
-                    picked = lp.gather(-1, ids[..., None])[..., 0]
-                    result = (lp if full else picked).save()
-                out.append(result)
-        return list(out)
-
-    return [r.detach().cpu() for r in _remote_call(remote, go)]
-
-
-def _pair_mask(inputs: dict) -> torch.Tensor:
-    # a prediction counts only from a real token to a real token (left padding)
-    return (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).bool()
+def _scored(model: Any, texts: Sequence[str], spec: Optional[InterventionSet],
+            read: str) -> list[Group]:
+    """One group per text, ``spec`` applied at every position; ``read`` = "tokens" (log p of
+    each next token) or "dist" (the whole next-token distribution)."""
+    ivs = spec.ordered(model) if spec is not None else []
+    groups = []
+    for row in _rows(model, texts):
+        positions = tuple(range(len(row) - 1))
+        rd = (Logprobs(0, positions, tuple(row[1:])) if read == "tokens"
+              else Distribution(0, positions))
+        groups.append(Group([row], ivs, [rd], key=tuple(row)))
+    return groups
 
 
 def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[InterventionSet] = None,
                        batch_size: int = 64, remote: bool = False) -> np.ndarray:
     """Sum of each text's token log-probabilities (after its first token), optionally with
     ``spec`` applied at every position."""
-    batches = _batches(model, texts, batch_size)
-    ivs = spec.ordered(model) if spec is not None else []
-    picked = _token_logprobs(model, batches, [(b, ivs, False) for b in range(len(batches))], remote)
-    return np.concatenate([(p * _pair_mask(inp)).sum(-1).numpy() for p, inp in zip(picked, batches)])
+    results = execute.run(model, _scored(model, texts, spec, "tokens"), max_batch=batch_size,
+                          remote=remote, progress=False)
+    return np.array([float(r[0].sum()) for r in results])
 
 
 def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str]] = None,
                  remote: bool = False) -> dict:
     """Mean next-token cross-entropy on neutral text without and with ``spec``, and the mean
-    KL(original || intervened) over positions."""
+    KL(original || intervened) over positions (one plan, one request remotely)."""
     texts = texts or json.loads(NEUTRAL.read_text())
-    batches = _batches(model, texts, len(texts))
-    plain, steered = _token_logprobs(model, batches, [(0, [], True), (0, spec.ordered(model), True)], remote)
-    ids, mask = batches[0]["input_ids"][:, 1:], _pair_mask(batches[0])
-    ce = [float(-lp.gather(-1, ids[..., None])[..., 0][mask].mean()) for lp in (plain, steered)]
-    kl = (plain.exp() * (plain - steered)).sum(-1)[mask].mean()
-    return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl)}
+    plain, steered = _scored(model, texts, None, "dist"), _scored(model, texts, spec, "dist")
+    results = execute.run(model, plain + steered, remote=remote, progress=False)
+    p = torch.cat([r[0] for r in results[:len(texts)]])
+    q = torch.cat([r[0] for r in results[len(texts):]])
+    nxt = torch.tensor([t for g in plain for t in g.rows[0][1:]])
+    ce = [cross_entropy(lp.gather(-1, nxt[:, None])[:, 0].tolist()) for lp in (p, q)]
+    return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl(p, q).mean())}
 
 
 def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: bool = False) -> dict:
@@ -331,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
     args = parser.parse_args(argv)
     if args.remote:
-        tracer.remote.configure()
+        execute.configure()
 
     if args.command == "fit":
         from .plotting import heatmap
@@ -359,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("pushed:", spec.push_to_hub(args.push_to_hub))
         return 0
 
-    spec = tracer.spec.load(args.intervention)
+    spec = tracer.files.load(args.intervention)
     model = tracer.load(args.model or spec.meta.get("model") or "smollm2", remote=args.remote)
     spec.check(model)
     plain, steered = generate(model, args.prompt, spec, args.max_new_tokens, remote=args.remote)

@@ -29,8 +29,10 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 import tracer
-from tracer.batching import encode
+from tracer import execute
 from tracer.interventions import Intervention
+from tracer.metrics import fit_probe, mean_difference
+from tracer.plan import Activations, Distribution, Group
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,23 +49,14 @@ def training_texts() -> list[str]:
 
 
 def activations(model: Any, texts: Sequence[str], layer: int, batch_size: int = 64,
-                with_logits: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The residual stream after ``layer`` at every real (non-pad) token of ``texts``,
-    ``(tokens, hidden)``; with ``with_logits`` the final log-probs too."""
-    import nnsight
-
-    site = tracer.site(model, f"resid_post.{layer}")
-    xs, ls = [], []
-    for i in range(0, len(texts), batch_size):
-        inputs = encode(model.tokenizer, texts[i:i + batch_size])  # position ids from the mask
-        mask = inputs["attention_mask"].bool()
-        with torch.no_grad(), model.trace(inputs):
-            x = site.tensor().save()
-            logits = model.lm_head.output.save() if with_logits else nnsight.save(None)
-        xs.append(x[mask].float())
-        if with_logits:
-            ls.append(torch.log_softmax(logits[mask].float(), -1))
-    return torch.cat(xs), (torch.cat(ls) if with_logits else None)
+                with_logits: bool = False, remote: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The residual stream after ``layer`` at every token of ``texts``, ``(tokens, hidden)``;
+    with ``with_logits`` the final next-token log-probs too (one plan)."""
+    reads = [Activations(f"resid_post.{layer}", 0)] + ([Distribution(0)] if with_logits else [])
+    groups = [Group([list(model.tokenizer(t)["input_ids"])], [], reads) for t in texts]
+    results = execute.run(model, groups, max_batch=batch_size, remote=remote, progress=False)
+    x = torch.cat([r[0] for r in results])
+    return x, (torch.cat([r[1] for r in results]) if with_logits else None)
 
 
 _NORMS: dict = {}
@@ -81,14 +74,8 @@ def stream_norm(model: Any, layer: int) -> float:
 
 def _unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_U ``(vocab, hidden)``, final-norm gain ``(hidden,)``) of the model."""
-    module = model._module
-    fam = tracer.sites.family_of(module.config)
-    w_u = tracer.sites._envoy(module, fam.lm_head).weight.detach().float()
-    norm = tracer.sites._envoy(module, fam.final_norm)
-    gain = norm.weight.detach().float() if getattr(norm, "weight", None) is not None else torch.ones(w_u.shape[1])
-    if module.config.model_type == "gemma2":
-        gain = 1 + gain
-    return w_u, gain
+    w_u, gain = tracer.models.unembedding(model)
+    return w_u, (gain if gain is not None else torch.ones(w_u.shape[1]))
 
 
 class Method:
@@ -215,10 +202,7 @@ class TunedLens(LogitLens):
 
 def _final_logits(model: Any, h: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
     """Logits of a stream vector through the real final norm and unembedding."""
-    module = model._module
-    fam = tracer.sites.family_of(module.config)
-    norm = tracer.sites._envoy(module, fam.final_norm)
-    return norm(h) @ w_u.T
+    return tracer.models.final_norm(model)(h) @ w_u.T
 
 
 class SAE(Method):
@@ -319,11 +303,10 @@ def contrast_texts(phrase: str) -> tuple[list[str], list[str]]:
 
 
 def mean_last(model: Any, texts: Sequence[str], layer: int) -> torch.Tensor:
-    """The stream after ``layer`` at each text's last token (left padding keeps it at -1)."""
-    site = tracer.site(model, f"resid_post.{layer}")
-    with torch.no_grad(), model.trace(encode(model.tokenizer, texts)):
-        x = site.read(positions=[-1])[:, 0].save()
-    return x.float()
+    """The stream after ``layer`` at each text's last token, ``(texts, hidden)``."""
+    groups = [Group([list(model.tokenizer(t)["input_ids"])], [],
+                    [Activations(f"resid_post.{layer}", 0, (-1,))]) for t in texts]
+    return torch.cat([r[0] for r in execute.run(model, groups, progress=False)])
 
 
 class SteeringVector(Method):
@@ -340,7 +323,7 @@ class SteeringVector(Method):
             negative: Optional[Sequence[str]] = None) -> "SteeringVector":
         pos, neg = contrast_texts(phrase)
         pos, neg = positive or pos, negative or neg
-        return cls(layer, mean_last(model, pos, layer).mean(0) - mean_last(model, neg, layer).mean(0))
+        return cls(layer, mean_difference(mean_last(model, pos, layer), mean_last(model, neg, layer)))
 
     def direction(self, model, phrase):
         return self.vector
@@ -369,24 +352,10 @@ class Probe(Method):
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         cut = int(0.7 * len(y))
         train, test = idx[:cut], idx[cut:]
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
-        w = torch.zeros(x.shape[1], requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=0.05)
-        pos_weight = (y[train] == 0).sum() / (y[train] == 1).sum().clamp(min=1)  # balance classes
-        for _ in range(steps):
-            logits = ((x[train] - mu) / sd) @ w + b
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train], pos_weight=pos_weight)
-            loss = loss + 1e-3 * w.pow(2).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            pred = (((x[test] - mu) / sd) @ w + b) > 0
-            truth = y[test].bool()
-            acc = 0.5 * float(pred[truth].float().mean()) + 0.5 * float((~pred[~truth]).float().mean())
-            weight = w / sd  # the direction in the raw stream
-        return cls(layer, weight.detach(), float(b.detach())), acc
+        # balanced classes; L2 of 1e-3 |w|^2 on the mean loss
+        probe = fit_probe(x[train], y[train], steps=steps, l2=1e-3 * len(train), balanced=True, seed=seed)
+        acc = float(probe.accuracy(x[test], y[test], balanced=True))
+        return cls(layer, probe.direction(), float(probe.b)), acc
 
     def direction(self, model, phrase):
         return self.weight

@@ -27,9 +27,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import tracer
-from tracer.batching import encode
+from tracer import execute
 from tracer.interventions import Intervention
-from tracer.spec import InterventionSet, model_info
+from tracer.metrics import mean_difference, perplexity
+from tracer.plan import Group, Logprobs
+from tracer.files import InterventionSet, model_info
 
 from . import lens
 
@@ -44,7 +46,7 @@ def prompts() -> list[str]:
 
 def caa_vector(model: Any, positive: Sequence[str], negative: Sequence[str], layer: int) -> torch.Tensor:
     """Mean difference of the stream after ``layer`` at the last token (CAA / ActAdd)."""
-    return lens.mean_last(model, positive, layer).mean(0) - lens.mean_last(model, negative, layer).mean(0)
+    return mean_difference(lens.mean_last(model, positive, layer), lens.mean_last(model, negative, layer))
 
 
 def save_vector(folder: str | Path, model: Any, vector: torch.Tensor, layer: int,
@@ -101,23 +103,19 @@ def keyword_success(text: str, phrase: str) -> float:
     return float(phrase.lower() in low or any(w in low for w in words))
 
 
-def continuation_logprobs(model: Any, records: Sequence[dict], batch_size: int = 25) -> list[list[float]]:
-    """Per-token log-probs of each output given its prompt, under the unsteered model."""
+def continuation_logprobs(model: Any, records: Sequence[dict], batch_size: int = 25,
+                          remote: bool = False) -> list[list[float]]:
+    """Per-token log-probs of each output given its prompt, under the unsteered model (one
+    plan; the prompt and output are tokenized apart, as they were generated)."""
     tok = model.tokenizer
-    out = []
-    for i in range(0, len(records), batch_size):
-        chunk = records[i:i + batch_size]
-        inputs = encode(tok, [r["prompt"] + r["output"] for r in chunk])  # left-padded, position ids
-        n_prompt = [len(tok(r["prompt"])["input_ids"]) for r in chunk]
-        with torch.no_grad(), model.trace(inputs):
-            lp = model.lm_head.output.log_softmax(-1).save()
-        ids = inputs["input_ids"]
-        picked = lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
-        width = ids.shape[1]
-        for row, (n_tok, n_p) in enumerate(zip(inputs["attention_mask"].sum(1).tolist(), n_prompt)):
-            start = width - n_tok + n_p - 1  # first output token's prediction
-            out.append(picked[row, start:].tolist())
-    return out
+    groups = []
+    for r in records:
+        prompt = list(tok(r["prompt"])["input_ids"])
+        output = list(tok(r["output"], add_special_tokens=False)["input_ids"])
+        positions = tuple(range(len(prompt) - 1, len(prompt) + len(output) - 1))
+        groups.append(Group([prompt + output], [], [Logprobs(0, positions, tuple(output))]))
+    results = execute.run(model, groups, max_batch=batch_size, remote=remote, progress=False)
+    return [r[0].tolist() for r in results]
 
 
 def fluency(logprobs: Sequence[float]) -> float:
@@ -137,9 +135,9 @@ def evaluate(model: Any, records: Sequence[dict], phrase: str,
     lps = continuation_logprobs(model, records)
     succ = [success(r["output"], phrase) for r in records]
     coh = [coherence(r["output"], lp) if coherence else fluency(lp) for r, lp in zip(records, lps)]
-    nll = [-x for lp in lps for x in lp]
+    every = [x for lp in lps for x in lp]
     return {"success": sum(succ) / len(succ), "coherence": sum(coh) / len(coh),
-            "perplexity": math.exp(sum(nll) / len(nll)) if nll else float("nan"), "n": len(records)}
+            "perplexity": perplexity(every) if every else float("nan"), "n": len(records)}
 
 
 def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: str = "San Francisco",

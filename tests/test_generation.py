@@ -16,7 +16,7 @@ N = 6
 
 def hooked_generate(model, arch, kind, layer, vector, alpha, where, steps=(0, None), positions=None):
     """Plain transformers generate with a forward hook adding alpha*vector (left-padded batch)."""
-    module = model._module
+    module = tracer.sites.module(model)
     path, port, view = locate(arch, kind, layer, module.config)
     calls = {"n": 0}
     start, stop = steps

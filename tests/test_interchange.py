@@ -28,7 +28,7 @@ def _padded(rows, pad_id=0):
 
 def hook_reference(model, sents, conts, targets, rep_types, layer, head):
     """P(cont | sent) for every cont and sent with the targets swapped by plain hooks."""
-    tok, module = model.tokenizer, model._module
+    tok, module = model.tokenizer, tracer.sites.module(model)
     cfg = module.config
     p1 = tracer.tokens.find(tok, sents[0], targets[0])
     p2 = tracer.tokens.find(tok, sents[1], targets[1])
@@ -148,7 +148,7 @@ def test_sweep_matches_hooks_and_full_last_position_patch(tiny_models):
     # the last layer's residual at the last position decides the next token: full source value
     assert res.values[-1, -1] == pytest.approx(res.baselines["source"], abs=1e-5)
     # an independent hook patch for one cell
-    module = model._module
+    module = tracer.sites.module(model)
     box = []
     with hooked(module, "gpt2", "resid_post", 0, lambda t: box.append(t[:, 2].clone())), torch.no_grad():
         module(**tok(source, return_tensors="pt"))
@@ -174,7 +174,7 @@ def test_sweep_bad_input(tiny_models):
 def test_cli_writes_results_and_heatmaps(tmp_path, tiny_models, capsys):
     folder = tmp_path / "model"
     model = tiny_models["qwen2"]
-    model._module.save_pretrained(folder)
+    tracer.sites.module(model).save_pretrained(folder)
     tokenizer().save_pretrained(folder)
     out = tmp_path / "results"
     rc = interchange.main(["--model", str(folder), "--sents", *SENTS, "--conts", "Paris", "Rome",

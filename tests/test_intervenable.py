@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tracer as pv
-from tracer.spec import SpecError
+from tracer.files import SpecError
 from tracer.testing import ARCHS
 
 from hooks import capture, edited_logits
@@ -31,11 +31,11 @@ def test_vanilla_interchange_matches_hooks_and_leaves_earlier_positions(tiny_mod
         intervenable_representations=[pv.IntervenableRepresentationConfig(0, "block_output")],
         intervenable_interventions_type=pv.VanillaIntervention), model=model)
     original, intervened = pvm(base, [source], {"sources->base": 3}, output_original_output=True)
-    src = capture(model._module, arch, "resid_post", 0, source)
+    src = capture(pv.sites.module(model), arch, "resid_post", 0, source)
 
     def edit(t):
         t[:, 3] = src[:, 3]
-    want = edited_logits(model._module, arch, "resid_post", 0, base, edit)
+    want = edited_logits(pv.sites.module(model), arch, "resid_post", 0, base, edit)
     assert torch.allclose(intervened.logits, want, atol=1e-5)
     diff = (original.last_hidden_state - intervened.last_hidden_state).abs().amax(-1)[0]
     assert torch.all(diff[:3] == 0) and diff[3] > 0
@@ -65,7 +65,7 @@ def test_constant_interventions_match_hooks(tiny_models, arch, case):
         sel = t[:, [1, 2]]
         ref(sel, vector)
         t[:, [1, 2]] = sel
-    want = edited_logits(model._module, arch, "mlp_out", 1, base, edit)
+    want = edited_logits(pv.sites.module(model), arch, "mlp_out", 1, base, edit)
     assert torch.allclose(out.logits, want, atol=1e-5)
 
 
@@ -77,11 +77,11 @@ def test_head_units_match_hooks(tiny_models, arch):
                                 "unit": "h.pos", "intervention": pv.VanillaIntervention}, model=model)
     loc = [[[1, 3]], [[2]]]  # heads 1 and 3 at position 2
     _, out = pvm(base, [source], {"sources->base": (loc, loc)})
-    src = capture(model._module, arch, "head_out", 1, source)
+    src = capture(pv.sites.module(model), arch, "head_out", 1, source)
 
     def edit(t):
         t[:, 2, [1, 3]] = src[:, 2, [1, 3]]
-    want = edited_logits(model._module, arch, "head_out", 1, base, edit)
+    want = edited_logits(pv.sites.module(model), arch, "head_out", 1, base, edit)
     assert torch.allclose(out.logits, want, atol=1e-5)
 
 
@@ -92,14 +92,14 @@ def test_collect_skip_and_module_path(tiny_models):
                                 {"component": "model.layers[1].output", "intervention": pv.SkipIntervention}],
                                model=model)
     (original, collected), out = pvm(base, output_original_output=True)
-    assert torch.allclose(collected[0], capture(model._module, "llama", "resid_post", 0, base))
+    assert torch.allclose(collected[0], capture(pv.sites.module(model), "llama", "resid_post", 0, base))
     pre = {}
 
     def keep(t):
         pre["x"] = t.clone()
     with torch.no_grad():
-        edited_logits(model._module, "llama", "resid_pre", 1, base, keep)
-    want = edited_logits(model._module, "llama", "resid_post", 1, base, lambda t: t.copy_(pre["x"]))
+        edited_logits(pv.sites.module(model), "llama", "resid_pre", 1, base, keep)
+    want = edited_logits(pv.sites.module(model), "llama", "resid_post", 1, base, lambda t: t.copy_(pre["x"]))
     assert torch.allclose(out.logits, want, atol=1e-5)
     assert not torch.allclose(original.logits, out.logits)
 
@@ -118,12 +118,12 @@ def test_trainable_match_hooks_and_train_and_round_trip(tiny_models, tmp_path, c
     locs = {"sources->base": last}
     with torch.no_grad():
         _, out = pvm(base, [source], locs)
-    src = capture(model._module, "qwen2", "resid_post", 0, source)
+    src = capture(pv.sites.module(model), "qwen2", "resid_post", 0, source)
 
     def edit(t):
         with torch.no_grad():
             t[:, last] = iv(t[:, last].clone(), src[:, last])
-    want = edited_logits(model._module, "qwen2", "resid_post", 0, base, edit)
+    want = edited_logits(pv.sites.module(model), "qwen2", "resid_post", 0, base, edit)
     assert torch.allclose(out.logits, want, atol=1e-5)
 
     # gradients reach the intervention through the trace, and the model stays frozen
@@ -132,7 +132,7 @@ def test_trainable_match_hooks_and_train_and_round_trip(tiny_models, tmp_path, c
     loss = lambda o, y: torch.nn.functional.cross_entropy(o.logits[:, -1], y)  # noqa: E731
     log = pvm.train_alignment([batch] * 5, loss, epochs=2, lr=5e-2, progress=False)
     assert len(log) == 10 and log[-1]["loss"] < log[0]["loss"]
-    assert all(p.grad is None for p in model._module.parameters())
+    assert all(p.grad is None for p in pv.sites.module(model).parameters())
 
     pvm.save(tmp_path / "iv")
     again = pv.IntervenableModel.load(tmp_path / "iv", model)
@@ -198,7 +198,7 @@ def test_load_refuses_foreign_and_corrupt(tiny_models, tmp_path):
 def test_load_an_interventionset_folder(tiny_models, tmp_path):
     """An ITI-style head-wise InterventionSet loads into the front end and acts the same."""
     from tracer.interventions import Intervention
-    from tracer.spec import InterventionSet
+    from tracer.files import InterventionSet
 
     model = tiny_models["llama"]
     g = torch.Generator().manual_seed(3)

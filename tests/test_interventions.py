@@ -65,7 +65,7 @@ def test_intervention_matches_plain_hook(tiny_models, arch, kind):
         s = tracer.site(model, site_kind, layer=layer)
         heads = [1, 0] if s.n_heads else None
         width = s.dims.head_dim if s.n_heads else (512 if site_kind == "logits" else 64)
-        src_full = capture(model._module, arch, site_kind, layer, source)
+        src_full = capture(tracer.sites.module(model), arch, site_kind, layer, source)
         src = src_full[:, POSITIONS] if heads is None else src_full[:, POSITIONS][:, :, heads]
         params = {
             "interchange": {"source": src},
@@ -79,9 +79,9 @@ def test_intervention_matches_plain_hook(tiny_models, arch, kind):
             intervention = tracer.Intervention(kind, s.name, POSITIONS, heads, params)
             intervention.apply(model)
             got = model.output.logits.save()
-        want = edited_logits(model._module, arch, site_kind, layer, base,
+        want = edited_logits(tracer.sites.module(model), arch, site_kind, layer, base,
                              _hook_edit(kind, params, heads))
-        clean = model._module(**base).logits.detach()
+        clean = tracer.sites.module(model)(**base).logits.detach()
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=f"{kind} at {s.name}")
         # the final norm divides out a scale of the last residual
         if not (kind == "scale" and s.name == "resid_post.1"):
@@ -105,9 +105,9 @@ def test_interchange_across_invokes(tiny_models, arch):
                 barrier()
                 iv.interchange(s, src, positions=POSITIONS, heads=heads)
                 got = model.output.logits.save()
-        src_full = capture(model._module, arch, s.kind, s.layer, source)
+        src_full = capture(tracer.sites.module(model), arch, s.kind, s.layer, source)
         src_ref = src_full[:, POSITIONS] if heads is None else src_full[:, POSITIONS][:, :, heads]
-        want = edited_logits(model._module, arch, s.kind, s.layer, base,
+        want = edited_logits(tracer.sites.module(model), arch, s.kind, s.layer, base,
                              _hook_edit("interchange", {"source": src_ref}, heads))
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=name)
 
@@ -121,7 +121,7 @@ def test_interchange_from_a_saved_tensor(tiny_models):
     with torch.no_grad(), model.trace(base):
         iv.interchange(s, saved, positions=[-1], heads=[3])
         got = model.output.logits.save()
-    want = edited_logits(model._module, "qwen2", "head_q", 1, base,
+    want = edited_logits(tracer.sites.module(model), "qwen2", "head_q", 1, base,
                          lambda t: t[:, -1, 3].copy_(saved[:, 0, 0]))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
@@ -138,7 +138,7 @@ def test_resid_mid_edit_reaches_the_residual(tiny_models, arch):
         m = mlp.read(positions=[2]).save()
         p = post.read(positions=[2]).save()
     if arch == "gemma2":  # Gemma 2 norms the MLP output before adding it
-        norm = model._module.model.layers[1].post_feedforward_layernorm
+        norm = tracer.sites.module(model).model.layers[1].post_feedforward_layernorm
         m = norm(m)
     torch.testing.assert_close(p, m, rtol=0, atol=1e-5)
 

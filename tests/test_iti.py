@@ -45,7 +45,7 @@ def test_probes_learn_a_separable_signal():
     y = (torch.rand(200, generator=g) > 0.5).numpy()
     x[:, 1, 2, 0] += torch.as_tensor(y, dtype=torch.float32) * 4  # only head (1, 2) knows the label
     probes = iti.fit_probes(x[:150], y[:150])
-    acc = iti.probe_accuracy(x[150:], y[150:], probes)
+    acc = probes.accuracy(x[150:], y[150:])
     assert acc[1, 2] > 0.95 and np.delete(acc.ravel(), 5).max() < 0.8
     dirs, spread = iti.directions(x[:150], y[:150], probes)
     assert dirs[1, 2, 0] > 0.9 and torch.allclose(dirs.norm(dim=-1), torch.ones(2, 3))
@@ -58,7 +58,7 @@ def test_fit_builds_a_valid_intervention(tiny_models, tmp_path):
     assert sum(len(i.heads) for i in spec.interventions) == 3
     spec.check(model)
     spec.save(tmp_path)
-    again = tracer.spec.load(tmp_path, model)
+    again = tracer.files.load(tmp_path, model)
     assert again.meta["top_k"] == 3 and again.meta["heads"] == spec.meta["heads"]
     with pytest.raises(ValueError, match="top_k must be between 1 and 8"):
         iti.fit(model, top_k=9)
@@ -66,7 +66,7 @@ def test_fit_builds_a_valid_intervention(tiny_models, tmp_path):
 
 def test_cli_fit_and_generate(tiny_models, tmp_path, capsys):
     folder = tmp_path / "model"
-    tiny_models["llama"]._module.save_pretrained(folder)
+    tracer.sites.module(tiny_models["llama"]).save_pretrained(folder)
     tokenizer().save_pretrained(folder)
     out = tmp_path / "iti"
     assert iti.main(["fit", "--model", str(folder), "--top-k", "2", "--alpha", "3", "--out", str(out)]) == 0
@@ -89,7 +89,7 @@ def test_iti_on_smollm2(smollm2):
     assert report["test_acc"].max() > 0.6
     result = iti.evaluate(smollm2, spec, test)
     # computed from real runs: re-derive the unsteered preference with a plain forward
-    module, tok = smollm2._module, smollm2.tokenizer
+    module, tok = tracer.sites.module(smollm2), smollm2.tokenizer
     lp = []
     for text in test.text:
         ids = tok(text, return_tensors="pt")["input_ids"]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import tracer
-from tracer import remote
+from tracer import execute as remote
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT.parent / "shared" / "ndif-local"
@@ -48,7 +48,7 @@ def ndif(tmp_path_factory):
     folder = LAB / "models" / "tiny-llama"
     if not (folder / "config.json").exists():
         model = tracer.testing.tiny("llama")
-        model._module.save_pretrained(folder)
+        tracer.sites.module(model).save_pretrained(folder)
         tracer.testing.tokenizer().save_pretrained(folder)
     _sh("bash", str(SCRIPTS / "deploy.sh"), str(folder), timeout=300)
     yield folder
@@ -58,7 +58,7 @@ def ndif(tmp_path_factory):
 def _client(code: str) -> dict:
     """Run client code inside the namespace; it must print one JSON line last."""
     script = "import json, torch, nnsight, numpy as np, tracer\n" \
-             f"tracer.remote.configure({HOST!r})\nnnsight.CONFIG.APP.REMOTE_LOGGING = False\n" \
+             f"tracer.execute.configure({HOST!r})\nnnsight.CONFIG.APP.REMOTE_LOGGING = False\n" \
              + textwrap.dedent(code)
     import tempfile
 
@@ -151,7 +151,7 @@ def test_sites_and_interventions_in_a_users_remote_trace(ndif):
         for name, remote in (("local", False), ("remote", True)):
             model = tracer.load({str(ndif)!r}, remote=remote)
             s = tracer.site(model, "head_v.1")
-            tracer.remote.register()
+            tracer.execute.register()
             with torch.no_grad(), model.trace("The cat sat on the mat", remote=remote):
                 v = s.read(positions=[-1]).save()
                 iv.add(s, torch.ones(16), alpha=0.5, positions=[-1], heads=[1])
@@ -166,13 +166,13 @@ def test_sites_and_interventions_in_a_users_remote_trace(ndif):
 @pytest.mark.remote
 def test_error_inside_the_remote_trace_reaches_the_client(ndif):
     out = _client(f"""
-        from tracer import batching
-        from tracer.batching import Copy, Group
+        from tracer import execute, plan
         model = tracer.load({str(ndif)!r}, remote=True)
         ids = model.tokenizer("The cat sat")["input_ids"]
-        bad = [Group([ids, ids], [Copy("head_k.0", 0, 1, (0,), (0,), (5,))], [[(-1, 1)]] * 2)]
+        bad = [plan.Group([ids, ids], [plan.copy("head_k.0", 0, 1, (0,), (0,), (5,))],
+                          [plan.Logprobs(0, (-1,), (1,))])]
         try:
-            batching.run(model, bad, remote=True)
+            execute.run(model, bad, remote=True)
         except Exception as error:
             print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
     """)
@@ -181,12 +181,12 @@ def test_error_inside_the_remote_trace_reaches_the_client(ndif):
     out = _client(f"""
         model = tracer.load({str(ndif)!r}, remote=True)
         s = tracer.site(model, "resid_post.0")
-        tracer.remote.register()
+        tracer.execute.register()
         try:
             with torch.no_grad(), model.trace("The cat", remote=True):
                 s.read(positions=[9]).save()
         except Exception as error:
-            error = tracer.remote.explain(error)
+            error = tracer.execute.explain(error)
             print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
     """)
     assert out["type"] == "RemoteError" and "position 9 out of range" in out["message"]
@@ -200,7 +200,7 @@ def test_unreachable_server_is_one_clear_error(tiny_models, monkeypatch, tmp_pat
     import nnsight
 
     folder = tmp_path / "m"
-    tiny_models["llama"]._module.save_pretrained(folder)
+    tracer.sites.module(tiny_models["llama"]).save_pretrained(folder)
     tracer.testing.tokenizer().save_pretrained(folder)
     model = tracer.load(str(folder), remote=True)
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://127.0.0.1:9")  # nothing listens
@@ -219,7 +219,7 @@ def test_iti_remote_equals_local_one_request_per_call(ndif):
     out = _client(f"""
         from recipes import iti
         from tracer.interventions import Intervention
-        from tracer.spec import InterventionSet
+        from tracer.files import InterventionSet
         texts = iti.load_statements().text[:24]
         spec = InterventionSet([Intervention("add", "head_out.1", None, [0, 3],
                                              {{"vector": torch.ones(2, 16)}})])
@@ -246,7 +246,7 @@ def test_iti_remote_equals_local_one_request_per_call(ndif):
 def test_a_model_the_server_does_not_serve(ndif):
     folder = LAB / "models" / "not-deployed"
     if not (folder / "config.json").exists():
-        tracer.testing.tiny("gpt2")._module.save_pretrained(folder)
+        tracer.sites.module(tracer.testing.tiny("gpt2")).save_pretrained(folder)
         tracer.testing.tokenizer().save_pretrained(folder)
     out = _client(f"""
         from recipes import interchange
@@ -273,7 +273,7 @@ def test_version_mismatch_is_refused(ndif):
         nnsight.ndif.get_local_env = older
         model = tracer.load({str(ndif)!r}, remote=True)
         try:
-            tracer.remote.check_versions(force=True)
+            tracer.execute.check_versions(force=True)
         except Exception as error:
             print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
     """)
@@ -286,7 +286,7 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
     """Three requests; the server is stopped after the first.  The error says what was kept;
     after a restart the rerun sends only the two missing requests and equals a local run."""
     setup = f"""
-        from tracer import batching
+        from tracer import execute
         from recipes import interchange
         path, keep = {str(ndif)!r}, {str(tmp_path / "resume")!r}
         cfg = interchange.InterchangeInterventionConfig(["The capital of France is",
@@ -299,7 +299,7 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
     before = _requests()
     out = _client(setup + f"""
         import subprocess
-        real, calls = batching._session, []
+        real, calls = execute._session, []
 
         def stop_after_first(model, part):
             calls.append(1)
@@ -307,9 +307,9 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
                 subprocess.run(["bash", {str(SCRIPTS / "stop.sh")!r}], capture_output=True)
             return real(model, part)
 
-        batching._session = stop_after_first
+        execute._session = stop_after_first
         try:
-            batching.run(model, groups, **run)
+            execute.run(model, groups, **run)
         except Exception as error:
             print(json.dumps([type(error).__name__, str(error)]))
     """)
@@ -321,9 +321,10 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
     _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)  # a new server, a new log
     _sh("bash", str(SCRIPTS / "deploy.sh"), str(ndif), timeout=300)
     out = _client(setup + """
-        full = batching.run(model, groups, **run)
-        local = batching.run(tracer.load(path), groups, max_batch=8, progress=False)
-        print(json.dumps(max(float(np.nanmax(np.abs(a - b))) for a, b in zip(full, local))))
+        full = execute.run(model, groups, **run)
+        local = execute.run(tracer.load(path), groups, max_batch=8, progress=False)
+        print(json.dumps(max(float((a - b).abs().max()) for fa, fb in zip(full, local)
+                             for a, b in zip(fa, fb))))
     """)
     assert _new_requests(0, 2) == 2  # the restarted server saw only the two missing requests
     assert out < 1e-5

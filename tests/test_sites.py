@@ -30,7 +30,7 @@ def test_every_site_matches_a_plain_hook(tiny_models, arch):
         values = nnsight.save([s.read() for s in sites])
     assert len(values) == len(cases)
     for s, got in zip(sites, values):
-        want = capture(model._module, arch, s.kind, s.layer, inputs)
+        want = capture(tracer.sites.module(model), arch, s.kind, s.layer, inputs)
         assert got.shape == want.shape, s.name
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=s.name)
 
@@ -46,8 +46,8 @@ def test_selection_by_rows_positions_and_heads(tiny_models, arch):
         heads = q.read(positions=[1, -1], heads=[1, 0]).save()
         rows = r.read(positions=per_row).save()
         one = r.read(positions=2, rows=[1]).save()
-    k_full = capture(model._module, arch, "head_k", 1, inputs)
-    r_full = capture(model._module, arch, "resid_post", 1, inputs)
+    k_full = capture(tracer.sites.module(model), arch, "head_k", 1, inputs)
+    r_full = capture(tracer.sites.module(model), arch, "resid_post", 1, inputs)
     torch.testing.assert_close(heads, k_full[:, [1, -1]][:, :, [1, 0]], rtol=0, atol=1e-5)
     torch.testing.assert_close(rows[0], r_full[0, [0, 2]], rtol=0, atol=1e-5)
     torch.testing.assert_close(rows[1], r_full[1, [3, -1]], rtol=0, atol=1e-5)
@@ -60,7 +60,7 @@ def test_raw_module_path_site(tiny_models):
     raw = tracer.site(model, "model.layers[1].mlp.output")
     with torch.no_grad(), model.trace(inputs):
         got = raw.read().save()
-    torch.testing.assert_close(got, capture(model._module, "llama", "mlp_out", 1, inputs),
+    torch.testing.assert_close(got, capture(tracer.sites.module(model), "llama", "mlp_out", 1, inputs),
                                rtol=0, atol=1e-5)
 
 

@@ -44,7 +44,7 @@ def test_subject_patch_moves_paris_to_rome_early_not_late(sweep):
 @pytest.mark.parametrize("layer", [4, 26])
 def test_batched_sweep_row_equals_a_plain_hook_patch(smollm2, sweep, layer):
     """Row L of the one-batch sweep equals a single plain-hook patch at layer L."""
-    module, tok = smollm2._module, smollm2.tokenizer
+    module, tok = tracer.sites.module(smollm2), smollm2.tokenizer
     pos = tracer.tokens.find(tok, BASE, " France")[0]
     block = module.model.layers[layer]
     box = []

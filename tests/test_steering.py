@@ -69,7 +69,7 @@ def test_caa_vector_save_load(smollm2, tmp_path):
     v = steering.caa_vector(smollm2, pos, neg, LAYER)
     assert v.shape == (smollm2.config.hidden_size,) and v.norm() > 0
     steering.save_vector(tmp_path / "v", smollm2, v, LAYER, alpha=2.0)
-    spec = tracer.spec.load(tmp_path / "v", smollm2)
+    spec = tracer.files.load(tmp_path / "v", smollm2)
     assert torch.equal(spec.interventions[0].params["vector"], v)
 
 
@@ -77,7 +77,7 @@ def test_steering_toward_happy_raises_happy_tokens(smollm2):
     tok = smollm2.tokenizer
     words = [" happy", " joy", " smile", " cheerful", " glad", " Happy"]
     ids = [tok(w)["input_ids"][0] for w in words]
-    emb = smollm2._module.model.embed_tokens.weight[tok(" happy")["input_ids"][0]].detach().float()
+    emb = tracer.sites.module(smollm2).model.embed_tokens.weight[tok(" happy")["input_ids"][0]].detach().float()
     ivs = [Intervention("add", f"mlp_out.{layer}", params={"vector": emb, "alpha": 4.0})
            for layer in range(smollm2.config.num_hidden_layers)]
     plain = last_logprobs(smollm2, [])[:, ids].exp().sum(-1)

@@ -9,11 +9,11 @@
         logits = model.lm_head.output.save()
 """
 
-from . import generation, interventions, remote, spec, tokens
+from . import execute, files, generation, interventions, metrics, plan, pyvene, sites, testing, tokens
 from .interventions import Intervention
-from .intervenable import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
-                           RepresentationConfig)
-from .intervention_types import (AdditionIntervention, AutoencoderIntervention,
+from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
+                     RepresentationConfig)
+from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention,
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
                                  LambdaIntervention, LowRankRotatedSpaceIntervention,
                                  RotatedSpaceIntervention, SkipIntervention,
@@ -27,4 +27,4 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "AdditionIntervention", "SubtractionIntervention", "ZeroIntervention",
            "CollectIntervention", "SkipIntervention", "LambdaIntervention",
            "RotatedSpaceIntervention", "LowRankRotatedSpaceIntervention",
-           "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "remote", "spec", "tokens", "ModelLoadError"]
+           "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError"]

@@ -56,7 +56,7 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
     one batch (one request with ``remote=True``).  ``kwargs`` go to ``generate``
     (``do_sample``, ``temperature``, ``min_new_tokens``...).
     """
-    from . import remote as remote_mod
+    from . import execute
     from .sites import site as resolve_site
 
     if hasattr(prompts, "keys"):  # token ids, as pyvene users pass them
@@ -90,7 +90,7 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
                 out = tr.result.save()
         return out
 
-    out = remote_mod.run_remote(go) if remote else go()
+    out = execute.call(go) if remote else go()
     out = out.detach().cpu() if isinstance(out, torch.Tensor) else torch.as_tensor(out)
     width = _prompt_width(tok, prompts)
     texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]

@@ -11,7 +11,7 @@ Trace-time module: imports only torch and ``tracer.sites``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -107,6 +107,21 @@ def project_out(site: Site, direction: torch.Tensor, positions: Positions = None
     return site.edit(lambda x: project_out_values(x, direction), positions, heads, rows)
 
 
+def subspace(x: torch.Tensor, new: torch.Tensor, dims: Any) -> torch.Tensor:
+    """``x`` with only the last-axis ``dims`` taken from ``new`` (all of ``new`` when None)."""
+    new = new.to(x.dtype).expand_as(x)
+    if dims is None:
+        return new
+    idx = torch.as_tensor(list(dims), dtype=torch.long, device=x.device)
+    bad = (idx >= x.shape[-1]) | (idx < -x.shape[-1])
+    if bool(bad.any()):
+        raise IndexError(f"subspace dims {[int(i) for i in idx[bad]]} out of range for width "
+                         f"{x.shape[-1]}")
+    out = x.clone()
+    out[..., idx] = new[..., idx]
+    return out
+
+
 # kind -> (pure function, names of its tensor/number parameters)
 KINDS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
     "interchange": (interchange_values, ("source",)),
@@ -118,45 +133,123 @@ KINDS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
     "affine": (affine_values, ("matrix", "bias")),
     "sae": (sae_values, ("w_enc", "b_enc", "w_dec", "b_dec")),
 }
+_OPTIONAL = ("alpha", "bias")
+
+
+class Source:
+    """Where an intervention's source values come from in the same pass: ``site`` (default:
+    the intervention's own site) of ``row`` (default: the rows edited) at ``positions``
+    (default: the positions edited).  In a plan, ``row`` counts within the group."""
+
+    def __init__(self, row: Optional[int] = None, positions: Any = None, site: Optional[str] = None):
+        self.row, self.positions, self.site = row, positions, site
+
+    def __repr__(self) -> str:
+        return f"Source(row={self.row!r}, positions={self.positions!r}, site={self.site!r})"
 
 
 class Intervention:
-    """One intervention as data: a kind, a site name, a selection and its parameters.
+    """One intervention as data, the only one in Interlace.
 
-    ``apply(model)`` runs it inside the current trace.  An ``interchange`` may leave its
-    ``source`` out of ``params`` and take it at apply time (from another invoke).
+    ``kind`` names a pure function above (``"add"``, ``"interchange"``, ...) or is a module
+    ``(base, source, subspaces) -> new`` (the pyvene-style classes, trainable ones
+    included).  ``site`` is a site name or alias; ``positions``, ``heads`` and ``rows``
+    select what it edits; ``params`` are the function's tensors and numbers; ``source`` is a
+    tensor, or a ``Source`` (another row, position or site of the same pass); ``subspaces``
+    limits the edit to those dimensions of the last axis (of the rotated space, for
+    rotated modules).  ``apply(model)`` runs it inside the current trace: a forward, a
+    generation step, a plan's batch, a remote request.
     """
 
-    def __init__(self, kind: str, site: str, positions: Any = None, heads: Any = None,
-                 params: Any = None):
-        if kind not in KINDS:
-            raise ValueError(f"unknown intervention kind {kind!r}; valid kinds are "
-                             f"{', '.join(KINDS)}")
+    def __init__(self, kind: Any, site: str, positions: Any = None, heads: Any = None,
+                 params: Any = None, *, rows: Any = None, source: Any = None, subspaces: Any = None):
         params = dict(params or {})
-        _, names = KINDS[kind]
-        unknown = set(params) - set(names)
-        if unknown:
-            raise ValueError(f"intervention {kind!r} takes parameters {list(names)}, "
-                             f"not {sorted(unknown)}")
+        if isinstance(kind, str):
+            if kind not in KINDS:
+                raise ValueError(f"unknown intervention kind {kind!r}; valid kinds are "
+                                 f"{', '.join(KINDS)}, or a module")
+            _, names = KINDS[kind]
+            unknown = set(params) - set(names)
+            if unknown:
+                raise ValueError(f"intervention {kind!r} takes parameters {list(names)}, "
+                                 f"not {sorted(unknown)}")
+            if kind == "interchange" and "source" in params:
+                source = params.pop("source")
+        elif not callable(kind):
+            raise ValueError(f"intervention kind {kind!r} is neither a kind name ({', '.join(KINDS)}) "
+                             f"nor a module")
         self.kind, self.site, self.positions, self.heads, self.params = kind, site, positions, heads, params
+        self.rows, self.source, self.subspaces = rows, source, subspaces
+
+    @property
+    def module(self) -> Any:
+        """The module of a module intervention, else None."""
+        return None if isinstance(self.kind, str) else self.kind
 
     def __repr__(self) -> str:
-        return (f"Intervention({self.kind!r}, {self.site!r}, positions={self.positions!r}, "
+        kind = self.kind if isinstance(self.kind, str) else type(self.kind).__name__
+        return (f"Intervention({kind!r}, {self.site!r}, positions={self.positions!r}, "
                 f"heads={self.heads!r}, params={sorted(self.params)})")
+
+    def replace(self, **changes: Any) -> "Intervention":
+        """A copy with some fields changed (``positions=None`` = every position)."""
+        fields = {"kind": self.kind, "site": self.site, "positions": self.positions,
+                  "heads": self.heads, "params": self.params, "rows": self.rows,
+                  "source": self.source, "subspaces": self.subspaces, **changes}
+        return Intervention(fields.pop("kind"), fields.pop("site"), fields.pop("positions"),
+                            fields.pop("heads"), fields.pop("params"), **fields)
 
     def with_positions(self, positions: Any) -> "Intervention":
         """The same intervention at other positions (None = every position)."""
-        return Intervention(self.kind, self.site, positions, self.heads, self.params)
+        return self.replace(positions=positions)
 
-    def apply(self, model: Any, rows: Rows = None, **params: Any) -> torch.Tensor:
-        """Apply at the site inside the current trace; ``params`` add to or override stored ones."""
+    def function(self, **params: Any) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """``(x, source) -> new x`` for this intervention, subspaces included."""
+        if not isinstance(self.kind, str):
+            module, subspaces = self.kind, self.subspaces
+            return lambda x, source: module(x, source, subspaces)
         fn, names = KINDS[self.kind]
         given = {**self.params, **params}
-        missing = [n for n in names if n not in given and n not in ("alpha", "bias")]
+        missing = [n for n in names if n not in given and n not in _OPTIONAL and n != "source"]
         if missing:
             raise ValueError(f"intervention {self.kind!r} at {self.site} needs {missing}")
+        dims = self.subspaces
+        if self.kind == "interchange":
+            return lambda x, source: subspace(x, fn(x, _needed(source, self)), dims)
+        return lambda x, source: subspace(x, fn(x, **given), dims) if dims is not None else fn(x, **given)
+
+    def apply(self, model: Any, rows: Rows = None, positions: Any = "stored", source: Any = None,
+              **params: Any) -> torch.Tensor:
+        """Apply at the site inside the current trace; returns the values it replaced.
+
+        ``rows``/``positions``/``source`` override the stored ones; ``params`` add to or
+        override stored parameters.
+        """
         s = resolve_site(model, self.site)
-        return s.edit(lambda x: fn(x, **given), self.positions, self.heads, rows)
+        rows = self.rows if rows is None else rows
+        positions = self.positions if positions == "stored" else positions
+        source = self.source if source is None else source
+        if isinstance(source, Source):
+            src_site = s if source.site is None else resolve_site(model, source.site)
+            src_rows = rows if source.row is None else [source.row]
+            src_pos = positions if source.positions is None else source.positions
+            source = src_site.read(src_pos, self.heads if src_site.n_heads else None, src_rows)
+        fn = self.function(**params)
+        seen = []
+
+        def edit(x: torch.Tensor) -> torch.Tensor:
+            seen.append(x)
+            return fn(x, source)
+
+        s.edit(edit, positions, self.heads, rows)
+        return seen[0]
+
+
+def _needed(source: Any, iv: Intervention) -> torch.Tensor:
+    if source is None:
+        raise ValueError(f"intervention 'interchange' at {iv.site} needs a source: a tensor, or "
+                         f"Source(row=...) for another row of the same batch")
+    return source
 
 
 def apply_at_step(model: Any, step: int, at_prompt: Any, at_new: Any, start: int = 0,

@@ -1,43 +1,84 @@
-"""The trace-time half of batching: apply compiled patches, read log-probabilities.
+"""The trace-time half of the engine: one compiled batch, applied and read inside a trace.
+
+A ``Batch`` holds the inputs of one forward pass, per-site operations in execution order
+(vectorised copies between rows and additions, then interventions applied through their
+record) and the readouts as flat index tensors.  ``run_batch`` does all of it inside the
+current trace and returns the readouts as a list of tensors.
 
 Runs inside traces, locally and on NDIF (shipped by value), so it imports only torch and
-``tracer.sites``.
+other trace-time modules.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
 from .sites import Site
 
 
-class SitePatches:
-    """All patches at one site in one batch, as index tensors (padded positions)."""
+class SiteOps:
+    """Everything one batch does at one site: copies, additions, records, then reads."""
 
-    def __init__(self, site: Site, copy_dst: Optional[tuple] = None, copy_src: Optional[tuple] = None,
-                 add_idx: Optional[tuple] = None, add_val: Optional[torch.Tensor] = None):
-        self.site, self.copy_dst, self.copy_src = site, copy_dst, copy_src
-        self.add_idx, self.add_val = add_idx, add_val
+    def __init__(self, site: Site):
+        self.site = site
+        self.copy_dst: Optional[tuple] = None
+        self.copy_src: Optional[tuple] = None
+        self.add_idx: Optional[tuple] = None
+        self.add_val: Optional[torch.Tensor] = None
+        self.records: list = []      # (Intervention, batch rows, padded positions or None)
+        self.read_idx: Optional[tuple] = None   # (rows, positions) flattened
+
+    def apply(self) -> Optional[torch.Tensor]:
+        """Edit the site, then return the values read at it (or None)."""
+        if self.add_idx is not None or self.copy_dst is not None:
+            x = self.site.tensor()
+            if self.add_idx is not None:
+                idx = tuple(i.to(x.device) for i in self.add_idx)
+                x[idx] = x[idx] + self.add_val.to(device=x.device, dtype=x.dtype)
+            if self.copy_dst is not None:
+                dst = tuple(i.to(x.device) for i in self.copy_dst)
+                src = tuple(i.to(x.device) for i in self.copy_src)
+                x[dst] = x[src]
+        for record, rows, positions in self.records:
+            record.apply(self.site.model, rows=rows, positions=positions)
+        if self.read_idx is None:
+            return None
+        x = self.site.tensor()
+        got = x[self.read_idx[0].to(x.device), self.read_idx[1].to(x.device)]
+        return got.flatten(-2) if self.site.flat else got
 
 
-def apply_patches(compiled: Sequence[SitePatches]) -> None:
-    """Apply every site's additions, then its copies, visiting sites in execution order."""
-    for sp in compiled:
-        x = sp.site.tensor()
-        if sp.add_idx is not None:
-            idx = tuple(i.to(x.device) for i in sp.add_idx)
-            x[idx] = x[idx] + sp.add_val.to(device=x.device, dtype=x.dtype)
-        if sp.copy_dst is not None:
-            dst = tuple(i.to(x.device) for i in sp.copy_dst)
-            src = tuple(i.to(x.device) for i in sp.copy_src)
-            x[dst] = x[src]
+class Batch:
+    """One forward pass: inputs, site operations in execution order, logits readouts."""
+
+    def __init__(self, inputs: dict, ops: list, keep: int, token_idx: Optional[tuple] = None,
+                 dist_idx: Optional[tuple] = None):
+        self.inputs, self.ops, self.keep = inputs, ops, keep
+        self.token_idx = token_idx   # (rows, kept positions, tokens)
+        self.dist_idx = dist_idx     # (rows, kept positions)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.inputs["input_ids"].shape[0])
 
 
-def read_logprobs(logits: torch.Tensor, readout: dict) -> torch.Tensor:
-    """Log-probabilities ``(rows, K)`` of the readout tokens from the kept logits."""
-    dev = logits.device
-    rows, pos = readout["rows"].to(dev), readout["pos"].to(dev)
-    picked = logits[rows, pos].float().log_softmax(-1)
-    return picked.gather(-1, readout["tokens"].to(dev)[..., None])[..., 0]
+def run_batch(model: Any, batch: Batch) -> list:
+    """Inside a trace of ``batch.inputs``: apply every operation, return the readouts
+    ``[site reads in op order..., token log-probs, distributions]`` (absent ones skipped)."""
+    out = []
+    for ops in batch.ops:
+        got = ops.apply()
+        if got is not None:
+            out.append(got)
+    if batch.token_idx is not None or batch.dist_idx is not None:
+        logits = model.output.logits
+        if batch.token_idx is not None:
+            rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
+            lp = logits[rows, pos].float().log_softmax(-1)
+            out.append(lp.gather(-1, tokens[:, None])[:, 0])
+        if batch.dist_idx is not None:
+            rows, pos = (t.to(logits.device) for t in batch.dist_idx)
+            out.append(logits[rows, pos].float().log_softmax(-1))
+    return out

@@ -48,6 +48,10 @@ class Family(NamedTuple):
     qkv: Optional[str] = None
     # "blocks": [q | k | v] each heads*dim wide (GPT-2); "interleaved": per head [q k v] (NeoX)
     qkv_layout: Optional[str] = None
+    mlp_in: str = "mlp.up_proj"        # the MLP's first projection(s) (gated: up and gate)
+    mlp_act: str = "mlp.act_fn"        # the activation function module
+    mlp_down: str = "mlp.down_proj"    # the down projection (its input: the MLP's hidden state)
+    norm_offset: float = 0.0           # RMSNorm gain is (offset + weight): Gemma stores w - 1
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
@@ -61,21 +65,45 @@ FAMILIES = {
     "qwen2": Family("qwen2", **_LLAMA),
     # Gemma 2 norms the attention output before adding it, so the residual between
     # attention and MLP is the input of pre_feedforward_layernorm.
-    "gemma2": Family("gemma2", **{**_LLAMA, "mid_norm": "pre_feedforward_layernorm"}),
+    "gemma2": Family("gemma2", **{**_LLAMA, "mid_norm": "pre_feedforward_layernorm",
+                                  "norm_offset": 1.0}),
     "gpt2": Family("gpt2", layers="transformer.h", embed="transformer.wte",
                    final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
                    o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
-                   qkv_layout="blocks"),
+                   qkv_layout="blocks", mlp_in="mlp.c_fc", mlp_act="mlp.act",
+                   mlp_down="mlp.c_proj"),
     "gpt_neox": Family("gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
                        final_norm="gpt_neox.final_layer_norm", lm_head="lm_head",
                        attn="attention", mlp="mlp", o_proj="attention.dense",
                        mid_norm="post_attention_layernorm", qkv="attention.query_key_value",
-                       qkv_layout="interleaved"),
+                       qkv_layout="interleaved", mlp_in="mlp.dense_h_to_4h", mlp_act="mlp.act",
+                       mlp_down="mlp.dense_4h_to_h"),
 }
 
 # Execution order inside one layer; nnsight 0.8 only serves values in the order the model
 # computes them, so several sites touched in one invoke must be visited in this order.
 _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
+
+# Other names for sites: the seed's rep types and pyvene's components.  A value is
+# (site kind, flat) for a named site, flat meaning the heads merged into one vector per
+# position (pyvene's "pos" unit on a head component), or ("module", family field, port) for
+# a module that is not a named site.
+ALIASES: dict[str, tuple] = {
+    "lay": ("resid_post", False), "qry": ("head_q", False), "key": ("head_k", False),
+    "val": ("head_v", False), "out": ("head_out", False),
+    "block_input": ("resid_pre", False), "block_output": ("resid_post", False),
+    "mlp_output": ("mlp_out", False), "attention_output": ("attn_out", False),
+    "attention_value_output": ("head_out", True), "head_attention_value_output": ("head_out", False),
+    "query_output": ("head_q", True), "key_output": ("head_k", True),
+    "value_output": ("head_v", True), "head_query_output": ("head_q", False),
+    "head_key_output": ("head_k", False), "head_value_output": ("head_v", False),
+    "mlp_input": ("module", "mlp", "input"), "mlp_activation": ("module", "mlp_act", "output"),
+    "attention_input": ("module", "attn", "input"),
+}
+# Within-layer order of modules that are not named sites (raw paths), between the stages above.
+_RAW_STAGE = {"attn": 0.5, "q_proj": 0.9, "k_proj": 1.9, "v_proj": 2.9, "qkv": 0.9,
+              "o_proj": 3.9, "mid_norm": 5.9, "mlp": 6.1, "mlp_in": 6.2, "mlp_act": 6.4,
+              "mlp_down": 6.6}
 
 
 class Dims(NamedTuple):
@@ -108,11 +136,20 @@ def dims_of(config: Any) -> Dims:
     return Dims(config.num_hidden_layers, hidden, n_heads, n_kv, head_dim, parallel)
 
 
-def _config(model: Any) -> Any:
-    return model.config if hasattr(model, "config") else model._module.config
+def module(model: Any) -> torch.nn.Module:
+    """The torch module under an nnsight wrapper (or the module itself)."""
+    found = _module_of(model)
+    if found is None:
+        raise TypeError(f"{type(model).__name__} is neither an nnsight model nor a torch module")
+    return found
 
 
-def _envoy(model: Any, path: str) -> Any:
+def config(model: Any) -> Any:
+    """The transformers config of a wrapped model (raises AttributeError when it has none)."""
+    return model.config if hasattr(model, "config") else module(model).config
+
+
+def envoy(model: Any, path: str) -> Any:
     """Walk a dotted module path (``model.layers.3.mlp``) down the nnsight envoy tree."""
     node = model
     walked = []
@@ -129,14 +166,16 @@ def _envoy(model: Any, path: str) -> Any:
 
 
 def _module_of(node: Any) -> Optional[torch.nn.Module]:
-    module = getattr(node, "_module", node)
-    return module if isinstance(module, torch.nn.Module) else None
+    found = getattr(node, "_module", node)
+    return found if isinstance(found, torch.nn.Module) else None
 
 
 def _is_raw_path(name: str) -> bool:
     """``model.layers[3].mlp.output``-style module paths (not a normalized site name)."""
     head, _, port = name.rpartition(".")
-    return bool(head) and port in ("output", "input") and name.split(".")[0] not in SITE_NAMES
+    first = name.split(".")[0]
+    return bool(head) and port in ("output", "input") and first not in SITE_NAMES \
+        and first not in ALIASES
 
 
 class Site:
@@ -151,12 +190,15 @@ class Site:
     def __init__(self, model: Any, name: str, layer: Optional[int] = None):
         self.model = model
         self.raw_path: Optional[str] = None
+        self.alias: Optional[str] = None
+        self.flat = False
+        name = _resolve_alias(model, name, layer, self)
         if _is_raw_path(name):
             self._init_raw(name)
             return
-        config = _config(model)
-        self.family = family_of(config)
-        self.dims = dims_of(config)
+        cfg = config(model)
+        self.family = family_of(cfg)
+        self.dims = dims_of(cfg)
         kind, layer = _parse(name, layer)
         if kind in LAYER_SITES:
             layer = _check_layer(kind, layer, self.dims.n_layers)
@@ -174,13 +216,20 @@ class Site:
     def _init_raw(self, name: str) -> None:
         path, port = name.rsplit(".", 1)
         path = path.replace("[", ".").replace("]", "")
-        _envoy(self.model, path)  # fail now, with the valid children, not inside the trace
+        envoy(self.model, path)  # fail now, with the valid children, not inside the trace
         self.kind, self.layer, self.family, self.dims = name, None, None, None
         self.raw_path, self.module_path, self.port = name, path, port
+        try:
+            self.family, self.dims = family_of(config(self.model)), dims_of(config(self.model))
+        except (AttributeError, ValueError):
+            pass  # any torch module: raw paths only
 
     @property
     def name(self) -> str:
-        """The normalized name, ``kind.layer`` or ``kind``."""
+        """The name that resolves back to this site: ``kind.layer``, ``kind``, a flat head
+        site's pyvene alias (``query_output.3``) or a module path."""
+        if self.alias:
+            return self.alias
         if self.raw_path:
             return self.raw_path
         return self.kind if self.layer is None else f"{self.kind}.{self.layer}"
@@ -188,6 +237,8 @@ class Site:
     @property
     def n_heads(self) -> Optional[int]:
         """Heads addressable at this site (key/value heads for head_k/head_v), else None."""
+        if self.flat or self.raw_path:
+            return None
         if self.kind in ("head_k", "head_v"):
             return self.dims.n_kv_heads
         if self.kind in ("head_q", "head_out"):
@@ -208,23 +259,34 @@ class Site:
         return (self.layer, _STAGE[self.kind])
 
     def _raw_order(self) -> tuple:
-        """A raw path's order: that of the normalized site on the same module, if any; in a
-        model without a transformers config (any torch module), module registration order."""
-        module = _module_of(self.model)
-        if module is not None and not hasattr(module, "config"):
-            names = [n for n, _ in module.named_modules()]
+        """A raw path's order: that of the named site on the same module; inside a layer, the
+        layer and the module's place in it; in a model without a transformers config (any
+        torch module), module registration order."""
+        if self.family is None:
+            names = [n for n, _ in module(self.model).named_modules()]
             path = self.module_path if self.module_path in names else ""
             return (names.index(path), 0 if self.port == "input" else 1)
-        try:
-            names = valid_sites(self.model)
-        except ValueError:
-            names = []
-        for name in names:
+        for name in valid_sites(self.model):
             other = Site(self.model, name)
             if (other.module_path, other.port) == (self.module_path, self.port):
                 return other.order
-        raise ValueError(f"raw module path {self.raw_path!r} is not a known site of this model, so "
-                         f"its execution order is unknown; apply it in its own invoke")
+        f, port_step = self.family, (0.0 if self.port == "input" else 0.05)
+        for layer in range(self.dims.n_layers):
+            prefix = f"{f.layers}.{layer}"
+            if self.module_path == prefix:
+                return (layer, -1 if self.port == "input" else len(_STAGE))
+            if not self.module_path.startswith(prefix + "."):
+                continue
+            inner = self.module_path[len(prefix) + 1:]
+            best, stage = "", 0.2  # modules before attention (the input norm)
+            for field, value in _RAW_STAGE.items():
+                path = getattr(f, field, None)
+                if path and (inner == path or inner.startswith(path + ".")) and len(path) > len(best):
+                    best, stage = path, value
+            return (layer, stage + port_step + (0.01 if inner != best and best else 0.0))
+        raise ValueError(f"raw module path {self.raw_path!r} is outside the layers and is not a "
+                         f"known site of this model, so its execution order is unknown; apply "
+                         f"it in its own invoke")
 
     def _locate(self) -> tuple[str, str]:
         f, k = self.family, self.kind
@@ -258,8 +320,8 @@ class Site:
 
         For head sites it is a view into the model's tensor, so in-place writes land there.
         """
-        envoy = _envoy(self.model, self.module_path)
-        value = envoy.output if self.port == "output" else envoy.input
+        node = envoy(self.model, self.module_path)
+        value = node.output if self.port == "output" else node.input
         if isinstance(value, (tuple, list)):
             value = value[0]
         if self.raw_path or self.kind not in HEAD_SITES:
@@ -278,22 +340,29 @@ class Site:
     @property
     def width(self) -> Optional[int]:
         """The last dimension of a selection (head_dim for head sites), None for raw paths."""
-        if self.dims is None:
+        if self.dims is None or self.raw_path:
             return None
         if self.kind in HEAD_SITES:
+            if self.flat:
+                return self.dims.head_dim * (self.dims.n_kv_heads if self.kind in ("head_k", "head_v")
+                                             else self.dims.n_heads)
             return self.dims.head_dim
-        return _config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
+        return config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
 
     def read(self, positions: Positions = None, heads: Heads = None, rows: Rows = None) -> torch.Tensor:
-        """The selected values (a copy when anything is selected, else the tensor itself)."""
+        """The selected values (a copy when anything is selected, else the tensor itself);
+        a flat head site gives ``(rows, P, heads * head_dim)``."""
         x = self.tensor()
         index = self._index(x, positions, heads, rows)
-        return x if index is None else x[index]
+        got = x if index is None else x[index]
+        return got.flatten(-2) if self.flat else got
 
     def write(self, value: Any, positions: Positions = None, heads: Heads = None,
               rows: Rows = None) -> None:
         """Overwrite the selection in place with ``value`` (broadcast to the selection)."""
         x = self.tensor()
+        if self.flat:
+            value = torch.as_tensor(value).unflatten(-1, x.shape[-2:])
         self._put(x, self._index(x, positions, heads, rows), value)
 
     def edit(self, fn: Callable[[torch.Tensor], torch.Tensor], positions: Positions = None,
@@ -302,10 +371,14 @@ class Site:
         x = self.tensor()
         index = self._index(x, positions, heads, rows)
         # a clone keeps autograd valid when fn's graph needs x and x is then written in place
-        if index is None:
-            new = fn(x.clone() if torch.is_grad_enabled() else x)
-        else:
-            new = fn(x[index])
+        sel = x if index is None else x[index]
+        if index is None and torch.is_grad_enabled():
+            sel = sel.clone()
+        if self.flat:
+            new = fn(sel.flatten(-2))
+            self._put(x, index, new.unflatten(-1, x.shape[-2:]))
+            return new
+        new = fn(sel)
         self._put(x, index, new)
         return new
 
@@ -345,12 +418,32 @@ class Site:
         return (r[:, :, None], p[:, :, None], h[None, None, :])
 
 
+def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") -> str:
+    """An alias (``lay.3``, ``block_output.3``, ``mlp_activation.3``) as a site name or a
+    module path; sets ``site.flat``/``site.alias`` for flat head components."""
+    kind, dot, rest = name.partition(".")
+    if kind not in ALIASES or (dot and not rest.lstrip("-").isdigit()):
+        return name
+    if layer is None and not dot:
+        raise ValueError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
+    layer = int(rest) if dot else layer
+    target = ALIASES[kind]
+    if target[0] != "module":
+        site.flat = target[1]
+        if site.flat:
+            site.alias = f"{kind}.{_check_layer(kind, layer, dims_of(config(model)).n_layers)}"
+        return f"{target[0]}.{layer}"
+    fam = family_of(config(model))
+    layer = _check_layer(kind, layer, dims_of(config(model)).n_layers)
+    return f"{fam.layers}.{layer}.{getattr(fam, target[1])}.{target[2]}"
+
+
 def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
     kind, dot, rest = name.partition(".")
     if kind not in SITE_NAMES:
         raise ValueError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
-                         f"(layer sites as 'name.layer', e.g. 'resid_post.3'), or a module "
-                         f"path ending in .output or .input")
+                         f"(layer sites as 'name.layer', e.g. 'resid_post.3'), their aliases "
+                         f"{', '.join(ALIASES)}, or a module path ending in .output or .input")
     if dot:
         if not rest.lstrip("-").isdigit():
             raise ValueError(f"site {name!r}: the part after the dot must be a layer number")
@@ -423,7 +516,7 @@ def site(model: Any, name: str, layer: Optional[int] = None) -> Site:
 
 def valid_sites(model: Any) -> list[str]:
     """Every normalized site name of a model, in execution order."""
-    dims = dims_of(_config(model))
+    dims = dims_of(config(model))
     names = ["embed"]
     for layer in range(dims.n_layers):
         names += [f"{k}.{layer}" for k in LAYER_SITES

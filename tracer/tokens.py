@@ -1,4 +1,4 @@
-"""Token positions: where a word sits in a prompt, and where that lands after left padding.
+"""Tokens: where a word sits in a prompt, left-padded batches, continuation ids.
 
 Runs on the client (it needs the tokenizer), never inside a trace.
 """
@@ -53,3 +53,37 @@ def padded_positions(positions: Sequence[Sequence[int]], lengths: Sequence[int],
     shift = [padded_length - n for n in lengths]
     return torch.tensor([[p + s if p >= 0 else p + padded_length for p in row]
                          for row, s in zip(positions, shift)], dtype=torch.long)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad token id (0 when it has none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def build_inputs(rows: Sequence[Sequence[int]], pad: int) -> dict:
+    """Left-padded ``input_ids``, ``attention_mask`` and mask-derived ``position_ids``.
+
+    Position ids count real tokens only, so a padded row computes what it would alone.
+    """
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("every row needs at least one token")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+def encode(tokenizer: Any, texts: Sequence[str]) -> dict:
+    """Texts as one left-padded batch (see ``build_inputs``)."""
+    return build_inputs([tokenizer(t)["input_ids"] for t in texts], pad_id(tokenizer))
+
+
+def continuation_ids(tokenizer: Any, prompt: str, cont: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``prompt`` and of ``" " + cont`` scored after it (no merge across them)."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    cont_ids = tokenizer(" " + cont.lstrip(), add_special_tokens=False)["input_ids"]
+    return list(prompt_ids), list(cont_ids)

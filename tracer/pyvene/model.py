@@ -17,97 +17,18 @@ with each side an int, a list of positions, ``[batch][positions]`` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import nnsight
 import torch
 from torch import nn
 
-from . import intervention_types as it
-from .intervention_types import BaseIntervention, LambdaIntervention, Unit
-from .sites import HEAD_SITES, SITE_NAMES, Site, _module_of, dims_of, family_of
-
-# pyvene component -> (our site kind, merge heads into one vector)
-COMPONENTS = {
-    "block_input": ("resid_pre", False), "block_output": ("resid_post", False),
-    "mlp_output": ("mlp_out", False), "attention_output": ("attn_out", False),
-    "attention_value_output": ("head_out", True), "head_attention_value_output": ("head_out", False),
-    "query_output": ("head_q", True), "key_output": ("head_k", True), "value_output": ("head_v", True),
-    "head_query_output": ("head_q", False), "head_key_output": ("head_k", False),
-    "head_value_output": ("head_v", False),
-}
-_MODULE_COMPONENTS = {"mlp_input": ("mlp", "input"), "mlp_activation": ("down", "input")}
-_DOWN = {"gpt2": "mlp.c_proj", "gpt_neox": "mlp.dense_4h_to_h"}
-UNITS = ("pos", "h", "h.pos")
-FORMAT = "interlace.intervenable"
-VERSION = 1
-
-
-@dataclass
-class RepresentationConfig:
-    """Where one intervention goes (pyvene's ``RepresentationConfig``)."""
-
-    layer: Optional[int] = None
-    component: str = "block_output"
-    unit: str = "pos"
-    max_number_of_units: int = 1
-    low_rank_dimension: Optional[int] = None
-    intervention_type: Any = None
-    intervention: Any = None
-    subspace_partition: Any = None
-    source_representation: Any = None
-    name: Optional[str] = None
-
-
-IntervenableRepresentationConfig = RepresentationConfig
-
-
-@dataclass
-class IntervenableConfig:
-    """A list of representations and the intervention type(s) they use."""
-
-    representations: Any = field(default_factory=list)
-    intervention_types: Any = None
-    intervenable_representations: Any = None
-    intervenable_interventions_type: Any = None
-
-    def __post_init__(self) -> None:
-        if self.intervenable_representations is not None:
-            self.representations = self.intervenable_representations
-        if self.intervenable_interventions_type is not None:
-            self.intervention_types = self.intervenable_interventions_type
-        if isinstance(self.representations, (RepresentationConfig, dict)):
-            self.representations = [self.representations]
-
-
-def _representations(config: Any) -> list[RepresentationConfig]:
-    """Every accepted config form as a list of RepresentationConfig."""
-    if isinstance(config, IntervenableConfig):
-        reps, types = list(config.representations), config.intervention_types
-    elif isinstance(config, (dict, RepresentationConfig)):
-        reps, types = [config], None
-    elif isinstance(config, (list, tuple)):
-        reps, types = list(config), None
-    else:
-        raise TypeError(f"config must be a dict, a list of dicts, a RepresentationConfig or an "
-                        f"IntervenableConfig, not {type(config).__name__}")
-    out = []
-    for i, rep in enumerate(reps):
-        if isinstance(rep, dict):
-            known = set(RepresentationConfig.__dataclass_fields__)
-            unknown = set(rep) - known
-            if unknown:
-                raise ValueError(f"representation {i}: unknown keys {sorted(unknown)}; valid keys "
-                                 f"are {sorted(known)}")
-            rep = RepresentationConfig(**rep)
-        elif isinstance(rep, (list, tuple)):
-            rep = RepresentationConfig(*rep)
-        if rep.intervention is None and rep.intervention_type is None and types is not None:
-            rep.intervention_type = types[i] if isinstance(types, (list, tuple)) else types
-        out.append(rep)
-    return out
+from ..interventions import Intervention, Source
+from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config, module
+from . import interventions as it
+from .config import UNITS, RepresentationConfig, locations, representations, shared
+from .interventions import BaseIntervention, LambdaIntervention
 
 
 def _wrap(model: Any, tokenizer: Any = None) -> Any:
@@ -144,7 +65,7 @@ class IntervenableModel(nn.Module):
             raise TypeError("IntervenableModel needs a config and a model")
         self.model = _wrap(model, tokenizer)
         self.remote = remote
-        self.representations = _representations(config)
+        self.representations = representations(config)
         self.interventions = nn.ModuleDict()
         # config order; ``_exec`` is the model's execution order, which nnsight requires
         self._units = [self._bind(i, rep) for i, rep in enumerate(self.representations)]
@@ -157,67 +78,48 @@ class IntervenableModel(nn.Module):
         if rep.unit not in UNITS:
             raise ValueError(f"representation {i}: unknown unit {rep.unit!r}; valid units are "
                              f"{', '.join(UNITS)}")
-        site_name, flat = self._site_name(i, rep)
-        s = Site(self.model, site_name)
-        has_heads = s.n_heads is not None and not flat
+        s = Site(self.model, self._site_name(i, rep))
+        has_heads = s.n_heads is not None
         if rep.unit in ("h", "h.pos") and not has_heads:
-            heads_components = [k for k, (kind, f) in COMPONENTS.items() if kind in HEAD_SITES and not f]
+            heads_components = [k for k, v in ALIASES.items() if v[0] in HEAD_SITES and not v[1]]
             raise ValueError(f"representation {i}: unit {rep.unit!r} needs a head component, "
                              f"and {rep.component!r} has no heads; head components are "
                              f"{', '.join(heads_components)}")
-        width = self._width(s, flat)
-        intervention = self._make(i, rep, width)
+        intervention = self._make(i, rep, s.width)
         key = rep.name or f"layer_{rep.layer}_comp_{rep.component}_unit_{rep.unit}_nunit_{rep.max_number_of_units}#{i}"
         self.interventions[key.replace(".", "_")] = intervention
         skip_from = None
         if isinstance(intervention, it.SkipIntervention):
             if s.raw_path is not None and s.port == "output":
-                skip_from = s.module_path
+                skip_from = f"{s.module_path}.input"
             elif s.kind == "resid_post":
-                skip_from = f"{s.family.layers}.{s.layer}"
+                skip_from = f"resid_pre.{s.layer}"
             else:
                 raise ValueError(f"representation {i}: SkipIntervention needs a block_output or a "
                                  f"module '.output' component, not {rep.component!r}")
-        return {"key": key.replace(".", "_"), "site": s.name, "flat": flat, "heads": has_heads,
+        return {"key": key.replace(".", "_"), "site": s.name, "heads": has_heads,
                 "unit": rep.unit, "order": s.order, "skip_from": skip_from}
 
-    def _site_name(self, i: int, rep: RepresentationConfig) -> tuple[str, bool]:
+    def _site_name(self, i: int, rep: RepresentationConfig) -> str:
+        """The site (or alias, or module path) a representation names."""
         comp = rep.component
-        if comp.endswith((".output", ".input")) and comp.split(".")[0] not in SITE_NAMES:
+        if comp.endswith((".output", ".input")) and comp.split(".")[0] not in SITE_NAMES + tuple(ALIASES):
             path, port = comp.rsplit(".", 1)
-            return path.replace("[", ".").replace("]", "") + "." + port, False
+            return path.replace("[", ".").replace("]", "") + "." + port
         try:
-            family = family_of(self.model.config if hasattr(self.model, "config") else
-                               _module_of(self.model).config)
+            model_config(self.model)
         except AttributeError:
             raise ValueError(f"representation {i}: this model has no transformers config, so "
                              f"components must be module paths ending in .output or .input "
                              f"(got {comp!r})") from None
-        if rep.layer is None:
-            if comp in SITE_NAMES and comp not in ("embed", "final", "logits"):
-                raise ValueError(f"representation {i}: component {comp!r} needs a layer")
-            if comp in ("embed", "final", "logits"):
-                return comp, False
-        if comp in COMPONENTS:
-            kind, flat = COMPONENTS[comp]
-            return f"{kind}.{rep.layer}", flat
-        if comp in SITE_NAMES:
-            return f"{comp}.{rep.layer}", False
-        if comp in _MODULE_COMPONENTS:
-            which, port = _MODULE_COMPONENTS[comp]
-            sub = family.mlp if which == "mlp" else _DOWN.get(family.name, "mlp.down_proj")
-            return f"{family.layers}.{rep.layer}.{sub}.{port}", False
-        valid = list(COMPONENTS) + list(_MODULE_COMPONENTS) + list(SITE_NAMES)
+        if comp in ("embed", "final", "logits"):
+            return comp
+        if comp in SITE_NAMES or comp in ALIASES:
+            return f"{comp}.{0 if rep.layer is None else rep.layer}"  # pyvene: layer 0 by default
+        valid = list(ALIASES) + list(SITE_NAMES)
         raise ValueError(f"representation {i}: unknown component {comp!r}; valid components are "
                          f"{', '.join(valid)}, or a module path such as "
                          f"'model.layers[0].mlp.output'")
-
-    def _width(self, s: Site, flat: bool) -> Optional[int]:
-        if s.dims is None:
-            return None
-        if s.kind in HEAD_SITES:
-            return s.dims.head_dim * (s.n_heads if flat else 1)
-        return s.width
 
     def _make(self, i: int, rep: RepresentationConfig, width: Optional[int]) -> BaseIntervention:
         given = rep.intervention if rep.intervention is not None else rep.intervention_type
@@ -248,80 +150,6 @@ class IntervenableModel(nn.Module):
 
     # -- locations ----------------------------------------------------------------------
 
-    def _locations(self, unit_locations: Any, batch: int, has_sources: bool) -> list[tuple]:
-        """Per unit (in config order): (source positions, base positions, heads)."""
-        n = len(self._units)
-        if unit_locations is None:
-            return [(None, None, None)] * n
-        if not isinstance(unit_locations, dict):
-            raise ValueError(f"unit_locations must be a dict such as {{'sources->base': 4}} or "
-                             f"{{'base': 4}}, not {type(unit_locations).__name__}")
-        unknown = set(unit_locations) - {"sources->base", "base"}
-        if unknown:
-            raise ValueError(f"unit_locations keys must be 'sources->base' or 'base', not "
-                             f"{sorted(unknown)}")
-        if "sources->base" in unit_locations:
-            value = unit_locations["sources->base"]
-            src, base = value if isinstance(value, tuple) and len(value) == 2 else (value, value)
-        else:
-            src, base = None, unit_locations["base"]
-        def per_unit(value: Any, k: int) -> Any:
-            # several interventions: a list with one location per intervention (depth >= 3)
-            if n > 1 and isinstance(value, (list, tuple)) and len(value) == n and _depth(value) >= 3:
-                return value[k]
-            return value
-
-        out = []
-        for k, unit in enumerate(self._units):
-            b_pos, heads = self._side(per_unit(base, k), 0, 1, unit, batch)
-            s_pos, _ = (self._side(per_unit(src, k), 0, 1, unit, batch) if src is not None
-                        else (b_pos, None))
-            out.append((s_pos, b_pos, heads))
-        return out
-
-    def _side(self, value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
-        depth = _depth
-        if unit["unit"] == "h.pos":
-            if depth(value) == 4:
-                value = value[k]
-            if depth(value) != 3 or len(value) != 2:
-                raise ValueError("h.pos unit locations must be [heads[batch][units], "
-                                 "positions[batch][units]] per intervention")
-            heads = self._shared(value[0], "heads")
-            return self._positions(value[1], batch), heads
-        if isinstance(value, int):
-            value = [value]
-        d = depth(value)
-        if d == 3:
-            if len(value) != n:
-                raise ValueError(f"unit locations list {len(value)} interventions but the config "
-                                 f"has {n}")
-            value = value[k]
-        elif d == 1 and unit["unit"] == "pos":
-            value = [list(value)] * batch
-        if unit["unit"] == "h":
-            rows = value if depth(value) == 2 else [value]
-            return None, self._shared(rows, "heads")
-        return self._positions(value if depth(value) == 2 else [value] * batch, batch), None
-
-    @staticmethod
-    def _shared(rows: Sequence, what: str) -> list:
-        first = list(rows[0])
-        if any(list(r) != first for r in rows):
-            raise ValueError(f"every batch row must use the same {what} ({list(rows)})")
-        return first
-
-    @staticmethod
-    def _positions(rows: Sequence, batch: int) -> Any:
-        rows = [list(r) for r in rows]
-        if len(rows) not in (1, batch):
-            raise ValueError(f"unit locations give {len(rows)} rows but the batch has {batch}")
-        if len({len(r) for r in rows}) != 1:
-            raise ValueError("every batch row must have the same number of units")
-        if all(r == rows[0] for r in rows):
-            return rows[0]
-        return torch.tensor(rows, dtype=torch.long)
-
     # -- running --------------------------------------------------------------------------
 
     def _trace(self, inputs: Any) -> Any:
@@ -337,7 +165,11 @@ class IntervenableModel(nn.Module):
         return int(inputs.shape[0])
 
     def _is_lm(self) -> bool:
-        return hasattr(self.model, "config") or hasattr(_module_of(self.model), "config")
+        try:
+            model_config(self.model)
+            return True
+        except AttributeError:
+            return False
 
     def _constant_sources(self, source_representations: Any) -> list:
         """``source_representations`` as one value per unit (config order; None if absent)."""
@@ -391,8 +223,8 @@ class IntervenableModel(nn.Module):
                 values[k] = v
         return values
 
-    def _bound(self, locs: list, values: list, subspaces: Any) -> list[Unit]:
-        """One ``Unit`` per representation, in config order."""
+    def _bound(self, locs: list, values: list, subspaces: Any) -> list[Intervention]:
+        """One ``Intervention`` record per representation, in config order."""
         n = len(self._units)
         bound = []
         for k, unit in enumerate(self._units):
@@ -400,11 +232,12 @@ class IntervenableModel(nn.Module):
             if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
                 sub = subspaces[k] if len(subspaces) == n else subspaces[0]
                 if sub and isinstance(sub[0], (list, tuple)):
-                    sub = self._shared(sub, "subspaces")
+                    sub = shared(sub, "subspaces")
             pos = locs[k][1] if self._is_lm() else None
-            bound.append(Unit(unit["site"], self.interventions[unit["key"]], pos,
-                              locs[k][2] if unit["heads"] else None, values[k], sub,
-                              unit["flat"], unit["skip_from"]))
+            source = values[k] if unit["skip_from"] is None else Source(site=unit["skip_from"])
+            bound.append(Intervention(self.interventions[unit["key"]], unit["site"], pos,
+                                      locs[k][2] if unit["heads"] else None, source=source,
+                                      subspaces=sub))
         return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
@@ -416,7 +249,7 @@ class IntervenableModel(nn.Module):
         if sources is not None and not isinstance(sources, (list, tuple)):
             sources = [sources]
         batch = self._batch(base)
-        locs = self._locations(unit_locations, batch, bool(sources))
+        locs = locations(self._units, unit_locations, batch)
         if self.remote:
             return self._forward_remote(base, sources, locs, source_representations, subspaces,
                                         output_original_output)
@@ -433,7 +266,7 @@ class IntervenableModel(nn.Module):
             collected = nnsight.save([])
             for u in units:
                 seen = u.apply(self.model)
-                if isinstance(u.intervention, it.CollectIntervention):
+                if isinstance(u.kind, it.CollectIntervention):
                     collected.append(seen.save())
             out = self._output()
         if collected:
@@ -444,12 +277,13 @@ class IntervenableModel(nn.Module):
                         source_representations: Any, subspaces: Any, original: bool) -> tuple:
         """The same runs as one NDIF session (one request): source traces, then the base.
 
-        Only trace-time objects (``Unit``, the intervention classes, ``Site``) enter the
-        session body, so the server needs nothing but what ``tracer.remote.register`` ships.
+        Only trace-time objects (``Intervention`` records, the intervention classes, ``Site``)
+        enter the session body, so the server needs nothing but what
+        ``tracer.execute.register`` ships.
         """
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        from . import remote as remote_mod
+        from .. import execute
 
         if any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled():
             raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
@@ -479,13 +313,13 @@ class IntervenableModel(nn.Module):
                     collected = nnsight.save([])
                     for u in ordered:
                         seen = u.apply(model)
-                        if isinstance(u.intervention, it.CollectIntervention):
+                        if isinstance(u.kind, it.CollectIntervention):
                             collected.append(seen.save())
                     hidden = Site(model, "final").tensor().save()
                     logits = model.output.logits.save()
             return list(first), list(collected), hidden, logits
 
-        first, collected, hidden, logits = remote_mod.run_remote(go)
+        first, collected, hidden, logits = execute.call(go)
         out = CausalLMOutputWithPast(logits=logits)
         out["last_hidden_state"] = hidden
         orig = None
@@ -496,10 +330,10 @@ class IntervenableModel(nn.Module):
             return (orig, collected), out
         return orig, out
 
-    def _check_sources(self, units: list[Unit]) -> None:
+    def _check_sources(self, units: list[Intervention]) -> None:
         for u in units:
-            iv = u.intervention
-            if getattr(iv, "needs_source", True) and u.source is None and u.skip_from is None \
+            iv = u.kind
+            if getattr(iv, "needs_source", True) and u.source is None \
                     and getattr(iv, "source_representation", None) is None \
                     and not isinstance(iv, LambdaIntervention):
                 raise ValueError(f"{type(iv).__name__} at {u.site} needs a source: pass sources=[...] "
@@ -507,7 +341,7 @@ class IntervenableModel(nn.Module):
 
     def _output(self) -> Any:
         """The model's output, saved; for language models with ``last_hidden_state`` too."""
-        if self._is_lm() and hasattr(_module_of(self.model), "lm_head"):
+        if self._is_lm() and hasattr(module(self.model), "lm_head"):
             hidden = Site(self.model, "final").tensor().save()
             out = self.model.output.save()
             out["last_hidden_state"] = hidden
@@ -525,7 +359,7 @@ class IntervenableModel(nn.Module):
         position); with ``intervene_on_prompt=True`` also to the prompt at the base unit
         locations (see ``tracer.generation`` for the per-step rule).
         """
-        from . import generation
+        from .. import generation
 
         if self.remote:
             raise ValueError("IntervenableModel.generate runs locally; for steering on NDIF use "
@@ -542,7 +376,7 @@ class IntervenableModel(nn.Module):
             if max_length is None:
                 raise ValueError("give max_new_tokens or max_length")
             max_new_tokens = max_length - (width or 0)
-        locs = self._locations(unit_locations, batch, bool(sources))
+        locs = locations(self._units, unit_locations, batch)
         values = self._sources(sources, locs, source_representations)
         units = self._bound(locs, values, subspaces)
         self._check_sources(units)
@@ -555,7 +389,7 @@ class IntervenableModel(nn.Module):
 
     def disable_model_gradients(self) -> None:
         """Freeze the wrapped model (its parameters are not this module's)."""
-        for p in _module_of(self.model).parameters():
+        for p in module(self.model).parameters():
             p.requires_grad_(False)
 
     def count_parameters(self) -> int:
@@ -638,82 +472,45 @@ class IntervenableModel(nn.Module):
 
     def save(self, save_directory: Union[str, Path], save_to_hf_hub: bool = False,
              hf_repo_name: Optional[str] = None) -> Path:
-        """``config.json`` + ``tensors.safetensors`` (no pickle); functions cannot be saved."""
-        from .spec import model_info, write_folder
+        """An ``InterventionSet`` folder (``tracer.files``: ``config.json`` +
+        ``tensors.safetensors``, no pickle) with each representation's pyvene fields in its
+        meta; Python functions cannot be saved."""
+        from ..files import InterventionSet, model_info
 
-        tensors, entries = {}, []
-        for index, unit in enumerate(self._units):
-            iv = self.interventions[unit["key"]]
-            if isinstance(iv, LambdaIntervention):
-                raise ValueError(f"intervention {unit['key']} is a Python function; only the "
-                                 f"classes ({', '.join(it.CLASSES)}) can be saved")
-            rep = self.representations[index]
-            for name, value in iv.state_dict().items():
-                tensors[f"{unit['key']}.{name}"] = value
-            entries.append({"key": unit["key"], "class": type(iv).__name__,
-                            "init": {k: v for k, v in iv.init_args().items()},
-                            "layer": rep.layer, "component": rep.component, "unit": rep.unit,
-                            "max_number_of_units": rep.max_number_of_units,
-                            "state": sorted(iv.state_dict())})
-        info = model_info(self.model) if self._is_lm() else {}
-        folder = write_folder(save_directory, {"format": FORMAT, "version": VERSION, "model": info,
-                                               "interventions": entries}, tensors)
+        records, meta = [], []
+        for unit, rep in zip(self._units, self.representations):
+            records.append(Intervention(self.interventions[unit["key"]], unit["site"]))
+            meta.append({"key": unit["key"], "layer": rep.layer, "component": rep.component,
+                         "unit": rep.unit, "max_number_of_units": rep.max_number_of_units})
+        folder = InterventionSet(records, model_info(self.model), {"pyvene": meta}).save(save_directory)
         if save_to_hf_hub:
             self.push_to_hub(hf_repo_name or Path(save_directory).name)
         return folder
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None) -> str:
         """Upload the saved folder to a hub model repo; returns the commit URL."""
-        from .spec import push_folder
+        from ..files import push_folder
 
         return push_folder(self.save, repo_id, private, token)
 
     @classmethod
     def load(cls, load_directory: Union[str, Path], model: Any,
              tokenizer: Any = None) -> "IntervenableModel":
-        """From a folder or hub repo saved by ``save``, or an Interlace ``InterventionSet``
-        folder (``tracer.spec``: its add/zero interventions become classes here)."""
-        from .spec import SpecError, locate_folder, read_folder
-        from . import spec as spec_mod
+        """From a folder or hub repo written by ``save`` (either format version), or any
+        ``InterventionSet`` folder (its add/zero interventions become classes here)."""
+        from ..files import InterventionSet, check_model
 
-        folder = locate_folder(load_directory)
-        config, tensors = read_folder(folder, (FORMAT, spec_mod.FORMAT),
-                                      {FORMAT: VERSION, spec_mod.FORMAT: spec_mod.VERSION})
-        if config["format"] == spec_mod.FORMAT:
-            return cls._from_spec(spec_mod.InterventionSet.load(folder, None), model, tokenizer)
-        reps = []
-        for i, entry in enumerate(config.get("interventions", [])):
-            try:
-                klass = it.CLASSES[entry["class"]]
-            except KeyError:
-                raise SpecError(f"intervention {i} in {folder}: unknown class "
-                                f"{entry.get('class')!r}; known classes are {', '.join(it.CLASSES)}") from None
-            init = dict(entry.get("init", {}))
-            iv = klass(**init)
-            state = {}
-            for name in entry.get("state", []):
-                key = f"{entry['key']}.{name}"
-                if key not in tensors:
-                    raise SpecError(f"intervention {i} in {folder}: tensor {key!r} is missing")
-                state[name] = tensors[key]
-            if "source_representation" in state:
-                iv.source_representation = state["source_representation"]
-            try:
-                iv.load_state_dict(state)
-            except RuntimeError as error:
-                raise SpecError(f"intervention {i} in {folder} does not fit its class: "
-                                f"{str(error).splitlines()[0]}") from None
-            reps.append(RepresentationConfig(entry.get("layer"), entry["component"], entry.get("unit", "pos"),
-                                             entry.get("max_number_of_units", 1), intervention=iv,
-                                             name=entry["key"]))
-        pv = cls(reps, model, tokenizer=tokenizer)
-        if pv._is_lm() and config.get("model"):
-            want, have = config["model"], model_info_safe(pv.model)
-            for key in ("hidden_size", "num_layers", "num_heads", "head_dim"):
-                if want.get(key) is not None and want[key] != have.get(key):
-                    raise SpecError(f"these interventions were made for a model with {key}="
-                                    f"{want[key]}; this model has {key}={have.get(key)}")
-        return pv
+        spec = InterventionSet.load(load_directory)
+        wrapped = _wrap(model, tokenizer)
+        check_model(spec.model, wrapped)
+        fields = spec.meta.get("pyvene")
+        if not fields:
+            return cls._from_spec(spec, wrapped, tokenizer)
+        reps = [RepresentationConfig(f.get("layer"), f["component"], f.get("unit", "pos"),
+                                     f.get("max_number_of_units", 1), intervention=iv.kind,
+                                     name=f.get("key"))
+                for f, iv in zip(fields, spec.interventions)]
+        return cls(reps, wrapped, tokenizer=tokenizer)
 
     @classmethod
     def _from_spec(cls, spec: Any, model: Any, tokenizer: Any) -> "IntervenableModel":
@@ -726,14 +523,14 @@ class IntervenableModel(nn.Module):
                 made = it.ZeroIntervention()
             else:
                 raise ValueError(f"an InterventionSet {iv.kind!r} intervention has no pyvene class; "
-                                 f"apply it with tracer.spec instead")
+                                 f"apply it with tracer.files.InterventionSet.apply instead")
             if iv.positions is not None:
                 raise ValueError("IntervenableModel.load takes InterventionSets without stored "
                                  "positions (positions come from unit_locations here)")
             kind, _, layer = iv.site.partition(".")
             unit = "h" if iv.heads is not None else "pos"
             if iv.heads is not None:
-                made = _HeadsIntervention(made, list(iv.heads), dims_of(_module_of(model).config).head_dim)
+                made = _HeadsIntervention(made, list(iv.heads), Site(_wrap(model), iv.site).dims.head_dim)
                 unit = "pos"
                 kind = {"head_out": "attention_value_output", "head_q": "query_output",
                         "head_k": "key_output", "head_v": "value_output"}[kind]
@@ -757,20 +554,3 @@ class _HeadsIntervention(BaseIntervention):
         idx = torch.tensor(self.heads, device=base.device)
         out[..., idx, :] = self.inner(per_head[..., idx, :], None)
         return out.flatten(-2)
-
-
-def _depth(v: Any) -> int:
-    """Nesting depth of a location list, along first elements."""
-    d = 0
-    while isinstance(v, (list, tuple)) and v:
-        v, d = v[0], d + 1
-    return d
-
-
-def model_info_safe(model: Any) -> dict:
-    from .spec import model_info
-
-    try:
-        return model_info(model)
-    except AttributeError:
-        return {}

@@ -6,35 +6,20 @@ dimension indices) limits the edit to those dimensions (of the rotated space for
 rotated ones).  The trainable ones (``RotatedSpaceIntervention``,
 ``LowRankRotatedSpaceIntervention``, ``BoundlessRotatedSpaceIntervention``,
 ``AutoencoderIntervention``) learn their parameters through an nnsight trace while the model
-stays frozen.  ``Unit`` binds one of them to a site and a selection, inside a trace.
+stays frozen.  Each is the ``kind`` of a ``tracer.interventions.Intervention`` record,
+which binds it to a site and a selection inside a trace.
 
-Trace-time module: imports only torch and ``tracer.sites``.
+Trace-time module: imports only torch and ``tracer.interventions``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from .sites import site as resolve_site
-
-
-def _dims(subspaces: Any, n: int, device: Any) -> Optional[torch.Tensor]:
-    if subspaces is None:
-        return None
-    return torch.as_tensor(list(subspaces), dtype=torch.long, device=device) % n
-
-
-def _mix(base: torch.Tensor, source: torch.Tensor, dims: Optional[torch.Tensor]) -> torch.Tensor:
-    """``base`` with the dims ``dims`` (all when None) taken from ``source``."""
-    source = source.to(base.dtype).expand_as(base)
-    if dims is None:
-        return source
-    out = base.clone()
-    out[..., dims] = source[..., dims]
-    return out
+from ..interventions import subspace
 
 
 class BaseIntervention(nn.Module):
@@ -70,33 +55,21 @@ class VanillaIntervention(BaseIntervention):
 
     def forward(self, base: torch.Tensor, source: Optional[torch.Tensor] = None,
                 subspaces: Any = None) -> torch.Tensor:
-        return _mix(base, self.source_of(source), _dims(subspaces, base.shape[-1], base.device))
+        return subspace(base, self.source_of(source), subspaces)
 
 
 class AdditionIntervention(BaseIntervention):
     """``base + source`` (on ``subspaces`` dims only, when given)."""
 
     def forward(self, base, source=None, subspaces=None):
-        src = self.source_of(source).to(base.dtype)
-        dims = _dims(subspaces, base.shape[-1], base.device)
-        if dims is None:
-            return base + src
-        out = base.clone()
-        out[..., dims] = out[..., dims] + src.expand_as(base)[..., dims]
-        return out
+        return subspace(base, base + self.source_of(source).to(base.dtype), subspaces)
 
 
 class SubtractionIntervention(BaseIntervention):
     """``base - source``."""
 
     def forward(self, base, source=None, subspaces=None):
-        src = self.source_of(source).to(base.dtype)
-        dims = _dims(subspaces, base.shape[-1], base.device)
-        if dims is None:
-            return base - src
-        out = base.clone()
-        out[..., dims] = out[..., dims] - src.expand_as(base)[..., dims]
-        return out
+        return subspace(base, base - self.source_of(source).to(base.dtype), subspaces)
 
 
 class ZeroIntervention(BaseIntervention):
@@ -105,8 +78,7 @@ class ZeroIntervention(BaseIntervention):
     needs_source = False
 
     def forward(self, base, source=None, subspaces=None):
-        return _mix(base, torch.zeros((), dtype=base.dtype, device=base.device),
-                    _dims(subspaces, base.shape[-1], base.device))
+        return subspace(base, torch.zeros((), dtype=base.dtype, device=base.device), subspaces)
 
 
 class CollectIntervention(BaseIntervention):
@@ -125,7 +97,7 @@ class SkipIntervention(BaseIntervention):
     """
 
     def forward(self, base, source=None, subspaces=None):
-        return _mix(base, self.source_of(source), _dims(subspaces, base.shape[-1], base.device))
+        return subspace(base, self.source_of(source), subspaces)
 
 
 class LambdaIntervention(BaseIntervention):
@@ -174,10 +146,10 @@ class RotatedSpaceIntervention(_Rotation):
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
         rb, rs = base @ r, self.source_of(source).to(base.dtype) @ r
-        dims = _dims(subspaces, base.shape[-1], base.device)
+        dims = subspaces
         if dims is None:
             dims = torch.arange(self.interchange_dim, device=base.device)
-        mixed = _mix(rb, rs.expand_as(rb), dims)
+        mixed = subspace(rb, rs.expand_as(rb), dims)
         return mixed @ r.T
 
 
@@ -192,7 +164,7 @@ class LowRankRotatedSpaceIntervention(_Rotation):
     def forward(self, base, source=None, subspaces=None):
         b = self.rotation.to(base.dtype)
         if subspaces is not None:
-            b = b[:, _dims(subspaces, b.shape[1], base.device)]
+            b = b[:, subspaces]
         diff = (self.source_of(source).to(base.dtype) - base) @ b
         return base + diff @ b.T
 
@@ -240,53 +212,13 @@ class AutoencoderIntervention(BaseIntervention):
     def forward(self, base, source=None, subspaces=None):
         zb = self.encoder(base)
         zs = self.encoder(self.source_of(source).to(base.dtype)).expand_as(zb)
-        dims = _dims(subspaces, zb.shape[-1], base.device)
+        dims = subspaces
         if dims is None:
             dims = torch.arange(self.interchange_dim, device=base.device)
-        return base + self.decoder(_mix(zb, zs, dims)) - self.decoder(zb)
+        return base + self.decoder(subspace(zb, zs, dims)) - self.decoder(zb)
 
 
 CLASSES = {cls.__name__: cls for cls in (
     VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention,
     CollectIntervention, SkipIntervention, RotatedSpaceIntervention,
     LowRankRotatedSpaceIntervention, BoundlessRotatedSpaceIntervention, AutoencoderIntervention)}
-
-
-# -- bound to a site, applied inside a trace -------------------------------------------
-
-class Unit:
-    """One intervention bound to a site and a selection; ``apply(model)`` runs it inside
-    the current trace.  ``flat`` merges the heads of a head site into one vector per position
-    (pyvene's ``"pos"`` unit on a head component)."""
-
-    def __init__(self, site: str, intervention: Any, positions: Any = None, heads: Any = None,
-                 source: Optional[torch.Tensor] = None, subspaces: Optional[Sequence[int]] = None,
-                 flat: bool = False, skip_from: Optional[str] = None):
-        self.site, self.intervention, self.positions, self.heads = site, intervention, positions, heads
-        self.source, self.subspaces, self.flat, self.skip_from = source, subspaces, flat, skip_from
-
-    def with_positions(self, positions: Any) -> "Unit":
-        return Unit(self.site, self.intervention, positions, self.heads, self.source,
-                    self.subspaces, self.flat, self.skip_from)
-
-    def apply(self, model: Any, rows: Any = None) -> torch.Tensor:
-        """Edit the site; returns the base values the intervention saw (before editing)."""
-        source = self.source
-        if self.skip_from is not None:  # the module's input, a raw-path site
-            source = resolve_site(model, f"{self.skip_from}.input").read(self.positions)
-        s = resolve_site(model, self.site)
-        seen = []
-
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            seen.append(x)
-            shape = x.shape
-            if self.flat and x.dim() == 4:
-                x = x.flatten(-2)
-            src = source
-            if src is not None and self.flat and src.dim() == 4:
-                src = src.flatten(-2)
-            new = self.intervention(x, src, self.subspaces)
-            return new.reshape(shape) if new.shape != shape and new.numel() == x.numel() else new
-
-        s.edit(fn, self.positions, self.heads, rows)
-        return seen[0]

@@ -9,7 +9,7 @@ import torch
 
 import tracer
 from tracer.interventions import Intervention
-from tracer.spec import InterventionSet, SpecError, from_pyvene, model_info
+from tracer.files import InterventionSet, SpecError, from_pyvene, model_info
 
 from conftest import encode
 from hooks import edited_logits
@@ -38,7 +38,7 @@ def test_round_trip_is_bit_identical(tiny_models, tmp_path):
     model = tiny_models["llama"]
     spec = _spec(model)
     spec.save(tmp_path / "iv")
-    loaded = tracer.spec.load(tmp_path / "iv", model)
+    loaded = tracer.files.load(tmp_path / "iv", model)
     assert loaded.meta == {"note": "test"} and loaded.model == model_info(model)
     for a, b in zip(spec.interventions, loaded.interventions):
         assert (a.kind, a.site, a.heads) == (b.kind, b.site, b.heads)
@@ -62,7 +62,7 @@ def test_spec_equals_plain_hook_edit(tiny_models):
     def edit(t):  # t: (b, s, heads, head_dim) view of o_proj's input
         t[:, :, [0, 2]] += v
 
-    want = edited_logits(model._module, "llama", "head_out", 1, inputs, edit)
+    want = edited_logits(tracer.sites.module(model), "llama", "head_out", 1, inputs, edit)
     torch.testing.assert_close(_logits(model, spec, inputs), want, rtol=0, atol=1e-5)
 
 
@@ -73,7 +73,7 @@ def test_spec_applies_during_generation_like_a_plain_hook(tiny_models):
     v = torch.randn(2, 16) * 3
     spec = InterventionSet([Intervention("add", "head_out.1", None, [1, 3], {"vector": v})])
     plain, steered = generate(model, ["The cat sat"], spec, max_new_tokens=6)
-    module, tok = model._module, model.tokenizer
+    module, tok = tracer.sites.module(model), model.tokenizer
 
     def pre(mod, args):
         args[0].unflatten(-1, (4, 16))[:, :, [1, 3]] += v
@@ -96,7 +96,7 @@ def test_malformed_json(tiny_models, tmp_path):
     _spec(tiny_models["llama"]).save(tmp_path)
     (tmp_path / "config.json").write_text('{"format": "interlace.interventions", "vers')
     with pytest.raises(SpecError, match="is not valid JSON .* corrupt or truncated"):
-        tracer.spec.load(tmp_path)
+        tracer.files.load(tmp_path)
 
 
 def test_truncated_tensors(tiny_models, tmp_path):
@@ -104,7 +104,7 @@ def test_truncated_tensors(tiny_models, tmp_path):
     data = (tmp_path / "tensors.safetensors").read_bytes()
     (tmp_path / "tensors.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(SpecError, match="tensors.safetensors is truncated or corrupt"):
-        tracer.spec.load(tmp_path)
+        tracer.files.load(tmp_path)
 
 
 def test_unknown_kind_and_missing_tensor(tiny_models, tmp_path):
@@ -113,23 +113,23 @@ def test_unknown_kind_and_missing_tensor(tiny_models, tmp_path):
     cfg["interventions"][2]["kind"] = "explode"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SpecError, match="intervention 2 .* unknown kind 'explode'; valid kinds are interchange"):
-        tracer.spec.load(tmp_path)
+        tracer.files.load(tmp_path)
     cfg["interventions"][2]["kind"] = "scale"
     cfg["interventions"][0]["params"]["vector"]["tensor"] = "9.nothing"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SpecError, match="tensor '9.nothing' is missing"):
-        tracer.spec.load(tmp_path)
+        tracer.files.load(tmp_path)
 
 
 def test_foreign_and_future_files(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(SpecError, match="is not an Interlace intervention file"):
-        tracer.spec.load(tmp_path)
+        tracer.files.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "interlace.interventions", "version": 99}))
-    with pytest.raises(SpecError, match="version 99; this Interlace reads versions up to 1"):
-        tracer.spec.load(tmp_path)
+    with pytest.raises(SpecError, match="version 99; this Interlace reads versions up to 2"):
+        tracer.files.load(tmp_path)
     with pytest.raises(SpecError, match="no intervention folder"):
-        tracer.spec.load(tmp_path / "missing")
+        tracer.files.load(tmp_path / "missing")
 
 
 def test_mismatched_model_is_refused_before_anything_is_applied(tiny_models, tmp_path):
@@ -138,7 +138,7 @@ def test_mismatched_model_is_refused_before_anything_is_applied(tiny_models, tmp
                             Intervention("add", "resid_post.1", None, None, {"vector": torch.ones(32)})])
     spec.save(tmp_path)
     with pytest.raises(SpecError, match=r"vector has shape \(32,\) but the site's last dimension is 64"):
-        tracer.spec.load(tmp_path, llama)
+        tracer.files.load(tmp_path, llama)
     heads = InterventionSet([Intervention("add", "head_k.0", None, [3], {"vector": torch.ones(16)})])
     with pytest.raises(SpecError, match=r"heads \[3\] out of range at head_k.0 \(valid 0..1\)"):
         heads.check(llama)
@@ -177,12 +177,12 @@ def test_push_and_load_through_a_mocked_hub(tiny_models, tmp_path, monkeypatch):
     url = spec.push_to_hub("someone/iti-llama")
     assert url.endswith("/commit/abc")
     assert calls[1] == ("upload", "someone/iti-llama", ["config.json", "tensors.safetensors"])
-    loaded = tracer.spec.load("someone/iti-llama", model)
+    loaded = tracer.files.load("someone/iti-llama", model)
     assert calls[-1] == ("download", "someone/iti-llama", ("config.json", "tensors.safetensors"))
     inputs = encode(model, PROMPTS, 6)
     assert torch.equal(_logits(model, spec, inputs), _logits(model, loaded, inputs))
     with pytest.raises(SpecError, match="could not fetch interventions 'someone/nothing'"):
-        tracer.spec.load("someone/nothing")
+        tracer.files.load("someone/nothing")
 
 
 def _pyvene_folder(path, layer, component, cls, vector):
@@ -208,15 +208,15 @@ def test_pyvene_folders_with_plain_tensors(tiny_models, tmp_path):
     def edit(t):
         t += v
 
-    want = edited_logits(model._module, "llama", "mlp_out", 1, inputs, edit)
+    want = edited_logits(tracer.sites.module(model), "llama", "mlp_out", 1, inputs, edit)
     torch.testing.assert_close(_logits(model, spec, inputs), want, rtol=0, atol=1e-5)
     _pyvene_folder(tmp_path / "rot", 0, "block_output", "RotatedSpaceIntervention", v)
     with pytest.raises(SpecError, match="RotatedSpaceIntervention is not a plain-tensor intervention"):
         from_pyvene(tmp_path / "rot", model)
     with pytest.raises(SpecError, match="looks like a pyvene folder"):
-        tracer.spec.load(tmp_path / "add")
+        tracer.files.load(tmp_path / "add")
     # a raw module path as pyvene's ITI examples use, e.g. model.layers[1].self_attn.o_proj.input
     _pyvene_folder(tmp_path / "raw", 1, "model.layers[1].self_attn.o_proj.input", "AdditionIntervention", v)
     raw = from_pyvene(tmp_path / "raw", model)
-    want = edited_logits(model._module, "llama", "head_out", 1, inputs, lambda t: t.add_(v.view(4, 16)))
+    want = edited_logits(tracer.sites.module(model), "llama", "head_out", 1, inputs, lambda t: t.add_(v.view(4, 16)))
     torch.testing.assert_close(_logits(model, raw, inputs), want, rtol=0, atol=1e-5)

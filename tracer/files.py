@@ -1,7 +1,11 @@
-"""Interventions as data: a folder of ``config.json`` + ``tensors.safetensors``.
+"""Interventions as files: one folder format, ``config.json`` + ``tensors.safetensors``.
 
-An ``InterventionSet`` is a list of ``Intervention``s plus the shape of the model they were
-made for.  It saves to a folder, loads back (from a folder or a Hugging Face hub repo), and
+An ``InterventionSet`` is a list of ``Intervention`` records plus the shape of the model they
+were made for.  Function kinds (``add``, ``affine``...) store their parameters; module kinds
+(the pyvene-style classes, trainable ones included) store their class, constructor
+arguments and state.  ``tracer.pyvene.IntervenableModel.save`` and the tuned lens write
+through the same writer.  Folders of the previous format (``interlace.intervenable``) still
+load.  It saves to a folder, loads back (from a folder or a Hugging Face hub repo), and
 applies inside any trace: a plain forward, ``model.generate`` (call it inside the
 ``tracer.iter`` loop), or a remote trace.  Loading never unpickles: JSON and safetensors
 only.  ``from_pyvene`` reads pyvene's saved folders when they hold plain tensors
@@ -21,10 +25,11 @@ from typing import Any, Optional, Union
 import torch
 
 from .interventions import KINDS, Intervention
-from .sites import Site, dims_of, site as resolve_site
+from .sites import Site, config as model_config, dims_of, site as resolve_site
 
 FORMAT = "interlace.interventions"
-VERSION = 1
+VERSION = 2
+LEGACY = "interlace.intervenable"  # the pyvene front end's own format before version 2
 CONFIG, TENSORS = "config.json", "tensors.safetensors"
 
 
@@ -33,11 +38,24 @@ class SpecError(ValueError):
 
 
 def model_info(model: Any) -> dict:
-    """The shape facts a saved intervention must agree with."""
-    config = model.config
+    """The shape facts a saved intervention must agree with ({} for a model without a
+    transformers config)."""
+    try:
+        config = model_config(model)
+    except AttributeError:
+        return {}
     d = dims_of(config)
     return {"model_type": config.model_type, "hidden_size": d.hidden, "num_layers": d.n_layers,
             "num_heads": d.n_heads, "num_kv_heads": d.n_kv_heads, "head_dim": d.head_dim}
+
+
+def check_model(want: dict, model: Any) -> None:
+    """Refuse ``model`` when its shape differs from the one interventions were made for."""
+    info = model_info(model)
+    for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+        if want.get(key) is not None and info and want[key] != info.get(key):
+            raise SpecError(f"these interventions were made for a model with {key}={want[key]}; "
+                            f"this model has {key}={info.get(key)}")
 
 
 @dataclass
@@ -52,12 +70,7 @@ class InterventionSet:
 
     def check(self, model: Any) -> list[Site]:
         """Resolve every site on ``model`` and check every tensor's shape; raises SpecError."""
-        info = model_info(model)
-        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
-            want = self.model.get(key)
-            if want is not None and want != info[key]:
-                raise SpecError(f"these interventions were made for a model with {key}={want}; "
-                                f"this model has {key}={info[key]}")
+        check_model(self.model, model)
         sites = []
         for i, iv in enumerate(self.interventions):
             try:
@@ -107,18 +120,31 @@ class InterventionSet:
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``config.json`` and ``tensors.safetensors`` into ``folder``."""
+        from .pyvene.interventions import CLASSES
+
         tensors, entries = {}, []
         for i, iv in enumerate(self.interventions):
-            params = {}
-            for name, value in iv.params.items():
-                if isinstance(value, torch.Tensor):
-                    key = f"{i}.{name}"
-                    tensors[key] = value.detach().to("cpu").contiguous()
-                    params[name] = {"tensor": key}
-                else:
-                    params[name] = float(value)
-            entries.append({"kind": iv.kind, "site": iv.site, "positions": _plain(iv.positions),
-                            "heads": _plain(iv.heads), "params": params})
+            entry = {"site": iv.site, "positions": _plain(iv.positions), "heads": _plain(iv.heads),
+                     "subspaces": _plain(iv.subspaces)}
+            if iv.module is not None:
+                cls = type(iv.module).__name__
+                if CLASSES.get(cls) is not type(iv.module):
+                    raise ValueError(f"intervention {i} is a {cls}; only functions of "
+                                     f"{', '.join(KINDS)} and the classes {', '.join(CLASSES)} can "
+                                     f"be saved (a Python function cannot)")
+                state = iv.module.state_dict()
+                tensors.update({f"{i}.{name}": value for name, value in state.items()})
+                entry.update({"class": cls, "init": iv.module.init_args(), "state": sorted(state)})
+            else:
+                params = {}
+                for name, value in iv.params.items():
+                    if isinstance(value, torch.Tensor):
+                        tensors[f"{i}.{name}"] = value.detach().to("cpu").contiguous()
+                        params[name] = {"tensor": f"{i}.{name}"}
+                    else:
+                        params[name] = float(value)
+                entry.update({"kind": iv.kind, "params": params})
+            entries.append(entry)
         config = {"format": FORMAT, "version": VERSION, "model": self.model, "meta": self.meta,
                   "interventions": entries}
         return write_folder(folder, config, tensors)
@@ -135,33 +161,27 @@ class InterventionSet:
 
     @classmethod
     def _read(cls, folder: Path) -> "InterventionSet":
-        config, tensors = read_folder(folder, (FORMAT,), {FORMAT: VERSION})
+        config, tensors = read_folder(folder, (FORMAT, LEGACY), {FORMAT: VERSION, LEGACY: 1})
         cfg_path = folder / CONFIG
+        meta = dict(config.get("meta", {}))
+        entries = config.get("interventions", [])
+        if not isinstance(entries, list):
+            raise SpecError(f"{cfg_path}: 'interventions' must be a list")
+        if config["format"] == LEGACY:  # the front end's own folders: tensors keyed by name
+            meta["pyvene"] = [{k: e.get(k) for k in ("key", "layer", "component", "unit",
+                                                     "max_number_of_units")} for e in entries]
         interventions = []
-        for i, entry in enumerate(config.get("interventions", [])):
+        for i, entry in enumerate(entries):
             try:
-                kind, site = entry["kind"], entry["site"]
-                if kind not in KINDS:
-                    raise SpecError(f"intervention {i} in {cfg_path} has unknown kind {kind!r}; "
-                                    f"valid kinds are {', '.join(KINDS)}")
-                params = {}
-                for name, value in entry.get("params", {}).items():
-                    if isinstance(value, dict):
-                        if value.get("tensor") not in tensors:
-                            raise SpecError(f"intervention {i} in {cfg_path}: tensor "
-                                            f"{value.get('tensor')!r} is missing from {TENSORS}")
-                        params[name] = tensors[value["tensor"]]
-                    else:
-                        params[name] = float(value)
-                interventions.append(Intervention(kind, site, entry.get("positions"),
-                                                  entry.get("heads"), params))
+                prefix = entry["key"] if config["format"] == LEGACY else str(i)
+                interventions.append(_entry(entry, tensors, prefix, cfg_path, i))
             except (KeyError, TypeError, AttributeError) as error:
                 raise SpecError(f"intervention {i} in {cfg_path} is malformed ({error!r})") from None
             except ValueError as error:
                 if isinstance(error, SpecError):
                     raise
                 raise SpecError(f"intervention {i} in {cfg_path}: {error}") from None
-        return cls(interventions, config.get("model", {}), config.get("meta", {}))
+        return cls(interventions, config.get("model", {}), meta)
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload Interlace interventions") -> str:
@@ -189,11 +209,17 @@ def write_folder(folder: Union[str, Path], config: dict, tensors: dict) -> Path:
     """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder``."""
     from safetensors.torch import save_file
 
+    import os
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(folder / TENSORS), metadata={"format": str(config.get("format"))})
-    (folder / CONFIG).write_text(json.dumps(config, indent=2))
+    # temp files + rename: an interrupted save never leaves a half-written file behind
+    tmp_t, tmp_c = folder / f".{TENSORS}.{os.getpid()}.tmp", folder / f".{CONFIG}.{os.getpid()}.tmp"
+    save_file(tensors, str(tmp_t), metadata={"format": str(config.get("format"))})
+    tmp_c.write_text(json.dumps(config, indent=2))
+    os.replace(tmp_t, folder / TENSORS)
+    os.replace(tmp_c, folder / CONFIG)
     return folder
 
 
@@ -217,7 +243,7 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
     cfg_path, t_path = folder / CONFIG, folder / TENSORS
     if any(folder.glob("intkey_*.bin")):
         raise SpecError(f"{folder} looks like a pyvene folder: load it with "
-                        f"tracer.spec.from_pyvene(folder, model)")
+                        f"tracer.files.from_pyvene(folder, model)")
     if not cfg_path.is_file():
         raise SpecError(f"{folder} has no {CONFIG}")
     try:
@@ -230,7 +256,8 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
                         f"{config.get('format') if isinstance(config, dict) else None!r}, "
                         f"expected {' or '.join(repr(f) for f in formats)})")
     top = versions[config["format"]]
-    if not isinstance(config.get("version"), int) or config["version"] > top:
+    version = config.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= top:
         raise SpecError(f"{cfg_path} has version {config.get('version')!r}; this Interlace "
                         f"reads versions up to {top}")
     try:
@@ -238,6 +265,52 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
     except (SafetensorError, OSError, ValueError) as error:
         raise SpecError(f"{t_path} is truncated or corrupt ({error})") from None
     return config, tensors
+
+
+def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int) -> Intervention:
+    """One saved entry as an ``Intervention`` record (a module kind is rebuilt from its class,
+    constructor arguments and state: no code is read from the folder)."""
+    from .pyvene.interventions import CLASSES
+
+    def tensor(key: str) -> torch.Tensor:
+        if key not in tensors:
+            raise SpecError(f"intervention {i} in {cfg_path}: tensor {key!r} is missing from {TENSORS}")
+        return tensors[key]
+
+    if "class" in entry:
+        klass = CLASSES.get(entry["class"])
+        if klass is None:
+            raise SpecError(f"intervention {i} in {cfg_path}: unknown class {entry['class']!r}; "
+                            f"known classes are {', '.join(CLASSES)}")
+        module = klass(**dict(entry.get("init", {})))
+        state = {name: tensor(f"{prefix}.{name}") for name in entry.get("state", [])}
+        if "source_representation" in state:
+            module.source_representation = state["source_representation"]
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as error:
+            raise SpecError(f"intervention {i} in {cfg_path} does not fit its class: "
+                            f"{str(error).splitlines()[0]}") from None
+        site = entry.get("site") or _component_site(entry)
+        return Intervention(module, site, entry.get("positions"), entry.get("heads"),
+                            subspaces=entry.get("subspaces"))
+    kind = entry["kind"]
+    if kind not in KINDS:
+        raise SpecError(f"intervention {i} in {cfg_path} has unknown kind {kind!r}; "
+                        f"valid kinds are {', '.join(KINDS)}")
+    params = {}
+    for name, value in entry.get("params", {}).items():
+        params[name] = tensor(value.get("tensor")) if isinstance(value, dict) else float(value)
+    return Intervention(kind, entry["site"], entry.get("positions"), entry.get("heads"), params,
+                        subspaces=entry.get("subspaces"))
+
+
+def _component_site(entry: dict) -> str:
+    """A legacy front-end entry's component and layer as a site name or module path."""
+    component = entry["component"]
+    if component.endswith((".output", ".input")):
+        return component.replace("[", ".").replace("]", "")
+    return component if entry.get("layer") is None else f"{component}.{entry['layer']}"
 
 
 def _plain(value: Any) -> Any:
@@ -267,9 +340,8 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
     """Read a pyvene saved-intervention folder whose interventions are plain tensors
     (Addition/Subtraction with a constant source, Zero).  Weights are read with
     ``torch.load(weights_only=True)``."""
-    from .intervenable import COMPONENTS
+    from .sites import ALIASES
 
-    pyvene_sites = {name: kind for name, (kind, _) in COMPONENTS.items()}
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
@@ -282,13 +354,13 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
     for i, (rep, type_str) in enumerate(zip(reprs, types)):
         layer, component = (rep[0], rep[1]) if isinstance(rep, list) else (rep["layer"], rep["component"])
         cls = type_str.rsplit(".", 1)[-1].strip("'>")
-        if component in pyvene_sites:
-            site = f"{pyvene_sites[component]}.{layer}"
+        if component in ALIASES:
+            site = resolve_site(model, f"{component}.{layer}").name
         elif component.endswith((".output", ".input")):
             site = component
         else:
             raise SpecError(f"pyvene component {component!r} has no Interlace site; known "
-                            f"components are {', '.join(pyvene_sites)} or module paths")
+                            f"components are {', '.join(ALIASES)} or module paths")
         if "Zero" in cls:
             interventions.append(Intervention("zero", site))
             continue

@@ -1,0 +1,335 @@
+"""One way to run: a plan as batched local traces, or as one NDIF session.
+
+``run(model, groups)`` packs a plan (``tracer.plan``) into batches that fit in memory and
+runs each as one trace; with ``remote=True`` all of them run as traces inside one
+``model.session(remote=True)``: one request.  A plan too large for one request is split with
+``max_request_rows``; each finished request's results are saved (atomically) under
+``resume_dir`` so a failure keeps them and a rerun resumes.  ``call(fn)`` runs any other
+remote trace (generation) the same way: registration, version check, clear errors.
+
+The server runs traces in its own environment, without Interlace installed.  The modules
+whose code runs inside traces (``TRACE_TIME``) are registered with ``nnsight.register`` so
+their source travels with each request, and they import only what NDIF allows
+(``ALLOWED_IMPORTS``; ``check_imports`` proves it).  Host and key come from
+``INTERLACE_NDIF_HOST`` / ``NDIF_API_KEY`` when set, else from nnsight's config
+(``nnsight.CONFIG.API.HOST`` / ``APIKEY``).  The key is never printed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .patches import Batch, run_batch
+from .plan import Group, compile_batch, pack, split_results
+
+
+TRACE_TIME = ("tracer.sites", "tracer.interventions", "tracer.patches", "tracer.pyvene.interventions")
+ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
+                             "einops", "__future__"})
+
+
+class RemoteError(RuntimeError):
+    """A remote run failed: the message says where (client, network, server) and why."""
+
+
+def configure(host: Optional[str] = None, api_key: Optional[str] = None) -> str:
+    """Point nnsight at an NDIF host (argument, ``INTERLACE_NDIF_HOST``, or nnsight's config)
+    and API key (argument or ``NDIF_API_KEY``); returns the host."""
+    import nnsight
+
+    host = host or os.environ.get("INTERLACE_NDIF_HOST") or nnsight.CONFIG.API.HOST
+    key = api_key or os.environ.get("NDIF_API_KEY")
+    nnsight.CONFIG.API.HOST = host
+    if key:
+        nnsight.CONFIG.API.APIKEY = key
+    return host
+
+
+def register() -> None:
+    """Ship the trace-time modules by value with every remote request."""
+    import nnsight
+
+    for name in TRACE_TIME:
+        nnsight.register(importlib.import_module(name))
+
+
+def check_imports() -> dict[str, list[str]]:
+    """Imports of each trace-time module outside ``ALLOWED_IMPORTS`` and the trace-time
+    modules themselves (parsed from source, so lazy imports inside functions count too)."""
+    bad: dict[str, list[str]] = {}
+    root = Path(__file__).resolve().parent
+    own = {name.rsplit(".", 1)[1] for name in TRACE_TIME}
+    for name in TRACE_TIME:
+        tree = ast.parse((root.parent / (name.replace(".", "/") + ".py")).read_text())
+        found = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: must be another trace-time module
+                    if (node.module or "").split(".")[0] not in own:
+                        found.append("." * node.level + (node.module or ""))
+                    continue
+                found.append(node.module or "")
+        bad[name] = [m for m in found if m and m.split(".")[0] not in ALLOWED_IMPORTS
+                     and not m.startswith(".")] + [m for m in found if m.startswith(".")]
+    return {k: v for k, v in bad.items() if v}
+
+
+def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:
+    """One clear error for a failed remote run, keeping the server's own message."""
+    import nnsight
+
+    host = host or nnsight.CONFIG.API.HOST
+    text = str(error).strip() or type(error).__name__
+    lowered = text.lower()
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(type(e).__name__)
+        e = e.__cause__ or e.__context__
+    network = {"ConnectError", "ConnectionError", "ConnectTimeout", "gaierror", "NewConnectionError",
+               "ConnectionRefusedError", "WebSocketAddressException"}
+    if isinstance(error, (ConnectionError, OSError)) or network & set(chain) or any(
+            p in lowered for p in ("connection refused", "failed to send request",
+                                   "name or service not known", "name resolution",
+                                   "failed to establish")):
+        return RemoteError(f"the NDIF server at {host} is unreachable ({text.splitlines()[0][:300]}); "
+                           f"check INTERLACE_NDIF_HOST or nnsight.CONFIG.API.HOST")
+    if "timed out" in lowered or isinstance(error, TimeoutError):
+        return RemoteError(f"the remote job on {host} timed out: {text[:500]}")
+    if "not" in lowered and "model" in lowered and ("found" in lowered or "deployed" in lowered
+                                                      or "running" in lowered):
+        return RemoteError(f"the NDIF server at {host} does not serve this model: {text[:500]}")
+    # the server's traceback ends with the exception that matters
+    return RemoteError(f"the remote job on {host} failed: "
+                       f"{text if len(text) <= 2000 else '...' + text[-2000:]}")
+
+
+_CHECKED: set = set()
+
+
+def check_versions(force: bool = False) -> None:
+    """Refuse to run when client and server differ in nnsight, torch or transformers
+    (``nnsight.compare()``): remote results would not match local ones."""
+    import nnsight
+
+    host = nnsight.CONFIG.API.HOST
+    if host in _CHECKED and not force:
+        return
+    try:
+        comparison = nnsight.compare()
+    except Exception as error:  # noqa: BLE001 - an unreachable server, said clearly
+        raise explain(error, host) from error
+    bad = comparison.critical_mismatches
+    if bad:
+        listed = ", ".join(f"{name} {v['local']} here vs {v['remote']} on the server"
+                           for name, v in sorted(bad.items()))
+        raise RemoteError(f"client and server versions differ ({listed}); install the server's "
+                          f"versions locally (nnsight must match exactly)")
+    _CHECKED.add(host)
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` after checking versions and registering the trace-time modules; failures
+    become ``RemoteError``."""
+    register()
+    try:
+        check_versions()
+        return fn(*args, **kwargs)
+    except RemoteError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every remote failure gets one clear error
+        raise explain(error) from error
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
+
+
+def default_max_batch(model: Any, seq_len: int, keep: int = 1, fraction: float = 0.4) -> int:
+    """Rows per batch that fit in ``fraction`` of free memory (GPU if the model is on one)."""
+    from .sites import module
+
+    cfg = model.config
+    param = next(module(model).parameters())
+    bytes_per = param.element_size() if param.device.type != "meta" else 4
+    hidden = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
+    heads = cfg.num_attention_heads
+    per_token = hidden * 16 + inter * 4 + heads * seq_len * 2
+    per_row = seq_len * per_token * bytes_per + keep * cfg.vocab_size * 4 * 3
+    if param.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(param.device)
+    else:
+        free = _available_ram()
+    return int(max(1, min(8192, free * fraction // max(per_row, 1))))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 ** 31
+
+
+def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
+        progress: bool = True, desc: str = "batches", remote: bool = False,
+        max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None) -> list[list[torch.Tensor]]:
+    """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
+    group's order.
+
+    Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` every
+    batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
+    ``max_request_rows`` allows, resumable from ``resume_dir`` (default
+    ``$INTERLACE_CACHE/remote``).
+    """
+    from tqdm.auto import tqdm
+
+    if not groups:
+        return []
+    if max_batch is None:
+        if remote:
+            max_batch = REMOTE_MAX_BATCH
+        else:
+            seq = max(len(r) for g in groups for r in g.rows)
+            reads = sum(len(getattr(rd, "positions", None) or ()) for g in groups for rd in g.reads)
+            keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
+            max_batch = default_max_batch(model, seq, keep)
+    batches = list(pack(groups, max_batch))
+    compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
+    work = [b for b, _ in compiled]
+    if remote:
+        outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc)
+    else:
+        outputs = [_trace(model, b) for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
+    results: list = [None] * len(groups)
+    for batch, (_, layout), flat in zip(batches, compiled, outputs):
+        flat = [torch.as_tensor(t).detach().float().cpu() for t in flat]
+        for i, values in zip(batch, split_results(layout, flat)):
+            results[i] = values
+    return results
+
+
+def _trace(model: Any, batch: Batch) -> list:
+    """One batch as one local trace."""
+    import nnsight
+
+    with torch.no_grad():
+        with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+            out = nnsight.save(run_batch(model, batch))
+    return list(out)
+
+
+def _session(model: Any, work: list) -> list:
+    """All batches as traces of one remote session (one request)."""
+    import nnsight
+
+    with torch.no_grad():
+        with model.session(remote=True):
+            outputs = nnsight.save([])
+            for batch in work:
+                with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+                    outputs.append(nnsight.save(run_batch(model, batch)))
+    return [list(o) for o in outputs]
+
+
+def _requests(work: list, max_rows: Optional[int]) -> list[list[int]]:
+    """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
+    chunks, chunk, rows = [], [], 0
+    for i, batch in enumerate(work):
+        if chunk and max_rows is not None and rows + batch.n_rows > max_rows:
+            chunks.append(chunk)
+            chunk, rows = [], 0
+        chunk.append(i)
+        rows += batch.n_rows
+    return chunks + [chunk] if chunk else chunks
+
+
+def _request_key(model: Any, part: list) -> str:
+    """A content hash of one request: the model and every index and tensor it carries."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(model._remoteable_model_key().encode())
+    except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
+        digest.update(str(getattr(model, "repo_id", "")).encode())
+    for batch in part:
+        tensors = [batch.inputs[k] for k in sorted(batch.inputs)]
+        tensors += [t for idx in (batch.token_idx, batch.dist_idx) if idx for t in idx]
+        for o in batch.ops:
+            digest.update(o.site.name.encode())
+            for group in (o.copy_dst, o.copy_src, o.add_idx, o.read_idx):
+                tensors += list(group or ())
+            if o.add_val is not None:
+                tensors.append(o.add_val)
+            for record, rows, positions in o.records:
+                digest.update(repr((record, rows)).encode())
+                tensors += [t for t in (positions, *record.params.values()) if isinstance(t, torch.Tensor)]
+        for t in tensors:
+            digest.update(str(tuple(t.shape)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: Optional[str],
+                  progress: bool, desc: str) -> list:
+    from tqdm.auto import tqdm
+
+    from .models import cache_dir
+
+    folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
+    chunks = _requests(work, max_rows)
+    if len(chunks) == 1:  # one request: nothing to resume
+        return call(_session, model, work)
+    outputs: list = [None] * len(work)
+    paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
+    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=f"{desc} (requests)",
+                                           disable=not progress)):
+        if path.is_file():  # finished by an earlier run: resume
+            try:
+                with np.load(path) as saved:
+                    for j, i in enumerate(chunk):
+                        count = int(saved[f"{j}.n"])
+                        outputs[i] = [saved[f"{j}.{k}"] for k in range(count)]
+                continue
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)  # unreadable leftovers are recomputed
+        try:
+            got = call(_session, model, [work[i] for i in chunk])
+        except RemoteError as error:
+            if n == 0:
+                raise
+            raise RemoteError(f"request {n + 1} of {len(chunks)} failed; the {n} finished "
+                              f"request(s) are saved in {folder} and a rerun resumes from "
+                              f"there. {error}") from error
+        arrays = {}
+        for j, (i, flat) in enumerate(zip(chunk, got)):
+            values = [torch.as_tensor(t).detach().float().cpu().numpy() for t in flat]
+            arrays[f"{j}.n"] = np.array(len(values))
+            arrays.update({f"{j}.{k}": v for k, v in enumerate(values)})
+            outputs[i] = values
+        _save_npz(path, arrays)
+    for path in paths:  # the plan is complete: its partial results are no longer needed
+        path.unlink(missing_ok=True)
+    return outputs

@@ -1,0 +1,259 @@
+"""Plans: what to run, as data, before anything runs.
+
+A plan is a list of ``Group``s.  A group is a few token rows that belong together (a prompt
+and its counterfactual, a noisy copy and the clean run), the interventions among them
+(``tracer.interventions.Intervention`` records whose ``rows`` and ``Source(row=...)`` count
+within the group and whose positions are unpadded token positions) and its readouts:
+
+* ``Logprobs(row, positions, tokens)``: log p(token) predicted at each position;
+* ``Activations(site, row, positions)``: the site's values (after the group's edits);
+* ``Distribution(row, positions)``: the whole next-token log-distribution.
+
+Positions count from the row's first token; negative ones from its end (-1 = last).
+``compile_batch`` packs groups into one ``patches.Batch``: left-padded inputs with position
+ids, all interchanges between rows and all additions of a site as one gather/scatter, other
+interventions through their record, readouts as flat index tensors.  Client side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from .interventions import Intervention, Source
+from .patches import Batch, SiteOps
+from .sites import Site, site as resolve_site
+from .tokens import build_inputs, pad_id
+
+
+@dataclass(frozen=True)
+class Logprobs:
+    """Log-probabilities of ``tokens`` predicted at ``positions`` of ``row``."""
+
+    row: int
+    positions: tuple
+    tokens: tuple
+
+
+@dataclass(frozen=True)
+class Activations:
+    """``site`` values of ``row`` at ``positions`` (None: every token of the row)."""
+
+    site: str
+    row: int
+    positions: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The next-token log-distribution of ``row`` at ``positions`` (None: every token)."""
+
+    row: int
+    positions: Optional[tuple] = None
+
+
+@dataclass
+class Group:
+    """Token rows that run together, their interventions and their readouts."""
+
+    rows: list
+    interventions: list = field(default_factory=list)
+    reads: list = field(default_factory=list)
+    key: Any = None
+
+
+def copy(site: str, dst_row: int, src_row: int, dst_pos: Sequence[int], src_pos: Sequence[int],
+         heads: Optional[Sequence[int]] = None) -> Intervention:
+    """Interchange: ``site`` of ``dst_row`` at ``dst_pos`` takes ``src_row``'s at ``src_pos``."""
+    if len(dst_pos) != len(src_pos):
+        raise ValueError(f"interchange at {site}: {len(dst_pos)} destination positions but "
+                         f"{len(src_pos)} source positions")
+    return Intervention("interchange", site, tuple(dst_pos), None if heads is None else tuple(heads),
+                        rows=[dst_row], source=Source(row=src_row, positions=tuple(src_pos)))
+
+
+def add(site: str, row: int, positions: Sequence[int], value: torch.Tensor) -> Intervention:
+    """Add ``value`` (``(len(positions), *site shape)``) to ``row`` at ``positions``."""
+    return Intervention("add", site, tuple(positions), rows=[row], params={"vector": value})
+
+
+def _is_copy(iv: Intervention) -> bool:
+    s = iv.source
+    return (iv.kind == "interchange" and isinstance(s, Source) and s.site is None
+            and s.row is not None and iv.positions is not None and s.positions is not None
+            and iv.subspaces is None and iv.rows is not None and len(iv.rows) == 1)
+
+
+def _is_add(iv: Intervention) -> bool:
+    vector = iv.params.get("vector")
+    return (iv.kind == "add" and iv.positions is not None and iv.subspaces is None
+            and iv.rows is not None and len(iv.rows) == 1 and iv.heads is None
+            and isinstance(vector, torch.Tensor) and vector.dim() >= 2
+            and vector.shape[0] == len(iv.positions) and "alpha" not in iv.params)
+
+
+def _padded(p: int, row_len: int, pad: int, where: str) -> int:
+    if not -row_len <= p < row_len:
+        raise IndexError(f"position {p} out of range for {where}: the row has {row_len} tokens, "
+                         f"valid positions are 0..{row_len - 1} (or -{row_len}..-1)")
+    return p % row_len + pad
+
+
+def compile_batch(model: Any, groups: Sequence[Group]) -> tuple[Batch, tuple]:
+    """One ``Batch`` running ``groups`` side by side (rows in group order), and the layout
+    that ``split_results`` needs to hand each group its readouts."""
+    rows, offsets = [], []
+    for g in groups:
+        offsets.append(len(rows))
+        rows.extend(g.rows)
+    inputs = build_inputs(rows, pad_id(model.tokenizer))
+    width = inputs["input_ids"].shape[1]
+    pad = [width - len(r) for r in rows]
+    sites: dict[str, SiteOps] = {}
+    resolved: dict[str, Site] = {}
+
+    def ops(name: str) -> SiteOps:
+        if name not in resolved:
+            resolved[name] = resolve_site(model, name)
+        s = resolved[name]
+        if s.name not in sites:
+            sites[s.name] = SiteOps(s)
+        return sites[s.name]
+
+    copies: dict[str, list] = {}
+    adds: dict[str, list] = {}
+    records: dict[Any, list] = {}   # merge key -> [record, batch rows, group offset]
+    for g, base in zip(groups, offsets):
+        for iv in g.interventions:
+            if _is_copy(iv):
+                d, s = base + iv.rows[0], base + iv.source.row
+                for dp, sp in zip(iv.positions, iv.source.positions):
+                    copies.setdefault(ops(iv.site).site.name, []).append(
+                        (d, _padded(dp, len(rows[d]), pad[d], iv.site),
+                         s, _padded(sp, len(rows[s]), pad[s], iv.site), iv.heads))
+            elif _is_add(iv):
+                r = base + iv.rows[0]
+                for j, p in enumerate(iv.positions):
+                    adds.setdefault(ops(iv.site).site.name, []).append((r, _padded(p, len(rows[r]), pad[r], iv.site),
+                                                          iv.params["vector"][j]))
+            else:
+                # one record shared by many groups runs once on all their rows, unless its
+                # source is a row of its own group
+                own_row = isinstance(iv.source, Source) and iv.source.row is not None
+                key = (id(iv), base) if own_row else id(iv)
+                entry = records.setdefault(key, [iv, [], base])
+                group_rows = range(len(g.rows)) if iv.rows is None else iv.rows
+                entry[1].extend(base + (r % len(g.rows)) for r in group_rows)
+    for name, entries in copies.items():
+        o = ops(name)
+        o.copy_dst, o.copy_src = _copy_index(o.site, entries)
+    for name, entries in adds.items():
+        o = ops(name)
+        o.add_idx = (torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries]))
+        o.add_val = torch.stack([e[2] for e in entries])
+    for iv, batch_rows, base in records.values():
+        def padded_rows(wanted: Any, on_rows: list) -> torch.Tensor:
+            wanted = [wanted] if isinstance(wanted, int) else list(wanted)
+            return torch.tensor([[_padded(p, len(rows[r]), pad[r], iv.site) for p in wanted]
+                                 for r in on_rows], dtype=torch.long)
+
+        positions = None if iv.positions is None else padded_rows(iv.positions, batch_rows)
+        record = iv
+        if isinstance(iv.source, Source):
+            src = iv.source
+            src_rows = batch_rows if src.row is None else [base + src.row]
+            src_pos = src.positions
+            if src_pos is not None:
+                src_pos = padded_rows(src_pos, src_rows)
+            elif src.row is not None and positions is not None:
+                src_pos = padded_rows(iv.positions, src_rows)
+            record = iv.replace(source=Source(None if src.row is None else src_rows[0], src_pos, src.site))
+        ops(iv.site).records.append((record, batch_rows, positions))
+
+    # readouts: where each group's values land in the batch's flat outputs
+    reads: dict[str, list] = {}
+    tokens, dists, layout = [], [], []
+    for g, base in zip(groups, offsets):
+        places = []
+        for rd in g.reads:
+            r = base + rd.row
+            n = len(rows[r])
+            pos = range(n) if rd.positions is None else rd.positions
+            padded = [_padded(p, n, pad[r], "a readout") for p in pos]
+            if isinstance(rd, Logprobs):
+                if len(rd.positions) != len(rd.tokens):
+                    raise ValueError(f"a Logprobs readout has {len(rd.positions)} positions but "
+                                     f"{len(rd.tokens)} tokens")
+                places.append(("tokens", len(tokens), len(tokens) + len(padded)))
+                tokens += [(r, p, t) for p, t in zip(padded, rd.tokens)]
+            elif isinstance(rd, Distribution):
+                places.append(("dist", len(dists), len(dists) + len(padded)))
+                dists += [(r, p) for p in padded]
+            elif isinstance(rd, Activations):
+                name = ops(rd.site).site.name
+                got = reads.setdefault(name, [])
+                places.append((name, len(got), len(got) + len(padded)))
+                got.extend((r, p) for p in padded)
+            else:
+                raise TypeError(f"unknown readout {rd!r}: use Logprobs, Activations or Distribution")
+        layout.append(places)
+    for name, pairs in reads.items():
+        ops(name).read_idx = (torch.tensor([r for r, _ in pairs]), torch.tensor([p for _, p in pairs]))
+    first = min([p for _, p, _ in tokens] + [p for _, p in dists], default=width - 1)
+    token_idx = dist_idx = None
+    if tokens:
+        r, p, t = (torch.tensor(c) for c in zip(*tokens))
+        token_idx = (r, p - first, t)
+    if dists:
+        dist_idx = (torch.tensor([r for r, _ in dists]), torch.tensor([p - first for _, p in dists]))
+    ordered = sorted(sites.values(), key=lambda o: o.site.order)
+    slots = [o.site.name for o in ordered if o.read_idx is not None]
+    slots += ["tokens"] * bool(tokens) + ["dist"] * bool(dists)
+    return Batch(inputs, ordered, width - first, token_idx, dist_idx), (slots, layout)
+
+
+def _copy_index(s: Site, entries: list) -> tuple[tuple, tuple]:
+    """Flatten copies to (row, pos[, head]) index tuples; head sites expand to their heads."""
+    n_heads = s.n_heads
+    if n_heads is None:
+        if any(e[4] is not None for e in entries):
+            raise ValueError(f"site {s.name} has no heads")
+        d = torch.tensor([(e[0], e[1]) for e in entries]).T
+        c = torch.tensor([(e[2], e[3]) for e in entries]).T
+        return (d[0], d[1]), (c[0], c[1])
+    dst, src = [], []
+    for dr, dp, sr, sp, heads in entries:
+        for h in (range(n_heads) if heads is None else heads):
+            if not 0 <= h < n_heads:
+                raise IndexError(f"head {h} out of range at site {s.name}: valid heads are "
+                                 f"0..{n_heads - 1}")
+            dst.append((dr, dp, h))
+            src.append((sr, sp, h))
+    d, c = torch.tensor(dst).T, torch.tensor(src).T
+    return (d[0], d[1], d[2]), (c[0], c[1], c[2])
+
+
+def split_results(layout: tuple, flat: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Per group, its readouts' values in the group's order, from one batch's flat outputs."""
+    slots, places = layout
+    by_slot = dict(zip(slots, flat))
+    return [[by_slot[slot][start:stop] for slot, start, stop in group] for group in places]
+
+
+def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
+    """Indices of groups per batch, in order, each batch at most ``max_batch`` rows.
+
+    A group larger than ``max_batch`` runs alone.
+    """
+    batch, size = [], 0
+    for i, g in enumerate(groups):
+        n = len(g.rows)
+        if batch and size + n > max_batch:
+            yield batch
+            batch, size = [], 0
+        batch.append(i)
+        size += n
+    if batch:
+        yield batch

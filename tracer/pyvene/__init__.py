@@ -1,0 +1,21 @@
+"""The pyvene-compatible front end: ``import tracer as pv`` runs pyvene's examples.
+
+``config`` reads pyvene's configs and unit locations, ``interventions`` holds the intervention
+classes (thin modules over ``tracer.interventions``; trace-time), ``model`` the
+``IntervenableModel`` with training and generation.
+"""
+
+from .config import (IntervenableConfig, IntervenableRepresentationConfig, RepresentationConfig)
+from .interventions import (CLASSES, AdditionIntervention, AutoencoderIntervention,
+                            BaseIntervention, BoundlessRotatedSpaceIntervention,
+                            CollectIntervention, LambdaIntervention,
+                            LowRankRotatedSpaceIntervention, RotatedSpaceIntervention,
+                            SkipIntervention, SubtractionIntervention, VanillaIntervention,
+                            ZeroIntervention)
+from .model import IntervenableModel
+
+__all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "RepresentationConfig",
+           "CLASSES", "AdditionIntervention", "AutoencoderIntervention", "BaseIntervention",
+           "BoundlessRotatedSpaceIntervention", "CollectIntervention", "LambdaIntervention",
+           "LowRankRotatedSpaceIntervention", "RotatedSpaceIntervention", "SkipIntervention",
+           "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel"]

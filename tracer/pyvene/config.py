@@ -1,0 +1,165 @@
+"""pyvene's configuration objects and unit locations, read into Interlace's terms.
+
+A config names components the pyvene way (``{"layer": 3, "component": "mlp_output"}``), as
+an Interlace site or alias, or as a module path; unit locations follow pyvene:
+``{"sources->base": 4}``, ``{"sources->base": (src, base)}`` with each side an int, a list of
+positions, ``[batch][positions]`` or ``[intervention][batch][positions]``; ``{"base": ...}``
+when there is no source.  For ``"h.pos"`` units each side is
+``[heads_locations, position_locations]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+
+UNITS = ("pos", "h", "h.pos")
+
+
+@dataclass
+class RepresentationConfig:
+    """Where one intervention goes (pyvene's ``RepresentationConfig``)."""
+
+    layer: Optional[int] = None
+    component: str = "block_output"
+    unit: str = "pos"
+    max_number_of_units: int = 1
+    low_rank_dimension: Optional[int] = None
+    intervention_type: Any = None
+    intervention: Any = None
+    subspace_partition: Any = None
+    source_representation: Any = None
+    name: Optional[str] = None
+
+
+IntervenableRepresentationConfig = RepresentationConfig
+
+
+@dataclass
+class IntervenableConfig:
+    """A list of representations and the intervention type(s) they use."""
+
+    representations: Any = field(default_factory=list)
+    intervention_types: Any = None
+    intervenable_representations: Any = None
+    intervenable_interventions_type: Any = None
+
+    def __post_init__(self) -> None:
+        if self.intervenable_representations is not None:
+            self.representations = self.intervenable_representations
+        if self.intervenable_interventions_type is not None:
+            self.intervention_types = self.intervenable_interventions_type
+        if isinstance(self.representations, (RepresentationConfig, dict)):
+            self.representations = [self.representations]
+
+
+def representations(config: Any) -> list[RepresentationConfig]:
+    """Every accepted config form as a list of RepresentationConfig."""
+    if isinstance(config, IntervenableConfig):
+        reps, types = list(config.representations), config.intervention_types
+    elif isinstance(config, (dict, RepresentationConfig)):
+        reps, types = [config], None
+    elif isinstance(config, (list, tuple)):
+        reps, types = list(config), None
+    else:
+        raise TypeError(f"config must be a dict, a list of dicts, a RepresentationConfig or an "
+                        f"IntervenableConfig, not {type(config).__name__}")
+    out = []
+    for i, rep in enumerate(reps):
+        if isinstance(rep, dict):
+            known = set(RepresentationConfig.__dataclass_fields__)
+            unknown = set(rep) - known
+            if unknown:
+                raise ValueError(f"representation {i}: unknown keys {sorted(unknown)}; valid keys "
+                                 f"are {sorted(known)}")
+            rep = RepresentationConfig(**rep)
+        elif isinstance(rep, (list, tuple)):
+            rep = RepresentationConfig(*rep)
+        if rep.intervention is None and rep.intervention_type is None and types is not None:
+            rep.intervention_type = types[i] if isinstance(types, (list, tuple)) else types
+        out.append(rep)
+    return out
+
+
+
+def locations(units: list, unit_locations: Any, batch: int) -> list[tuple]:
+    """Per unit (in config order): (source positions, base positions, heads)."""
+    n = len(units)
+    if unit_locations is None:
+        return [(None, None, None)] * n
+    if not isinstance(unit_locations, dict):
+        raise ValueError(f"unit_locations must be a dict such as {{'sources->base': 4}} or "
+                         f"{{'base': 4}}, not {type(unit_locations).__name__}")
+    unknown = set(unit_locations) - {"sources->base", "base"}
+    if unknown:
+        raise ValueError(f"unit_locations keys must be 'sources->base' or 'base', not "
+                         f"{sorted(unknown)}")
+    if "sources->base" in unit_locations:
+        value = unit_locations["sources->base"]
+        src, base = value if isinstance(value, tuple) and len(value) == 2 else (value, value)
+    else:
+        src, base = None, unit_locations["base"]
+    def per_unit(value: Any, k: int) -> Any:
+        # several interventions: a list with one location per intervention (depth >= 3)
+        if n > 1 and isinstance(value, (list, tuple)) and len(value) == n and _depth(value) >= 3:
+            return value[k]
+        return value
+
+    out = []
+    for k, unit in enumerate(units):
+        b_pos, heads = _side(per_unit(base, k), 0, 1, unit, batch)
+        s_pos, _ = (_side(per_unit(src, k), 0, 1, unit, batch) if src is not None
+                    else (b_pos, None))
+        out.append((s_pos, b_pos, heads))
+    return out
+
+def _side(value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
+    depth = _depth
+    if unit["unit"] == "h.pos":
+        if depth(value) == 4:
+            value = value[k]
+        if depth(value) != 3 or len(value) != 2:
+            raise ValueError("h.pos unit locations must be [heads[batch][units], "
+                             "positions[batch][units]] per intervention")
+        heads = shared(value[0], "heads")
+        return _positions(value[1], batch), heads
+    if isinstance(value, int):
+        value = [value]
+    d = depth(value)
+    if d == 3:
+        if len(value) != n:
+            raise ValueError(f"unit locations list {len(value)} interventions but the config "
+                             f"has {n}")
+        value = value[k]
+    elif d == 1 and unit["unit"] == "pos":
+        value = [list(value)] * batch
+    if unit["unit"] == "h":
+        rows = value if depth(value) == 2 else [value]
+        return None, shared(rows, "heads")
+    return _positions(value if depth(value) == 2 else [value] * batch, batch), None
+
+def shared(rows: Sequence, what: str) -> list:
+    first = list(rows[0])
+    if any(list(r) != first for r in rows):
+        raise ValueError(f"every batch row must use the same {what} ({list(rows)})")
+    return first
+
+def _positions(rows: Sequence, batch: int) -> Any:
+    rows = [list(r) for r in rows]
+    if len(rows) not in (1, batch):
+        raise ValueError(f"unit locations give {len(rows)} rows but the batch has {batch}")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("every batch row must have the same number of units")
+    if all(r == rows[0] for r in rows):
+        return rows[0]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _depth(v: Any) -> int:
+    """Nesting depth of a location list, along first elements."""
+    d = 0
+    while isinstance(v, (list, tuple)) and v:
+        v, d = v[0], d + 1
+    return d
