@@ -173,7 +173,7 @@ class InterchangeIntervention:
     def run(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
             heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
             max_batch: Optional[int] = None, progress: bool = True,
-            remote: bool = False) -> dict[str, np.ndarray]:
+            remote: Optional[bool] = None) -> dict[str, np.ndarray]:
         """Probabilities of each continuation after each prompt, originally and with the
         targets' representations swapped at each layer.
 
@@ -276,7 +276,7 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
           site: str = "resid_post", positions: Optional[Sequence[int]] = None,
           layers: Optional[Sequence[int]] = None, heads: Union[None, str, Sequence[int]] = None,
           metric: Union[str, Callable] = "prob", max_batch: Optional[int] = None,
-          progress: bool = True, remote: bool = False) -> SweepResult:
+          progress: bool = True, remote: Optional[bool] = None) -> SweepResult:
     """Patch ``site`` from ``source`` into ``base`` one (layer, position) or (layer, head) at
     a time and measure ``metric`` on the answers' next-token log-probabilities.
 
@@ -329,7 +329,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                  site: str = "resid_post", layers: Optional[Sequence[int]] = None,
                  noise: Optional[float] = None, samples: int = 10, seed: int = 0,
                  max_batch: Optional[int] = None, progress: bool = True,
-                 remote: bool = False) -> SweepResult:
+                 remote: Optional[bool] = None) -> SweepResult:
     """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
     restore the clean ``site`` state one (layer, position) at a time; the value is the
     probability of ``answer`` averaged over ``samples`` noise draws.

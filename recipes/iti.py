@@ -105,7 +105,7 @@ def _rows(model: Any, texts: Sequence[str]) -> list[list[int]]:
 
 
 def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
-                     remote: bool = False) -> torch.Tensor:
+                     remote: Optional[bool] = None) -> torch.Tensor:
     """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``.
 
     One plan: ``batch_size`` texts per forward pass; with ``remote=True`` one NDIF request.
@@ -139,7 +139,7 @@ def directions(x: torch.Tensor, y: np.ndarray, probes: Probe, kind: str = "mass_
 
 def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int = 16,
         alpha: float = 15.0, direction: str = "mass_mean", seed: int = 0,
-        model_name: Optional[str] = None, remote: bool = False) -> tuple[InterventionSet, dict]:
+        model_name: Optional[str] = None, remote: Optional[bool] = None) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
     (probe accuracies, chosen heads, splits)."""
     statements = data if isinstance(data, Statements) else load_statements(data)
@@ -187,7 +187,7 @@ def _scored(model: Any, texts: Sequence[str], spec: Optional[InterventionSet],
 
 
 def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[InterventionSet] = None,
-                       batch_size: int = 64, remote: bool = False) -> np.ndarray:
+                       batch_size: int = 64, remote: Optional[bool] = None) -> np.ndarray:
     """Sum of each text's token log-probabilities (after its first token), optionally with
     ``spec`` applied at every position."""
     results = execute.run(model, _scored(model, texts, spec, "tokens"), max_batch=batch_size,
@@ -196,7 +196,7 @@ def statement_logprobs(model: Any, texts: Sequence[str], spec: Optional[Interven
 
 
 def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str]] = None,
-                 remote: bool = False) -> dict:
+                 remote: Optional[bool] = None) -> dict:
     """Mean next-token cross-entropy on neutral text without and with ``spec``, and the mean
     KL(original || intervened) over positions (one plan, one request remotely)."""
     texts = texts or json.loads(NEUTRAL.read_text())
@@ -209,7 +209,7 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
     return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl(p, q).mean())}
 
 
-def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: bool = False) -> dict:
+def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: Optional[bool] = None) -> dict:
     """True-vs-false preference on held-out pairs with and without ``spec``, and the cost on
     neutral text."""
     truth = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 1}
@@ -226,7 +226,7 @@ def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: bool =
 
 
 def generate(model: Any, prompts: Union[str, Sequence[str]], spec: InterventionSet,
-             max_new_tokens: int = 40, remote: bool = False) -> tuple[list[str], list[str]]:
+             max_new_tokens: int = 40, remote: Optional[bool] = None) -> tuple[list[str], list[str]]:
     """Greedy unsteered and steered continuations of each prompt, in one batched call
     (one request with ``remote=True``)."""
     out = tracer.generation.generate(model, prompts, spec.ordered(model), max_new_tokens,

@@ -30,6 +30,7 @@ import torch
 
 import tracer
 from tracer import execute
+from tracer.files import InterventionSet, model_info
 from tracer.interventions import Intervention
 from tracer.metrics import fit_probe, mean_difference
 from tracer.plan import Activations, Distribution, Group
@@ -49,7 +50,7 @@ def training_texts() -> list[str]:
 
 
 def activations(model: Any, texts: Sequence[str], layer: int, batch_size: int = 64,
-                with_logits: bool = False, remote: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                with_logits: bool = False, remote: Optional[bool] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The residual stream after ``layer`` at every token of ``texts``, ``(tokens, hidden)``;
     with ``with_logits`` the final next-token log-probs too (one plan)."""
     reads = [Activations(f"resid_post.{layer}", 0)] + ([Distribution(0)] if with_logits else [])
@@ -160,6 +161,10 @@ class TunedLens(LogitLens):
         """Fit the translator so the lens's distribution matches the final one (KL)."""
         from tqdm.auto import tqdm
 
+        if execute.is_remote(model):
+            raise ValueError("the tuned lens trains through the model's final norm, which a remote "
+                             "model does not hold: train it on a local copy (tracer.load(name)), "
+                             "save it, and load it with TunedLens.load for remote use")
         x, target = activations(model, texts or training_texts(), layer, with_logits=True)
         w_u, _ = _unembed(model)
         hidden = x.shape[1]
@@ -176,26 +181,35 @@ class TunedLens(LogitLens):
             opt.step()
         return cls(model, layer, {"a": a.detach(), "b": b.detach()})
 
-    def save(self, folder: Union[str, Path]) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"a": self.a.contiguous(), "b": self.b.contiguous()}, str(folder / "tuned_lens.safetensors"))
-        (folder / "tuned_lens.json").write_text(json.dumps({"format": "interlace.tuned_lens", "layer": self.layer,
-                                                            "scale": self.scale, "hidden": self.hidden}))
-        return folder
+    def save(self, folder: Union[str, Path], model: Any = None) -> Path:
+        """The translator as an ``affine`` intervention at ``resid_post.layer`` in the one
+        folder format (``tracer.files``); the lens scale rides in its meta."""
+        iv = Intervention("affine", f"resid_post.{self.layer}",
+                          params={"matrix": self.a.contiguous(), "bias": self.b.contiguous()})
+        info = model_info(model) if model is not None else {"hidden_size": self.hidden}
+        return InterventionSet([iv], info, {"lens": "tuned", "layer": self.layer,
+                                            "scale": self.scale}).save(folder)
 
     @classmethod
     def load(cls, folder: Union[str, Path], model: Any) -> "TunedLens":
-        from safetensors.torch import load_file
-
+        """A tuned lens folder (this version's, or the previous ``tuned_lens.json`` layout)."""
         folder = Path(folder)
-        meta = json.loads((folder / "tuned_lens.json").read_text())
-        if meta.get("format") != "interlace.tuned_lens":
-            raise ValueError(f"{folder} is not an Interlace tuned lens")
+        if (folder / "tuned_lens.json").is_file():  # written before the one folder format
+            from safetensors.torch import load_file
+
+            meta = json.loads((folder / "tuned_lens.json").read_text())
+            if meta.get("format") != "interlace.tuned_lens":
+                raise ValueError(f"{folder} is not an Interlace tuned lens")
+            tensors, layer, scale = load_file(str(folder / "tuned_lens.safetensors")), meta["layer"], meta["scale"]
+        else:
+            spec = InterventionSet.load(folder, model)
+            if spec.meta.get("lens") != "tuned" or len(spec.interventions) != 1:
+                raise ValueError(f"{folder} is not an Interlace tuned lens (its meta names no lens)")
+            params = spec.interventions[0].params
+            tensors = {"a": params["matrix"], "b": params["bias"]}
+            layer, scale = spec.meta["layer"], spec.meta["scale"]
         try:
-            return cls(model, meta["layer"], load_file(str(folder / "tuned_lens.safetensors")), meta["scale"])
+            return cls(model, layer, tensors, scale)
         except ValueError as error:
             raise ValueError(f"{folder}: {error}") from None
 

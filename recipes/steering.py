@@ -104,7 +104,7 @@ def keyword_success(text: str, phrase: str) -> float:
 
 
 def continuation_logprobs(model: Any, records: Sequence[dict], batch_size: int = 25,
-                          remote: bool = False) -> list[list[float]]:
+                          remote: Optional[bool] = None) -> list[list[float]]:
     """Per-token log-probs of each output given its prompt, under the unsteered model (one
     plan; the prompt and output are tokenized apart, as they were generated)."""
     tok = model.tokenizer
@@ -204,7 +204,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer-idx", type=int, default=8)
     p.add_argument("--generation-length", type=int, default=30)
     p.add_argument("--device", default=None)
+    p.add_argument("--remote", action="store_true",
+                   help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+
+
+def _load(a: argparse.Namespace) -> Any:
+    if a.remote:
+        execute.configure()
+        return tracer.load(a.model, remote=True)
+    return tracer.load(a.model, device=a.device)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -218,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
         p.add_argument("--out", default="results/steering")
         a = p.parse_args(argv[1:])
-        model = tracer.load(a.model, device=a.device)
+        model = _load(a)
         texts = prompts()[: a.limit] if a.limit else None
         rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
                      a.generation_length, texts, a.out)
@@ -238,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sae-path", help="a SAELens-format folder to use instead of training an SAE")
     p.add_argument("--out", help="write the outputs and their scores as JSON here")
     a = p.parse_args(argv)
-    model = tracer.load(a.model, device=a.device)
+    model = _load(a)
     texts = prompts()[: a.limit] if a.limit else None
     built = None if a.test_clean or a.prompting else make_method(
         model, a.method, a.layer_idx, a.intervention_phrase, a.sae_path, progress=True)

@@ -21,11 +21,3 @@ def smollm2():
     import tracer
 
     return tracer.load("smollm2")
-
-
-def encode(model, prompts, length=None):
-    """Token ids of equal-length prompts (truncated to the shortest) as trace/forward input."""
-    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
-    n = length or min(len(i) for i in ids)
-    input_ids = torch.tensor([i[:n] for i in ids])
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}

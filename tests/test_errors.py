@@ -9,7 +9,7 @@ import tracer
 from tracer import models
 from tracer.testing import tiny_config
 
-from conftest import encode
+from helpers import encode
 
 
 def test_unknown_site_lists_valid_names(tiny_models):

@@ -11,7 +11,7 @@ import tracer
 from tracer.interventions import Intervention
 from tracer.files import InterventionSet, SpecError, from_pyvene, model_info
 
-from conftest import encode
+from helpers import encode
 from hooks import edited_logits
 
 PROMPTS = ["The capital of France is Paris and", "Once upon a time there was a dog"]

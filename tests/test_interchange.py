@@ -174,8 +174,7 @@ def test_sweep_bad_input(tiny_models):
 def test_cli_writes_results_and_heatmaps(tmp_path, tiny_models, capsys):
     folder = tmp_path / "model"
     model = tiny_models["qwen2"]
-    tracer.sites.module(model).save_pretrained(folder)
-    tokenizer().save_pretrained(folder)
+    tracer.testing.save_tiny(model, folder)
     out = tmp_path / "results"
     rc = interchange.main(["--model", str(folder), "--sents", *SENTS, "--conts", "Paris", "Rome",
                            "--targets", *TARGETS, "--rep-types", "lay", "qry", "--heads", "each",

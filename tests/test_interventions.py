@@ -9,7 +9,7 @@ from tracer import interventions as iv
 from tracer.sites import LAYER_SITES
 from tracer.testing import ARCHS
 
-from conftest import encode
+from helpers import encode
 from hooks import capture, edited_logits
 
 BASE = ["The capital of France is Paris and", "Once upon a time there was a dog"]

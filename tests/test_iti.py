@@ -66,8 +66,7 @@ def test_fit_builds_a_valid_intervention(tiny_models, tmp_path):
 
 def test_cli_fit_and_generate(tiny_models, tmp_path, capsys):
     folder = tmp_path / "model"
-    tracer.sites.module(tiny_models["llama"]).save_pretrained(folder)
-    tokenizer().save_pretrained(folder)
+    tracer.testing.save_tiny(tiny_models["llama"], folder)
     out = tmp_path / "iti"
     assert iti.main(["fit", "--model", str(folder), "--top-k", "2", "--alpha", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

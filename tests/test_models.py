@@ -11,8 +11,7 @@ from tracer.testing import ARCHS, tiny, tokenizer
 def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-llama")
     model = tiny("llama")
-    tracer.sites.module(model).save_pretrained(path)
-    tokenizer().save_pretrained(path)
+    tracer.testing.save_tiny(model, path)
     return path, model
 
 

@@ -48,8 +48,7 @@ def ndif(tmp_path_factory):
     folder = LAB / "models" / "tiny-llama"
     if not (folder / "config.json").exists():
         model = tracer.testing.tiny("llama")
-        tracer.sites.module(model).save_pretrained(folder)
-        tracer.testing.tokenizer().save_pretrained(folder)
+        tracer.testing.save_tiny(model, folder)
     _sh("bash", str(SCRIPTS / "deploy.sh"), str(folder), timeout=300)
     yield folder
     subprocess.run(["bash", str(SCRIPTS / "stop.sh")], capture_output=True)
@@ -200,8 +199,7 @@ def test_unreachable_server_is_one_clear_error(tiny_models, monkeypatch, tmp_pat
     import nnsight
 
     folder = tmp_path / "m"
-    tracer.sites.module(tiny_models["llama"]).save_pretrained(folder)
-    tracer.testing.tokenizer().save_pretrained(folder)
+    tracer.testing.save_tiny(tiny_models["llama"], folder)
     model = tracer.load(str(folder), remote=True)
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://127.0.0.1:9")  # nothing listens
     from recipes import interchange
@@ -246,8 +244,7 @@ def test_iti_remote_equals_local_one_request_per_call(ndif):
 def test_a_model_the_server_does_not_serve(ndif):
     folder = LAB / "models" / "not-deployed"
     if not (folder / "config.json").exists():
-        tracer.sites.module(tracer.testing.tiny("gpt2")).save_pretrained(folder)
-        tracer.testing.tokenizer().save_pretrained(folder)
+        tracer.testing.save_tiny("gpt2", folder)
     out = _client(f"""
         from recipes import interchange
         model = tracer.load({str(folder)!r}, remote=True)

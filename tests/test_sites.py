@@ -8,7 +8,7 @@ import tracer
 from tracer.sites import LAYER_SITES
 from tracer.testing import ARCHS
 
-from conftest import encode
+from helpers import encode
 from hooks import capture
 
 PROMPTS = ["The capital of France is Paris and", "Once upon a time there was a dog"]

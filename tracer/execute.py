@@ -150,6 +150,56 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise explain(error) from error
 
 
+def is_remote(model: Any) -> bool:
+    """Whether ``model`` was loaded for NDIF (its weights are on the meta device)."""
+    from .sites import module
+
+    try:
+        return next(module(model).parameters()).device.type == "meta"
+    except (StopIteration, TypeError):
+        return False
+
+
+# -- one trace with records ----------------------------------------------------------------
+
+def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[int] = (),
+            remote: bool = False, grad: bool = False) -> tuple[list, Any, Any]:
+    """One forward pass of ``inputs`` with ``records`` applied in order (execution order is
+    the caller's): returns (the values records ``collect`` replaced, the model output or
+    logits, the final hidden state or None).  Locally or as one remote request; with
+    ``grad`` the graph reaches trainable records."""
+    import nnsight
+
+    from .sites import Site, config, module
+
+    try:
+        config(model)
+        lm = hasattr(module(model), "lm_head")
+    except AttributeError:
+        lm = False
+    wanted = set(collect)
+
+    def go() -> tuple:
+        kwargs = {"remote": True} if remote else {}
+        hidden = None
+        with torch.set_grad_enabled(grad):
+            with (model.trace(**dict(inputs), **kwargs) if isinstance(inputs, dict)
+                  else model.trace(inputs, **kwargs)):
+                seen = nnsight.save([])
+                for i, record in enumerate(records):
+                    got = record.apply(model)
+                    if i in wanted:
+                        seen.append(got)
+                if lm:
+                    hidden = Site(model, "final").tensor().save()
+                    out = model.output.logits.save()
+                else:
+                    out = model.output.save()
+        return list(seen), out, hidden
+
+    return call(go) if remote else go()
+
+
 # -- plans ---------------------------------------------------------------------------------
 
 REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
@@ -186,7 +236,7 @@ def _available_ram() -> int:
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
-        progress: bool = True, desc: str = "batches", remote: bool = False,
+        progress: bool = True, desc: str = "batches", remote: Optional[bool] = None,
         max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None) -> list[list[torch.Tensor]]:
     """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
     group's order.
@@ -194,12 +244,14 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` every
     batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
     ``max_request_rows`` allows, resumable from ``resume_dir`` (default
-    ``$INTERLACE_CACHE/remote``).
+    ``$INTERLACE_CACHE/remote``).  ``remote=None`` runs remotely exactly when the model
+    was loaded for NDIF (``tracer.load(..., remote=True)``: its weights are on meta).
     """
     from tqdm.auto import tqdm
 
     if not groups:
         return []
+    remote = is_remote(model) if remote is None else remote
     if max_batch is None:
         if remote:
             max_batch = REMOTE_MAX_BATCH

@@ -48,7 +48,7 @@ def split_by_step(interventions: Sequence[Any], where: str = "all") -> tuple[lis
 
 def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions: Sequence[Any],
              max_new_tokens: int = 30, *, where: str = "all", steps: Optional[tuple] = None,
-             compare: bool = True, remote: bool = False, **kwargs: Any) -> Generation:
+             compare: bool = True, remote: Optional[bool] = None, **kwargs: Any) -> Generation:
     """Greedy (by default) continuations of ``prompts`` with ``interventions`` applied at
     every generation step, and, with ``compare``, the unsteered ones from the same call.
 
@@ -67,6 +67,7 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
         raise ValueError("generate needs at least one prompt")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    remote = execute.is_remote(model) if remote is None else remote
     ivs = sorted(interventions, key=lambda iv: resolve_site(model, iv.site).order)
     at_prompt, at_new = split_by_step(ivs, where)
     start, stop = steps if steps is not None else (0, None)

@@ -138,8 +138,9 @@ _OPTIONAL = ("alpha", "bias")
 
 class Source:
     """Where an intervention's source values come from in the same pass: ``site`` (default:
-    the intervention's own site) of ``row`` (default: the rows edited) at ``positions``
-    (default: the positions edited).  In a plan, ``row`` counts within the group."""
+    the intervention's own site) of ``row`` (an int, or one row per edited row; default: the
+    rows edited) at ``positions`` (default: the positions edited).  In a plan, ``row`` counts
+    within the group."""
 
     def __init__(self, row: Optional[int] = None, positions: Any = None, site: Optional[str] = None):
         self.row, self.positions, self.site = row, positions, site
@@ -231,7 +232,8 @@ class Intervention:
         source = self.source if source is None else source
         if isinstance(source, Source):
             src_site = s if source.site is None else resolve_site(model, source.site)
-            src_rows = rows if source.row is None else [source.row]
+            src_rows = rows if source.row is None else (
+                [source.row] if isinstance(source.row, int) else list(source.row))
             src_pos = positions if source.positions is None else source.positions
             source = src_site.read(src_pos, self.heads if src_site.n_heads else None, src_rows)
         fn = self.function(**params)

@@ -74,3 +74,16 @@ def tiny(arch: str = "llama", seed: int = 0) -> Any:
     torch.manual_seed(seed)
     module = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     return TransformersModel(module, tokenizer=tokenizer())
+
+
+def save_tiny(model: Any, folder: Any) -> Any:
+    """Write a tiny model (an nnsight wrapper or an architecture name) and the offline
+    tokenizer as a model folder that ``tracer.load(folder)`` reads; returns the folder."""
+    from pathlib import Path
+
+    from .sites import module
+
+    folder = Path(folder)
+    module(tiny(model) if isinstance(model, str) else model).save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    return folder

@@ -148,14 +148,7 @@ class IntervenableModel(nn.Module):
                              f"but {rep.component} is {width} wide")
         return iv
 
-    # -- locations ----------------------------------------------------------------------
-
     # -- running --------------------------------------------------------------------------
-
-    def _trace(self, inputs: Any) -> Any:
-        if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-            return self.model.trace(**dict(inputs))
-        return self.model.trace(inputs)
 
     @staticmethod
     def _batch(inputs: Any) -> int:
@@ -191,53 +184,54 @@ class IntervenableModel(nn.Module):
             return list(reps)
         return [reps] * n
 
-    def _source_reads(self, sources: Optional[list], locs: list) -> list[tuple]:
-        """``(source index, [(unit, site, positions, heads)])``: what to read from each source
-        input, in execution order (one trace per source input)."""
-        if not sources:
-            return []
+    def _source_blocks(self, sources: Optional[list]) -> list[Optional[int]]:
+        """Per unit (config order), which source input it reads (None: it reads none)."""
         n = len(self._units)
+        if not sources:
+            return [None] * n
         if len(sources) not in (1, n):
             raise ValueError(f"{len(sources)} sources for {n} interventions: give one shared "
                              f"source or one per intervention")
-        lm = self._is_lm()
-        groups: dict[int, list] = {}
-        for k in self._exec:
-            unit = self._units[k]
-            if unit["skip_from"] is None and getattr(self.interventions[unit["key"]], "needs_source", True):
-                groups.setdefault(0 if len(sources) == 1 else k, []).append(
-                    (k, unit["site"], locs[k][0] if lm else None, locs[k][2] if unit["heads"] else None))
-        return list(groups.items())
+        return [None if unit["skip_from"] is not None
+                or not getattr(self.interventions[unit["key"]], "needs_source", True)
+                else (0 if len(sources) == 1 else k) for k, unit in enumerate(self._units)]
 
-    def _sources(self, sources: Optional[list], locs: list, source_representations: Any) -> list:
-        """The source values of each unit (config order), read in one trace per source input."""
-        values = self._constant_sources(source_representations)
-        if source_representations is not None:
-            return values
-        for src_index, members in self._source_reads(sources, locs):
-            with torch.no_grad(), self._trace(sources[src_index]):
-                got = nnsight.save([])
-                for k, name, pos, heads in members:
-                    got.append(Site(self.model, name).read(pos, heads).save())
-            for (k, _, _, _), v in zip(members, got):
-                values[k] = v
-        return values
-
-    def _bound(self, locs: list, values: list, subspaces: Any) -> list[Intervention]:
-        """One ``Intervention`` record per representation, in config order."""
+    def _subspaces(self, subspaces: Any, k: int) -> Any:
         n = len(self._units)
+        sub = subspaces
+        if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
+            sub = subspaces[k] if len(subspaces) == n else subspaces[0]
+            if sub and isinstance(sub[0], (list, tuple)):
+                sub = shared(sub, "subspaces")
+        return sub
+
+    def _bound(self, locs: list, sources: Optional[list], source_representations: Any,
+               subspaces: Any, layout: dict) -> list[Intervention]:
+        """One ``Intervention`` record per representation (config order) on the base rows of
+        the combined batch; sources are other rows of the same batch."""
+        constants = self._constant_sources(source_representations)
+        blocks = (self._source_blocks(sources) if source_representations is None
+                  else [None] * len(self._units))
+        base_rows, lm = layout["rows"][0], self._is_lm()
         bound = []
         for k, unit in enumerate(self._units):
-            sub = subspaces
-            if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
-                sub = subspaces[k] if len(subspaces) == n else subspaces[0]
-                if sub and isinstance(sub[0], (list, tuple)):
-                    sub = shared(sub, "subspaces")
-            pos = locs[k][1] if self._is_lm() else None
-            source = values[k] if unit["skip_from"] is None else Source(site=unit["skip_from"])
+            pos = _shift(locs[k][1], layout["pads"][0], len(base_rows)) if lm else None
+            if unit["skip_from"] is not None:
+                source = Source(site=unit["skip_from"])
+            elif blocks[k] is not None:
+                b = layout["source_block"][blocks[k]]
+                rows = layout["rows"][b]
+                rows = rows * len(base_rows) if len(rows) == 1 else rows
+                if len(rows) != len(base_rows):
+                    raise ValueError(f"source {blocks[k]} has {len(rows)} rows but the base has "
+                                     f"{len(base_rows)}")
+                src_pos = _shift(locs[k][0], layout["pads"][b], len(rows)) if lm else None
+                source = Source(row=rows, positions=src_pos)
+            else:
+                source = constants[k]
             bound.append(Intervention(self.interventions[unit["key"]], unit["site"], pos,
-                                      locs[k][2] if unit["heads"] else None, source=source,
-                                      subspaces=sub))
+                                      locs[k][2] if unit["heads"] else None, rows=base_rows,
+                                      source=source, subspaces=self._subspaces(subspaces, k)))
         return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
@@ -245,90 +239,109 @@ class IntervenableModel(nn.Module):
                 output_original_output: bool = False, return_dict: Optional[bool] = None,
                 labels: Any = None) -> tuple:
         """``(original or None, intervened)`` model outputs; with Collect interventions the
-        first item is ``(original or None, [collected values])``."""
-        if sources is not None and not isinstance(sources, (list, tuple)):
-            sources = [sources]
-        batch = self._batch(base)
-        locs = locations(self._units, unit_locations, batch)
-        if self.remote:
-            return self._forward_remote(base, sources, locs, source_representations, subspaces,
-                                        output_original_output)
-        values = self._sources(sources, locs, source_representations)
-        bound = self._bound(locs, values, subspaces)
-        self._check_sources(bound)
-        units = [bound[k] for k in self._exec]
-        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-        original = None
-        if output_original_output:
-            with torch.no_grad(), self._trace(base):
-                original = self._output()
-        with torch.set_grad_enabled(grad), self._trace(base):
-            collected = nnsight.save([])
-            for u in units:
-                seen = u.apply(self.model)
-                if isinstance(u.kind, it.CollectIntervention):
-                    collected.append(seen.save())
-            out = self._output()
-        if collected:
-            return (original, collected), out
-        return original, out
+        first item is ``(original or None, [collected values])``.
 
-    def _forward_remote(self, base: Any, sources: Optional[list], locs: list,
-                        source_representations: Any, subspaces: Any, original: bool) -> tuple:
-        """The same runs as one NDIF session (one request): source traces, then the base.
-
-        Only trace-time objects (``Intervention`` records, the intervention classes, ``Site``)
-        enter the session body, so the server needs nothing but what
-        ``tracer.execute.register`` ships.
+        One forward pass: the base rows, the sources' rows and (with
+        ``output_original_output``) an untouched copy of the base run side by side in one
+        batch (left-padded to a common width, with position ids that keep each row's own
+        positions); locally, or as one NDIF request with ``remote=True``.
         """
-        from transformers.modeling_outputs import CausalLMOutputWithPast
-
         from .. import execute
 
-        if any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled():
+        if sources is not None and not isinstance(sources, (list, tuple)):
+            sources = [sources]
+        locs = locations(self._units, unit_locations, self._batch(base))
+        used = sorted({b for b in self._source_blocks(sources) if b is not None}) \
+            if source_representations is None else []
+        blocks = [base] + [sources[b] for b in used] + ([base] if output_original_output else [])
+        inputs, layout = self._combine(blocks)
+        layout["source_block"] = {b: 1 + j for j, b in enumerate(used)}
+        bound = self._bound(locs, sources, source_representations, subspaces, layout)
+        self._check_sources(bound)
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        if self.remote and grad:
             raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
-        if not self._is_lm():
+        if self.remote and not self._is_lm():
             raise ValueError("remote runs need a language model served by NDIF")
-        bound = self._bound(locs, self._constant_sources(source_representations), subspaces)
-        reads = [] if source_representations is not None else [
-            (dict(sources[i]), members) for i, members in self._source_reads(sources, locs)]
         ordered = [bound[k] for k in self._exec]
-        model, inputs = self.model, dict(base)
+        collect = [i for i, u in enumerate(ordered) if isinstance(u.kind, it.CollectIntervention)]
+        seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
+                                            remote=self.remote, grad=grad)
+        intervened = self._output(out, hidden, layout, 0)
+        original = self._output(out, hidden, layout, len(blocks) - 1) if output_original_output else None
+        if collect:
+            return (original, list(seen)), intervened
+        return original, intervened
 
-        def go() -> tuple:
-            with torch.no_grad(), model.session(remote=True):
-                for src, members in reads:
-                    with model.trace(**src):
-                        got = nnsight.save([])
-                        for k, name, pos, heads in members:
-                            got.append(Site(model, name).read(pos, heads).save())
-                    for (k, _, _, _), value in zip(members, got):
-                        bound[k].source = value
-                first = nnsight.save([])
-                if original:
-                    with model.trace(**inputs):
-                        first.append(Site(model, "final").tensor().save())
-                        first.append(model.output.logits.save())
-                with model.trace(**inputs):
-                    collected = nnsight.save([])
-                    for u in ordered:
-                        seen = u.apply(model)
-                        if isinstance(u.kind, it.CollectIntervention):
-                            collected.append(seen.save())
-                    hidden = Site(model, "final").tensor().save()
-                    logits = model.output.logits.save()
-            return list(first), list(collected), hidden, logits
+    def _combine(self, blocks: list) -> tuple[Any, dict]:
+        """Inputs as one batch: rows of each block, left-padded to a common width for
+        language models, each block keeping its own position ids."""
+        rows, start = [], 0
+        for b in blocks:
+            n = self._batch(b)
+            rows.append(list(range(start, start + n)))
+            start += n
+        if not all(isinstance(b, dict) or hasattr(b, "keys") for b in blocks):
+            return torch.cat([torch.as_tensor(b) for b in blocks]), {"rows": rows, "pads": [0] * len(blocks)}
+        dicts = [dict(b) for b in blocks]
+        widths = [int(d["input_ids"].shape[1]) for d in dicts]
+        width = max(widths)
+        out: dict = {"input_ids": [], "attention_mask": []}
+        if len(set(widths)) > 1 or any("position_ids" in d for d in dicts):
+            out["position_ids"] = []
+        pad_id = getattr(getattr(self.model, "tokenizer", None), "pad_token_id", None) or 0
+        for d, w in zip(dicts, widths):
+            ids = d["input_ids"]
+            k = width - w
+            out["input_ids"].append(torch.nn.functional.pad(ids, (k, 0), value=pad_id))
+            mask = d.get("attention_mask", torch.ones_like(ids))
+            out["attention_mask"].append(torch.nn.functional.pad(mask, (k, 0), value=0))
+            if "position_ids" in out:
+                pos = d.get("position_ids", torch.arange(w).expand(ids.shape[0], w))
+                out["position_ids"].append(torch.nn.functional.pad(pos, (k, 0), value=0))
+        inputs = {key: torch.cat(v) for key, v in out.items()}
+        return inputs, {"rows": rows, "pads": [width - w for w in widths]}
 
-        first, collected, hidden, logits = execute.call(go)
-        out = CausalLMOutputWithPast(logits=logits)
-        out["last_hidden_state"] = hidden
-        orig = None
-        if first:
-            orig = CausalLMOutputWithPast(logits=first[1])
-            orig["last_hidden_state"] = first[0]
-        if collected:
-            return (orig, collected), out
-        return orig, out
+    def _output(self, out: Any, hidden: Any, layout: dict, block: int) -> Any:
+        """One block's slice of the batch output, in the caller's own width."""
+        rows, pad = layout["rows"][block], layout["pads"][block]
+        if hidden is None:
+            return out[rows[0]:rows[-1] + 1]
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        result = CausalLMOutputWithPast(logits=out[rows[0]:rows[-1] + 1, pad:])
+        result["last_hidden_state"] = hidden[rows[0]:rows[-1] + 1, pad:]
+        return result
+
+    def _generation_records(self, locs: list, sources: Optional[list], source_representations: Any,
+                            subspaces: Any, batch: int) -> list[Intervention]:
+        """Records for ``generate``: the sources' values are read first (one plan), then
+        applied as tensors at every generation step."""
+        from .. import execute
+        from ..plan import Activations, Group
+
+        values = self._constant_sources(source_representations)
+        blocks = self._source_blocks(sources) if source_representations is None else [None] * len(values)
+        for k, b in enumerate(blocks):
+            if b is None:
+                continue
+            src = dict(sources[b])
+            ids, mask = src["input_ids"], src.get("attention_mask", torch.ones_like(src["input_ids"]))
+            groups = []
+            for r in range(ids.shape[0]):
+                pad = int((mask[r] == 0).long().cumprod(0).sum())
+                pos = locs[k][0][r].tolist() if isinstance(locs[k][0], torch.Tensor) else locs[k][0]
+                pos = None if pos is None else tuple(p - pad if p >= 0 else p for p in pos)
+                groups.append(Group([ids[r, pad:].tolist()], [],
+                                    [Activations(self._units[k]["site"], 0, pos)]))
+            got = torch.stack([g[0] for g in execute.run(self.model, groups, progress=False)])
+            heads = locs[k][2] if self._units[k]["heads"] else None
+            values[k] = got[:, :, heads] if heads is not None else got
+        return [Intervention(self.interventions[u["key"]], u["site"], locs[k][1],
+                             locs[k][2] if u["heads"] else None,
+                             source=Source(site=u["skip_from"]) if u["skip_from"] else values[k],
+                             subspaces=self._subspaces(subspaces, k))
+                for k, u in enumerate(self._units)]
 
     def _check_sources(self, units: list[Intervention]) -> None:
         for u in units:
@@ -338,15 +351,6 @@ class IntervenableModel(nn.Module):
                     and not isinstance(iv, LambdaIntervention):
                 raise ValueError(f"{type(iv).__name__} at {u.site} needs a source: pass sources=[...] "
                                  f"with unit_locations, or source_representations=")
-
-    def _output(self) -> Any:
-        """The model's output, saved; for language models with ``last_hidden_state`` too."""
-        if self._is_lm() and hasattr(module(self.model), "lm_head"):
-            hidden = Site(self.model, "final").tensor().save()
-            out = self.model.output.save()
-            out["last_hidden_state"] = hidden
-            return out
-        return self.model.output.save()
 
     def generate(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
                  source_representations: Any = None, intervene_on_prompt: bool = False,
@@ -377,8 +381,7 @@ class IntervenableModel(nn.Module):
                 raise ValueError("give max_new_tokens or max_length")
             max_new_tokens = max_length - (width or 0)
         locs = locations(self._units, unit_locations, batch)
-        values = self._sources(sources, locs, source_representations)
-        units = self._bound(locs, values, subspaces)
+        units = self._generation_records(locs, sources, source_representations, subspaces, batch)
         self._check_sources(units)
         out = generation.generate(self.model, prompt, units, max_new_tokens,
                                   where="all" if intervene_on_prompt else "generated",
@@ -554,3 +557,13 @@ class _HeadsIntervention(BaseIntervention):
         idx = torch.tensor(self.heads, device=base.device)
         out[..., idx, :] = self.inner(per_head[..., idx, :], None)
         return out.flatten(-2)
+
+
+def _shift(positions: Any, pad: int, rows: int) -> Any:
+    """Unit positions (a shared list or a per-row tensor) moved right by ``pad`` left-pad
+    tokens; negative positions count from the end and stay."""
+    if positions is None:
+        return None
+    pos = positions if isinstance(positions, torch.Tensor) else torch.tensor([list(positions)])
+    pos = torch.where(pos >= 0, pos + pad, pos)
+    return pos.expand(rows, -1) if pos.shape[0] == 1 and rows > 1 else pos
