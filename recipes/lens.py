@@ -337,7 +337,8 @@ class SteeringVector(Method):
             negative: Optional[Sequence[str]] = None) -> "SteeringVector":
         pos, neg = contrast_texts(phrase)
         pos, neg = positive or pos, negative or neg
-        return cls(layer, mean_difference(mean_last(model, pos, layer), mean_last(model, neg, layer)))
+        x = mean_last(model, pos + neg, layer)
+        return cls(layer, mean_difference(x[:len(pos)], x[len(pos):]))
 
     def direction(self, model, phrase):
         return self.vector
@@ -361,7 +362,7 @@ class Probe(Method):
         """Train on 70% of the contrast texts; returns the probe and its held-out balanced
         accuracy (chance = 0.5)."""
         pos, neg = contrast_texts(phrase)
-        x = torch.cat([mean_last(model, pos, layer), mean_last(model, neg, layer)])
+        x = mean_last(model, pos + neg, layer)
         y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         cut = int(0.7 * len(y))

@@ -46,7 +46,8 @@ def prompts() -> list[str]:
 
 def caa_vector(model: Any, positive: Sequence[str], negative: Sequence[str], layer: int) -> torch.Tensor:
     """Mean difference of the stream after ``layer`` at the last token (CAA / ActAdd)."""
-    return mean_difference(lens.mean_last(model, positive, layer), lens.mean_last(model, negative, layer))
+    x = lens.mean_last(model, list(positive) + list(negative), layer)  # one plan, one request
+    return mean_difference(x[:len(positive)], x[len(positive):])
 
 
 def save_vector(folder: str | Path, model: Any, vector: torch.Tensor, layer: int,

@@ -89,3 +89,28 @@ def test_head_site_and_texts(tiny_models):
 def test_bad_where(tiny_models):
     with pytest.raises(ValueError, match="valid values are all, prompt, generated"):
         tracer.generation.generate(tiny_models["llama"], "The cat", [], 2, where="new")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_zeroing_during_generation_equals_a_hooked_generate(tiny_models, arch):
+    """Zero ablation of two heads' outputs at every step, against a hook on the output
+    projection's input during plain transformers generate."""
+    model = tiny_models[arch]
+    module = tracer.sites.module(model)
+    iv = Intervention("zero", "head_out.1", heads=[0, 3])
+    got = tracer.generation.generate(model, PROMPTS, [iv], N, min_new_tokens=N)
+    path, _, view = locate(arch, "head_out", 1, module.config)
+
+    def zero(m, args):
+        view(args[0])[:, :, [0, 3]] = 0
+    handle = _get(module, path).register_forward_pre_hook(zero)
+    tok = model.tokenizer
+    tok.padding_side = "left"
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    try:
+        with torch.no_grad():
+            want = module.generate(**enc, max_new_tokens=N, min_new_tokens=N, do_sample=False,
+                                   pad_token_id=tok.pad_token_id)
+    finally:
+        handle.remove()
+    assert torch.equal(got.steered_tokens, want)

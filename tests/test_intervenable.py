@@ -212,3 +212,27 @@ def test_load_an_interventionset_folder(tiny_models, tmp_path):
         spec.apply(model)
         want = model.output.logits.save()
     assert torch.allclose(out.logits, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sources_of_another_length_run_in_the_same_batch(tiny_models, arch):
+    """A longer source (so the base is left-padded inside the one batch) and a shorter one:
+    the same numbers as plain hooks on each prompt alone."""
+    model = tiny_models[arch]
+    module = pv.sites.module(model)
+    base = enc(model, BASE)
+    for text in ("Once upon a time there was a happy little dog", "The cat"):
+        source = enc(model, text)
+        pvm = pv.IntervenableModel({"layer": 1, "component": "block_output",
+                                    "intervention": pv.VanillaIntervention}, model=model)
+        original, out = pvm(base, [source], {"sources->base": ([[1]], [[2]])},
+                            output_original_output=True)
+        src = capture(module, arch, "resid_post", 1, source)
+
+        def edit(t):
+            t[:, 2] = src[:, 1]
+        want = edited_logits(module, arch, "resid_post", 1, base, edit)
+        assert out.logits.shape == want.shape
+        torch.testing.assert_close(out.logits, want, rtol=0, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(original.logits, module(**base).logits, rtol=0, atol=1e-5)

@@ -56,6 +56,17 @@ def test_fit_builds_a_valid_intervention(tiny_models, tmp_path):
     spec, report = iti.fit(model, top_k=3, alpha=5.0)
     assert len(report["chosen"]) == 3
     assert sum(len(i.heads) for i in spec.interventions) == 3
+    # each head's shift is alpha x (std along the direction) x the unit mass-mean direction
+    train = report["splits"]["train"]
+    x = iti.head_activations(model, train.text)
+    y = torch.as_tensor(train.label, dtype=torch.bool)
+    for iv in spec.interventions:
+        layer = int(iv.site.split(".")[1])
+        for j, h in enumerate(iv.heads):
+            d = x[y, layer, h].mean(0) - x[~y, layer, h].mean(0)
+            d = d / d.norm()
+            want = 5.0 * (x[:, layer, h] @ d).std() * d
+            torch.testing.assert_close(iv.params["vector"][j], want, rtol=1e-4, atol=1e-5)
     spec.check(model)
     spec.save(tmp_path)
     again = tracer.files.load(tmp_path, model)

@@ -241,6 +241,58 @@ def test_iti_remote_equals_local_one_request_per_call(ndif):
 
 
 @pytest.mark.remote
+def test_lens_and_steering_remote_equal_local_with_counted_requests(ndif):
+    before = _requests()
+    out = _client(f"""
+        from recipes import lens, steering
+        texts = lens.training_texts()[:6]
+        res = {{}}
+        for name in ("local", "remote"):
+            model = tracer.load({str(ndif)!r}, remote=name == "remote")
+            x, final = lens.activations(model, texts, 1, with_logits=True)  # 1 request
+            w_u, gain = tracer.models.unembedding(model)                     # 1 request
+            vector = steering.caa_vector(model, texts[:3], texts[3:], 1)      # 1 request
+            sv = lens.SteeringVector(1, vector)
+            recs = steering.run(model, "steering", "San Francisco", 0.5, 1, 4, texts[:2],
+                                built=sv)                                     # 2 (norm, generate)
+            scores = steering.evaluate(model, recs, "San Francisco")          # 1 request
+            res[name] = [x.tolist(), final[:, :8].tolist(), w_u[:4].tolist(),
+                         gain.tolist(), vector.tolist(), [r["output"] for r in recs], scores]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 6) == 6
+    local, remote_ = out["local"], out["remote"]
+    for a, b in zip(local[:5], remote_[:5]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-4)
+    assert local[5] == remote_[5]
+    for key in ("success", "coherence", "perplexity"):
+        assert local[6][key] == pytest.approx(remote_[6][key], abs=1e-4)
+
+
+@pytest.mark.remote
+def test_pyvene_front_end_sources_and_original_in_one_request(ndif):
+    before = _requests()
+    out = _client(f"""
+        res = {{}}
+        for name in ("local", "remote"):
+            model = tracer.load({str(ndif)!r}, remote=name == "remote")
+            tok = model.tokenizer
+            base = tok("The capital of Spain is", return_tensors="pt")
+            source = tok("Once upon a time there was a happy dog", return_tensors="pt")
+            pvm = tracer.IntervenableModel({{"layer": 0, "component": "block_output",
+                                            "intervention": tracer.VanillaIntervention}},
+                                           model=model, remote=name == "remote")
+            original, out = pvm(base, [source], {{"sources->base": ([[1]], [[2]])}},
+                                output_original_output=True)
+            res[name] = [original.logits.tolist(), out.logits.tolist()]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 1) == 1  # base, source and original rows: one pass, one request
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
+
+
+@pytest.mark.remote
 def test_a_model_the_server_does_not_serve(ndif):
     folder = LAB / "models" / "not-deployed"
     if not (folder / "config.json").exists():

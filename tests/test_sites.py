@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import tracer
+from tracer.interventions import Intervention
 from tracer.sites import LAYER_SITES
 from tracer.testing import ARCHS
 
@@ -82,3 +83,40 @@ def test_valid_sites_lists_every_name(tiny_models):
     assert names[0] == "embed" and names[-2:] == ["final", "logits"]
     assert "head_v.1" in names and "resid_mid.0" in names
     assert "resid_mid.0" not in tracer.valid_sites(tiny_models["gpt_neox"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_raw_path_inside_a_layer_takes_its_place_in_the_layer(tiny_models, arch):
+    """The MLP activation (not a named site; pyvene's ``mlp_activation``) edited in one pass
+    with named sites before and after it, in whatever order they are given."""
+    model = tiny_models[arch]
+    inputs = encode(model, PROMPTS)
+    act = tracer.site(model, "mlp_activation.0")
+    path = {"gpt2": "transformer.h.0.mlp.act", "gpt_neox": "gpt_neox.layers.0.mlp.act"}.get(
+        arch, "model.layers.0.mlp.act_fn")
+    assert act.name == f"{path}.output" and act.order > tracer.site(model, "resid_pre.0").order
+    assert act.order < tracer.site(model, "mlp_out.0").order
+    vector = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    group = tracer.plan.Group([model.tokenizer(PROMPTS[0])["input_ids"]],
+                              [Intervention("add", "mlp_out.0", params={"vector": vector}),
+                               Intervention("scale", f"{path}.output", params={"factor": 0.5}),
+                               Intervention("zero", "resid_pre.0", positions=[0])],
+                              [tracer.plan.Distribution(0, (-1,))])
+    got = tracer.execute.run(model, [group], progress=False)[0][0]
+    module = tracer.sites.module(model)
+    hooks = [module.get_submodule(path).register_forward_hook(lambda m, a, o: o * 0.5)]
+    mlp = module.get_submodule(path.rsplit(".", 1)[0])
+    hooks.append(mlp.register_forward_hook(lambda m, a, o: o + vector))
+    layer = module.get_submodule(path.rsplit(".", 2)[0])
+
+    def zero_first(m, args, kwargs):
+        (args[0] if args else kwargs["hidden_states"])[:, 0] = 0
+    hooks.append(layer.register_forward_pre_hook(zero_first, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]])
+            want = module(ids).logits[0, -1:].log_softmax(-1)
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
