@@ -8,13 +8,13 @@ and prints each time as a ratio to the plain forward without any edit.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Callable
 
 import torch
 
 import tracer
+from common import parser
 from tracer import interventions as iv
 
 
@@ -34,12 +34,7 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
+    args = parser(__doc__, repeats=20).parse_args()
 
     model = tracer.load(args.model, device=args.device)
     module = tracer.sites.module(model)

@@ -8,7 +8,6 @@ both in this process.  Also checks that the steered tokens equal a plain-hook st
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tracer  # noqa: E402
+from common import parser  # noqa: E402
 from site_overhead import best_of  # noqa: E402
 from tracer.interventions import Intervention  # noqa: E402
 
@@ -25,12 +25,8 @@ PROMPTS = ["Once upon a time there was", "The weather today is", "My favourite f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2")
-    p.add_argument("--device", default=None)
+    p = parser(__doc__, repeats=3)
     p.add_argument("--tokens", type=int, default=30)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     torch.set_grad_enabled(False)
     model = tracer.load(a.model, device=a.device)

@@ -28,7 +28,6 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-import tracer
 from tracer import execute
 from tracer.files import InterventionSet, model_info
 from tracer.interventions import Intervention
@@ -73,9 +72,39 @@ def stream_norm(model: Any, layer: int) -> float:
     return _NORMS[key]
 
 
+def unembedding(model: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The unembedding matrix ``(vocab, hidden)`` and the final norm's effective gain
+    ``(hidden,)`` (None when the norm has no weight), in float32, from the family table.
+
+    A remote model (on the meta device) reads both through one remote trace."""
+    from tracer.sites import envoy, family_of, module
+
+    fam = family_of(model.config)
+    weight = module(model).get_submodule(fam.lm_head).weight
+    if weight.device.type == "meta":
+        def go() -> tuple:
+            with torch.no_grad(), model.trace("x", remote=True):
+                w = envoy(model, fam.lm_head).weight.save()
+                g = envoy(model, fam.final_norm).weight.save()
+            return w, g
+        weight, gain = execute.call(go)
+    else:
+        norm = module(model).get_submodule(fam.final_norm)
+        gain = getattr(norm, "weight", None)
+    gain = None if gain is None else gain.detach().float().cpu() + fam.norm_offset
+    return weight.detach().float().cpu(), gain
+
+
+def final_norm(model: Any) -> torch.nn.Module:
+    """The model's final norm module (local models), from the family table."""
+    from tracer.sites import family_of, module
+
+    return module(model).get_submodule(family_of(model.config).final_norm)
+
+
 def _unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_U ``(vocab, hidden)``, final-norm gain ``(hidden,)``) of the model."""
-    w_u, gain = tracer.models.unembedding(model)
+    w_u, gain = unembedding(model)
     return w_u, (gain if gain is not None else torch.ones(w_u.shape[1]))
 
 
@@ -216,7 +245,7 @@ class TunedLens(LogitLens):
 
 def _final_logits(model: Any, h: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
     """Logits of a stream vector through the real final norm and unembedding."""
-    return tracer.models.final_norm(model)(h) @ w_u.T
+    return final_norm(model)(h) @ w_u.T
 
 
 class SAE(Method):

@@ -34,6 +34,13 @@ def hooked_generate(model, arch, kind, layer, vector, alpha, where, steps=(0, No
         elif step > 0 and where in ("all", "generated"):
             view(t)[:] += alpha * vector
 
+    return generate_with_hook(model, path, port, edit)
+
+
+def generate_with_hook(model, path, port, edit):
+    """Plain transformers greedy generate of PROMPTS (left-padded) with ``edit`` called on the
+    module's input ("in") or output at every step."""
+    module = tracer.sites.module(model)
     target = _get(module, path)
     if port == "in":
         handle = target.register_forward_pre_hook(lambda m, a: edit(a[0]))
@@ -44,11 +51,10 @@ def hooked_generate(model, arch, kind, layer, vector, alpha, where, steps=(0, No
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
     try:
         with torch.no_grad():
-            out = module.generate(**enc, max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                                  pad_token_id=tok.pad_token_id)
+            return module.generate(**enc, max_new_tokens=N, min_new_tokens=N, do_sample=False,
+                                   pad_token_id=tok.pad_token_id)
     finally:
         handle.remove()
-    return out
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -99,18 +105,9 @@ def test_zeroing_during_generation_equals_a_hooked_generate(tiny_models, arch):
     module = tracer.sites.module(model)
     iv = Intervention("zero", "head_out.1", heads=[0, 3])
     got = tracer.generation.generate(model, PROMPTS, [iv], N, min_new_tokens=N)
-    path, _, view = locate(arch, "head_out", 1, module.config)
+    path, port, view = locate(arch, "head_out", 1, module.config)
 
-    def zero(m, args):
-        view(args[0])[:, :, [0, 3]] = 0
-    handle = _get(module, path).register_forward_pre_hook(zero)
-    tok = model.tokenizer
-    tok.padding_side = "left"
-    enc = tok(PROMPTS, return_tensors="pt", padding=True)
-    try:
-        with torch.no_grad():
-            want = module.generate(**enc, max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                                   pad_token_id=tok.pad_token_id)
-    finally:
-        handle.remove()
+    def zero(t):
+        view(t)[:, :, [0, 3]] = 0
+    want = generate_with_hook(model, path, port, zero)
     assert torch.equal(got.steered_tokens, want)

@@ -6,7 +6,7 @@ import torch
 
 import tracer
 from recipes import iti
-from tracer.testing import tokenizer
+
 
 
 def test_shipped_data_and_pair_preserving_splits():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tracer
-from tracer.testing import ARCHS, tiny, tokenizer
+from tracer.testing import ARCHS, tiny
 
 
 @pytest.fixture(scope="module")

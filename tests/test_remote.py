@@ -250,7 +250,7 @@ def test_lens_and_steering_remote_equal_local_with_counted_requests(ndif):
         for name in ("local", "remote"):
             model = tracer.load({str(ndif)!r}, remote=name == "remote")
             x, final = lens.activations(model, texts, 1, with_logits=True)  # 1 request
-            w_u, gain = tracer.models.unembedding(model)                     # 1 request
+            w_u, gain = lens.unembedding(model)                     # 1 request
             vector = steering.caa_vector(model, texts[:3], texts[3:], 1)      # 1 request
             sv = lens.SteeringVector(1, vector)
             recs = steering.run(model, "steering", "San Francisco", 0.5, 1, 4, texts[:2],

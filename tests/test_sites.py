@@ -90,7 +90,6 @@ def test_raw_path_inside_a_layer_takes_its_place_in_the_layer(tiny_models, arch)
     """The MLP activation (not a named site; pyvene's ``mlp_activation``) edited in one pass
     with named sites before and after it, in whatever order they are given."""
     model = tiny_models[arch]
-    inputs = encode(model, PROMPTS)
     act = tracer.site(model, "mlp_activation.0")
     path = {"gpt2": "transformer.h.0.mlp.act", "gpt_neox": "gpt_neox.layers.0.mlp.act"}.get(
         arch, "model.layers.0.mlp.act_fn")

@@ -146,33 +146,3 @@ def load(name_or_path: Optional[str] = None, *, remote: bool = False,
     model._module.eval()  # noqa: SLF001 - models.py owns the wrapper
     return model
 
-
-def unembedding(model: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The unembedding matrix ``(vocab, hidden)`` and the final norm's effective gain
-    ``(hidden,)`` (None when the norm has no weight), in float32, from the family table.
-
-    A remote model (on the meta device) reads both through one remote trace."""
-    from . import execute
-    from .sites import envoy, family_of, module
-
-    fam = family_of(model.config)
-    weight = module(model).get_submodule(fam.lm_head).weight
-    if weight.device.type == "meta":
-        def go() -> tuple:
-            with torch.no_grad(), model.trace("x", remote=True):
-                w = envoy(model, fam.lm_head).weight.save()
-                g = envoy(model, fam.final_norm).weight.save()
-            return w, g
-        weight, gain = execute.call(go)
-    else:
-        norm = module(model).get_submodule(fam.final_norm)
-        gain = getattr(norm, "weight", None)
-    gain = None if gain is None else gain.detach().float().cpu() + fam.norm_offset
-    return weight.detach().float().cpu(), gain
-
-
-def final_norm(model: Any) -> torch.nn.Module:
-    """The model's final norm module (local models), from the family table."""
-    from .sites import family_of, module
-
-    return module(model).get_submodule(family_of(model.config).final_norm)

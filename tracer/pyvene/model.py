@@ -18,17 +18,18 @@ with each side an int, a list of positions, ``[batch][positions]`` or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 import nnsight
 import torch
 from torch import nn
 
 from ..interventions import Intervention, Source
-from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config, module
+from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
 from .config import UNITS, RepresentationConfig, locations, representations, shared
 from .interventions import BaseIntervention, LambdaIntervention
+from .training import Training
 
 
 def _wrap(model: Any, tokenizer: Any = None) -> Any:
@@ -53,7 +54,7 @@ def _wrap(model: Any, tokenizer: Any = None) -> Any:
     return nnsight.NNsight(model)
 
 
-class IntervenableModel(nn.Module):
+class IntervenableModel(Training, nn.Module):
     """A model with interventions mounted at named components; an ``nn.Module`` whose
     parameters are the interventions' (the model's own stay frozen for training)."""
 
@@ -387,89 +388,6 @@ class IntervenableModel(nn.Module):
                                   where="all" if intervene_on_prompt else "generated",
                                   compare=output_original_output, **kwargs)
         return out.plain_tokens, out.steered_tokens
-
-    # -- training -----------------------------------------------------------------------
-
-    def disable_model_gradients(self) -> None:
-        """Freeze the wrapped model (its parameters are not this module's)."""
-        for p in module(self.model).parameters():
-            p.requires_grad_(False)
-
-    def count_parameters(self) -> int:
-        """Trainable intervention parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def set_temperature(self, value: float) -> None:
-        """Set the mask temperature of every Boundless DAS intervention."""
-        for iv in self.interventions.values():
-            if hasattr(iv, "set_temperature"):
-                iv.set_temperature(value)
-
-    def train_alignment(self, train_dataloader: Iterable, compute_loss: Callable,
-                        compute_metrics: Optional[Callable] = None,
-                        inputs_collator: Optional[Callable] = None, epochs: int = 1,
-                        lr: float = 1e-3, temperature_schedule: Optional[tuple] = None,
-                        progress: bool = True, log: Optional[list] = None) -> list[dict]:
-        """Train the interventions (the model frozen) with Adam; returns the loss log.
-
-        Each batch (after ``inputs_collator``) is a dict with ``base``, optional ``sources``,
-        ``unit_locations``, ``subspaces`` and ``labels``; ``compute_loss(outputs, labels)``
-        gets the intervened outputs.  ``temperature_schedule=(start, end)`` anneals the
-        Boundless DAS temperature over all steps.
-        """
-        from tqdm.auto import tqdm
-
-        self.disable_model_gradients()
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("no trainable interventions: use a RotatedSpace, LowRankRotatedSpace, "
-                             "BoundlessRotatedSpace or Autoencoder intervention")
-        optimizer = torch.optim.Adam(params, lr=lr)
-        batches = list(train_dataloader)
-        total = epochs * len(batches)
-        log = [] if log is None else log
-        bar = tqdm(total=total, desc="train_alignment", disable=not progress)
-        self.train()
-        step = 0
-        for epoch in range(epochs):
-            for batch in batches:
-                if temperature_schedule is not None:
-                    t0, t1 = temperature_schedule
-                    self.set_temperature(t0 + (t1 - t0) * step / max(1, total - 1))
-                batch = inputs_collator(batch) if inputs_collator else batch
-                _, out = self(batch["base"], batch.get("sources"), batch.get("unit_locations"),
-                              subspaces=batch.get("subspaces"))
-                loss = compute_loss(out, batch["labels"])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                entry = {"epoch": epoch, "step": step, "loss": float(loss.detach())}
-                if compute_metrics is not None:
-                    with torch.no_grad():
-                        entry.update(compute_metrics([out], [batch["labels"]]))
-                log.append(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}")
-                bar.update(1)
-                step += 1
-        bar.close()
-        self.eval()
-        return log
-
-    def eval_alignment(self, eval_dataloader: Iterable, compute_metrics: Callable,
-                       inputs_collator: Optional[Callable] = None, progress: bool = True) -> dict:
-        """``compute_metrics(outputs_list, labels_list)`` over every batch, without grad
-        (interchange intervention accuracy for the usual metric, ``iia``)."""
-        from tqdm.auto import tqdm
-
-        outs, labels = [], []
-        with torch.no_grad():
-            for batch in tqdm(list(eval_dataloader), desc="eval_alignment", disable=not progress):
-                batch = inputs_collator(batch) if inputs_collator else batch
-                _, out = self(batch["base"], batch.get("sources"), batch.get("unit_locations"),
-                              subspaces=batch.get("subspaces"))
-                outs.append(out)
-                labels.append(batch["labels"])
-        return compute_metrics(outs, labels)
 
     # -- files --------------------------------------------------------------------------
 
