@@ -22,6 +22,7 @@ import torch
 import tracer
 from recipes import interchange
 from tracer import plan
+from tracer.metrics import token_logprobs
 
 SENTS = ["Paul tried to call George but he wasn't successful . Who wasn't successful ?",
          "Paul tried to call George but he wasn't available . Who wasn't available ?"]
@@ -62,7 +63,7 @@ def probs_from_logprobs(values: list, n_conts: int) -> np.ndarray:
 def _readouts(batch: Any, layout: tuple, logits: torch.Tensor) -> list[list[torch.Tensor]]:
     """The plan's token readouts from full-batch logits (kept positions), per group."""
     rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
-    lp = logits[rows, pos].float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    lp = token_logprobs(logits[rows, pos], tokens)
     return plan.split_results(layout, [lp.cpu()])
 
 

@@ -5,7 +5,7 @@ The seed's API (a Hugging Face Space), with its import changed::
     from recipes import interchange
     config = interchange.InterchangeInterventionConfig(sents=[sent_1, sent_2], conts=["Paul", "George"])
     model = interchange.InterchangeIntervention("smollm2", config)
-    output = model.run(targets=["salamander", "dinosaur"], rep_types=["lay", "qry", "key", "val"])
+    output = model.run(targets=["successful", "available"], rep_types=["lay", "qry", "key", "val"])
     # output["original"], output["interv_layer_0"], ...: arrays (num_conts, num_sents, num_heads)
 
 Definitions:
@@ -44,7 +44,7 @@ import torch
 
 import tracer
 from tracer import execute, plan as plans
-from tracer.metrics import continuation_prob, effect_scores
+from tracer.metrics import continuation_prob, effect_scores, logit_diff
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
@@ -264,7 +264,7 @@ def metric_fn(metric: Union[str, Callable], n_answers: int) -> tuple[str, Callab
     if callable(metric):
         return getattr(metric, "__name__", "metric"), metric
     table = {"prob": lambda lp: np.exp(lp[:, 0]), "logprob": lambda lp: lp[:, 0],
-             "logit_diff": lambda lp: lp[:, 0] - lp[:, 1]}
+             "logit_diff": logit_diff}
     if metric not in table:
         raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(table)} or a callable")
     if metric == "logit_diff" and n_answers < 2:

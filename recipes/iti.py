@@ -34,7 +34,7 @@ import torch
 import tracer
 from tracer import execute
 from tracer.interventions import Intervention
-from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference
+from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
@@ -205,7 +205,7 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
     p = torch.cat([r[0] for r in results[:len(texts)]])
     q = torch.cat([r[0] for r in results[len(texts):]])
     nxt = torch.tensor([t for g in plain for t in g.rows[0][1:]])
-    ce = [cross_entropy(lp.gather(-1, nxt[:, None])[:, 0].tolist()) for lp in (p, q)]
+    ce = [cross_entropy(token_logprobs(lp, nxt).tolist()) for lp in (p, q)]
     return {"ce_without": ce[0], "ce_with": ce[1], "kl": float(kl(p, q).mean())}
 
 

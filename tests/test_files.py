@@ -51,6 +51,12 @@ def test_round_trip_is_bit_identical(tiny_models, tmp_path):
     inputs = encode(model, PROMPTS, 6)
     assert torch.equal(_logits(model, spec, inputs), _logits(model, loaded, inputs))
     assert not torch.allclose(_logits(model, None, inputs), _logits(model, loaded, inputs))
+    # a folder of the previous format version (1) reads the same
+    config = json.loads((tmp_path / "iv" / "config.json").read_text())
+    (tmp_path / "iv" / "config.json").write_text(json.dumps({**config, "version": 1}))
+    old = tracer.files.load(tmp_path / "iv", model)
+    assert torch.equal(_logits(model, spec, inputs), _logits(model, old, inputs))
+    assert not [p for p in (tmp_path / "iv").iterdir() if p.name.startswith(".")]  # no temp files
 
 
 def test_spec_equals_plain_hook_edit(tiny_models):

@@ -201,7 +201,23 @@ def test_seed_examples_on_smollm2(smollm2, example):
     assert list(output) == ["original"] + [f"interv_layer_{i}" for i in range(30)]
     for value in output.values():
         assert value.shape == (len(conts), 2, 1)
-        assert np.isfinite(value).all() and (value > 0).all() and (value <= 1).all()
+    # the original probabilities, recomputed with a plain forward of each prompt + continuation
+    module, tok = tracer.sites.module(smollm2), smollm2.tokenizer
+    for c, cont in enumerate(conts):
+        for s, sent in enumerate((sent_1, sent_2)):
+            prompt, ids = tracer.tokens.continuation_ids(tok, sent, cont)
+            with torch.no_grad():
+                logp = module(torch.tensor([prompt + ids])).logits[0].log_softmax(-1)
+            want = np.exp(np.mean([float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(ids)]))
+            assert output["original"][c, s, 0] == pytest.approx(want, rel=1e-4)
+    if example == 2:
+        # the targets are the prompts' last tokens: swapping the last layer's residual there
+        # hands each prompt the other's next-token prediction (single-token continuations)
+        single = [c for c, cont in enumerate(conts)
+                  if len(tracer.tokens.continuation_ids(tok, sent_1, cont)[1]) == 1]
+        assert single
+        np.testing.assert_allclose(output["interv_layer_29"][single, 0, 0],
+                                   output["original"][single, 1, 0], rtol=1e-4)
     if example == 0:
         per_head = model.run(targets=targets, rep_types=["out"], heads=[0, 8], progress=False)
         assert per_head["interv_layer_29"].shape == (2, 2, 2)

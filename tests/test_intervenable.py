@@ -236,3 +236,32 @@ def test_sources_of_another_length_run_in_the_same_batch(tiny_models, arch):
         torch.testing.assert_close(out.logits, want, rtol=0, atol=1e-5)
         with torch.no_grad():
             torch.testing.assert_close(original.logits, module(**base).logits, rtol=0, atol=1e-5)
+
+
+def test_folders_of_the_previous_front_end_format_still_load(tiny_models, tmp_path):
+    """``interlace.intervenable`` version 1, as the previous version wrote it."""
+    import json
+
+    from safetensors.torch import save_file
+
+    model = tiny_models["llama"]
+    base, source = pair(model)
+    torch.manual_seed(0)
+    iv = pv.LowRankRotatedSpaceIntervention(embed_dim=64, low_rank_dimension=4)
+    key = "layer_0_comp_block_output_unit_pos_nunit_1#0"
+    state = iv.state_dict()
+    save_file({f"{key}.{k}": v.contiguous() for k, v in state.items()},
+              str(tmp_path / "tensors.safetensors"))
+    entry = {"key": key, "class": type(iv).__name__, "init": iv.init_args(), "layer": 0,
+             "component": "block_output", "unit": "pos", "max_number_of_units": 1,
+             "state": sorted(state)}
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"format": "interlace.intervenable", "version": 1, "model": {"hidden_size": 64},
+         "interventions": [entry]}))
+    loaded = pv.IntervenableModel.load(tmp_path, model)
+    direct = pv.IntervenableModel({"layer": 0, "component": "block_output", "intervention": iv},
+                                  model=model)
+    with torch.no_grad():
+        _, want = direct(base, [source], {"sources->base": 2})
+        _, got = loaded(base, [source], {"sources->base": 2})
+    torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-6)

@@ -284,10 +284,18 @@ def test_pyvene_front_end_sources_and_original_in_one_request(ndif):
                                            model=model, remote=name == "remote")
             original, out = pvm(base, [source], {{"sources->base": ([[1]], [[2]])}},
                                 output_original_output=True)
-            res[name] = [original.logits.tolist(), out.logits.tolist()]
+            # a DAS rotation (trained locally) evaluated remotely: the module ships by value
+            torch.manual_seed(0)
+            rot = tracer.LowRankRotatedSpaceIntervention(embed_dim=64, low_rank_dimension=4)
+            das = tracer.IntervenableModel({{"layer": 1, "component": "block_output",
+                                            "intervention": rot}}, model=model,
+                                           remote=name == "remote")
+            with torch.no_grad():
+                _, rotated = das(base, [source], {{"sources->base": ([[1]], [[2]])}})
+            res[name] = [original.logits.tolist(), out.logits.tolist(), rotated.logits.tolist()]
         print(json.dumps(res))
     """)
-    assert _new_requests(before, 1) == 1  # base, source and original rows: one pass, one request
+    assert _new_requests(before, 2) == 2  # base, source and original rows: one pass, one request
     for a, b in zip(out["local"], out["remote"]):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
 

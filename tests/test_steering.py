@@ -53,7 +53,17 @@ def test_tuned_lens_and_sae_round_trip(smollm2, tmp_path):
     assert loaded.layer == LAYER and torch.equal(loaded.w_dec, sae.w_dec)
     assert (tmp_path / "sae" / "cfg.json").exists()
     lp = last_logprobs(smollm2, [loaded.bottleneck()])
-    assert torch.isfinite(lp).all()
+    # the same bottleneck as a plain hook: the layer's output replaced by its reconstruction
+    module, tok = tracer.sites.module(smollm2), smollm2.tokenizer
+    handle = module.model.layers[LAYER].register_forward_hook(
+        lambda m, a, o: loaded.decode(loaded.encode(o)).to(o.dtype))
+    tok.padding_side = "left"
+    try:
+        with torch.no_grad():
+            want = module(**tok(PROMPTS, return_tensors="pt", padding=True)).logits[:, -1].log_softmax(-1)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(lp, want, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="not a SAELens folder"):
         lens.SAE.load(tmp_path / "tl")
 

@@ -104,7 +104,7 @@ class InterventionSet:
         value, while this class, which reads files, stays on the client.
         """
         ivs = sorted(self.interventions, key=lambda iv: resolve_site(model, iv.site).order)
-        if positions != "stored":
+        if not (isinstance(positions, str) and positions == "stored"):
             ivs = [iv.with_positions(positions) for iv in ivs]
         return ivs
 

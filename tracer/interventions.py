@@ -228,7 +228,7 @@ class Intervention:
         """
         s = resolve_site(model, self.site)
         rows = self.rows if rows is None else rows
-        positions = self.positions if positions == "stored" else positions
+        positions = self.positions if isinstance(positions, str) and positions == "stored" else positions
         source = self.source if source is None else source
         if isinstance(source, Source):
             src_site = s if source.site is None else resolve_site(model, source.site)
