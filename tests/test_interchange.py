@@ -212,12 +212,16 @@ def test_seed_examples_on_smollm2(smollm2, example):
             assert output["original"][c, s, 0] == pytest.approx(want, rel=1e-4)
     if example == 2:
         # the targets are the prompts' last tokens: swapping the last layer's residual there
-        # hands each prompt the other's next-token prediction (single-token continuations)
+        # (alone: with q/k/v swapped too, the source row itself changes) hands each prompt the
+        # other's next-token prediction (single-token continuations)
         single = [c for c, cont in enumerate(conts)
                   if len(tracer.tokens.continuation_ids(tok, sent_1, cont)[1]) == 1]
+        last = model.run(targets=targets, rep_types=["lay"], layers=[29], progress=False)
         assert single
-        np.testing.assert_allclose(output["interv_layer_29"][single, 0, 0],
+        np.testing.assert_allclose(last["interv_layer_29"][single, 0, 0],
                                    output["original"][single, 1, 0], rtol=1e-4)
+        np.testing.assert_allclose(last["interv_layer_29"][single, 1, 0],
+                                   output["original"][single, 0, 0], rtol=1e-4)
     if example == 0:
         per_head = model.run(targets=targets, rep_types=["out"], heads=[0, 8], progress=False)
         assert per_head["interv_layer_29"].shape == (2, 2, 2)
