@@ -104,114 +104,136 @@ def _padded(p: int, row_len: int, pad: int, where: str) -> int:
 def compile_batch(model: Any, groups: Sequence[Group]) -> tuple[Batch, tuple]:
     """One ``Batch`` running ``groups`` side by side (rows in group order), and the layout
     that ``split_results`` needs to hand each group its readouts."""
-    rows, offsets = [], []
-    for g in groups:
-        offsets.append(len(rows))
-        rows.extend(g.rows)
-    inputs = build_inputs(rows, pad_id(model.tokenizer))
-    width = inputs["input_ids"].shape[1]
-    pad = [width - len(r) for r in rows]
-    sites: dict[str, SiteOps] = {}
-    resolved: dict[str, Site] = {}
+    return _Compiler(model, groups).batch()
 
-    def ops(name: str) -> SiteOps:
-        if name not in resolved:
-            resolved[name] = resolve_site(model, name)
-        s = resolved[name]
-        if s.name not in sites:
-            sites[s.name] = SiteOps(s)
-        return sites[s.name]
 
-    copies: dict[str, list] = {}
-    adds: dict[str, list] = {}
-    records: dict[Any, list] = {}   # merge key -> [record, batch rows, group offset]
-    for g, base in zip(groups, offsets):
-        for iv in g.interventions:
-            if _is_copy(iv):
-                d, s = base + iv.rows[0], base + iv.source.row
-                for dp, sp in zip(iv.positions, iv.source.positions):
-                    copies.setdefault(ops(iv.site).site.name, []).append(
-                        (d, _padded(dp, len(rows[d]), pad[d], iv.site),
-                         s, _padded(sp, len(rows[s]), pad[s], iv.site), iv.heads))
-            elif _is_add(iv):
-                r = base + iv.rows[0]
-                for j, p in enumerate(iv.positions):
-                    adds.setdefault(ops(iv.site).site.name, []).append((r, _padded(p, len(rows[r]), pad[r], iv.site),
-                                                          iv.params["vector"][j]))
-            else:
-                # one record shared by many groups runs once on all their rows, unless its
-                # source is a row of its own group
-                own_row = isinstance(iv.source, Source) and iv.source.row is not None
-                key = (id(iv), base) if own_row else id(iv)
-                entry = records.setdefault(key, [iv, [], base])
-                group_rows = range(len(g.rows)) if iv.rows is None else iv.rows
-                entry[1].extend(base + (r % len(g.rows)) for r in group_rows)
-    for name, entries in copies.items():
-        o = ops(name)
-        o.copy_dst, o.copy_src = _copy_index(o.site, entries)
-    for name, entries in adds.items():
-        o = ops(name)
-        o.add_idx = (torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries]))
-        o.add_val = torch.stack([e[2] for e in entries])
-    for iv, batch_rows, base in records.values():
-        def padded_rows(wanted: Any, on_rows: list) -> torch.Tensor:
-            wanted = [wanted] if isinstance(wanted, int) else list(wanted)
-            return torch.tensor([[_padded(p, len(rows[r]), pad[r], iv.site) for p in wanted]
-                                 for r in on_rows], dtype=torch.long)
+class _Compiler:
+    """Builds one batch: padded inputs, per-site operations, readout indices."""
 
-        positions = None if iv.positions is None else padded_rows(iv.positions, batch_rows)
-        record = iv
-        if isinstance(iv.source, Source):
-            src = iv.source
-            src_rows = batch_rows if src.row is None else [base + src.row]
-            src_pos = src.positions
-            if src_pos is not None:
-                src_pos = padded_rows(src_pos, src_rows)
-            elif src.row is not None and positions is not None:
-                src_pos = padded_rows(iv.positions, src_rows)
-            record = iv.replace(source=Source(None if src.row is None else src_rows[0], src_pos, src.site))
-        ops(iv.site).records.append((record, batch_rows, positions))
+    def __init__(self, model: Any, groups: Sequence[Group]):
+        self.model, self.groups = model, list(groups)
+        self.rows, self.offsets = [], []
+        for g in self.groups:
+            self.offsets.append(len(self.rows))
+            self.rows.extend(g.rows)
+        self.inputs = build_inputs(self.rows, pad_id(model.tokenizer))
+        self.width = self.inputs["input_ids"].shape[1]
+        self.pad = [self.width - len(r) for r in self.rows]
+        self.sites: dict[str, SiteOps] = {}
+        self.resolved: dict[str, Site] = {}
 
-    # readouts: where each group's values land in the batch's flat outputs
-    reads: dict[str, list] = {}
-    tokens, dists, layout = [], [], []
-    for g, base in zip(groups, offsets):
-        places = []
-        for rd in g.reads:
-            r = base + rd.row
-            n = len(rows[r])
-            pos = range(n) if rd.positions is None else rd.positions
-            padded = [_padded(p, n, pad[r], "a readout") for p in pos]
-            if isinstance(rd, Logprobs):
-                if len(rd.positions) != len(rd.tokens):
-                    raise ValueError(f"a Logprobs readout has {len(rd.positions)} positions but "
-                                     f"{len(rd.tokens)} tokens")
-                places.append(("tokens", len(tokens), len(tokens) + len(padded)))
-                tokens += [(r, p, t) for p, t in zip(padded, rd.tokens)]
-            elif isinstance(rd, Distribution):
-                places.append(("dist", len(dists), len(dists) + len(padded)))
-                dists += [(r, p) for p in padded]
-            elif isinstance(rd, Activations):
-                name = ops(rd.site).site.name
-                got = reads.setdefault(name, [])
-                places.append((name, len(got), len(got) + len(padded)))
-                got.extend((r, p) for p in padded)
-            else:
-                raise TypeError(f"unknown readout {rd!r}: use Logprobs, Activations or Distribution")
-        layout.append(places)
-    for name, pairs in reads.items():
-        ops(name).read_idx = (torch.tensor([r for r, _ in pairs]), torch.tensor([p for _, p in pairs]))
-    first = min([p for _, p, _ in tokens] + [p for _, p in dists], default=width - 1)
-    token_idx = dist_idx = None
-    if tokens:
-        r, p, t = (torch.tensor(c) for c in zip(*tokens))
-        token_idx = (r, p - first, t)
-    if dists:
-        dist_idx = (torch.tensor([r for r, _ in dists]), torch.tensor([p - first for _, p in dists]))
-    ordered = sorted(sites.values(), key=lambda o: o.site.order)
-    slots = [o.site.name for o in ordered if o.read_idx is not None]
-    slots += ["tokens"] * bool(tokens) + ["dist"] * bool(dists)
-    return Batch(inputs, ordered, width - first, token_idx, dist_idx), (slots, layout)
+    def ops(self, name: str) -> SiteOps:
+        """The operations of a site (aliases and canonical names share one entry)."""
+        if name not in self.resolved:
+            self.resolved[name] = resolve_site(self.model, name)
+        s = self.resolved[name]
+        if s.name not in self.sites:
+            self.sites[s.name] = SiteOps(s)
+        return self.sites[s.name]
+
+    def at(self, p: int, row: int, where: str) -> int:
+        """Row ``row``'s position ``p`` in the padded batch."""
+        return _padded(p, len(self.rows[row]), self.pad[row], where)
+
+    def at_rows(self, wanted: Any, on_rows: list, where: str) -> torch.Tensor:
+        wanted = [wanted] if isinstance(wanted, int) else list(wanted)
+        return torch.tensor([[self.at(p, r, where) for p in wanted] for r in on_rows], dtype=torch.long)
+
+    def batch(self) -> tuple[Batch, tuple]:
+        self.edits()
+        tokens, dists, layout = self.readouts()
+        first = min([p for _, p, _ in tokens] + [p for _, p in dists], default=self.width - 1)
+        token_idx = dist_idx = None
+        if tokens:
+            r, p, t = (torch.tensor(c) for c in zip(*tokens))
+            token_idx = (r, p - first, t)
+        if dists:
+            dist_idx = (torch.tensor([r for r, _ in dists]), torch.tensor([p - first for _, p in dists]))
+        ordered = sorted(self.sites.values(), key=lambda o: o.site.order)
+        slots = [o.site.name for o in ordered if o.read_idx is not None]
+        slots += ["tokens"] * bool(tokens) + ["dist"] * bool(dists)
+        return Batch(self.inputs, ordered, self.width - first, token_idx, dist_idx), (slots, layout)
+
+    def edits(self) -> None:
+        """Copies and additions become one index operation per site; every other record runs
+        once on all the rows that share it."""
+        copies: dict[str, list] = {}
+        adds: dict[str, list] = {}
+        records: dict[Any, list] = {}   # merge key -> [record, batch rows, group offset]
+        for g, base in zip(self.groups, self.offsets):
+            for iv in g.interventions:
+                name = self.ops(iv.site).site.name
+                if _is_copy(iv):
+                    d, s = base + iv.rows[0], base + iv.source.row
+                    copies.setdefault(name, []).extend(
+                        (d, self.at(dp, d, iv.site), s, self.at(sp, s, iv.site), iv.heads)
+                        for dp, sp in zip(iv.positions, iv.source.positions))
+                elif _is_add(iv):
+                    r = base + iv.rows[0]
+                    adds.setdefault(name, []).extend(
+                        (r, self.at(p, r, iv.site), iv.params["vector"][j]) for j, p in enumerate(iv.positions))
+                else:
+                    # a record shared by many groups runs once on all their rows, unless its
+                    # source is a row of its own group
+                    own_row = isinstance(iv.source, Source) and iv.source.row is not None
+                    entry = records.setdefault((id(iv), base) if own_row else id(iv), [iv, [], base])
+                    group_rows = range(len(g.rows)) if iv.rows is None else iv.rows
+                    entry[1].extend(base + (r % len(g.rows)) for r in group_rows)
+        for name, entries in copies.items():
+            o = self.ops(name)
+            o.copy_dst, o.copy_src = _copy_index(o.site, entries)
+        for name, entries in adds.items():
+            o = self.ops(name)
+            o.add_idx = (torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries]))
+            o.add_val = torch.stack([e[2] for e in entries])
+        for iv, batch_rows, base in records.values():
+            self.ops(iv.site).records.append(self.record(iv, batch_rows, base))
+
+    def record(self, iv: Intervention, batch_rows: list, base: int) -> tuple:
+        """(record with batch positions and sources, its rows, its padded positions)."""
+        positions = None if iv.positions is None else self.at_rows(iv.positions, batch_rows, iv.site)
+        if not isinstance(iv.source, Source):
+            return iv, batch_rows, positions
+        src = iv.source
+        src_rows = batch_rows if src.row is None else [base + src.row]
+        src_pos = src.positions if src.positions is not None else (
+            iv.positions if src.row is not None else None)
+        if src_pos is not None:
+            src_pos = self.at_rows(src_pos, src_rows, iv.site)
+        source = Source(None if src.row is None else src_rows[0], src_pos, src.site)
+        return iv.replace(source=source), batch_rows, positions
+
+    def readouts(self) -> tuple[list, list, list]:
+        """Flat (row, position[, token]) lists and, per group, where its values land."""
+        reads: dict[str, list] = {}
+        tokens, dists, layout = [], [], []
+        for g, base in zip(self.groups, self.offsets):
+            places = []
+            for rd in g.reads:
+                r = base + rd.row
+                pos = range(len(self.rows[r])) if rd.positions is None else rd.positions
+                padded = [self.at(p, r, "a readout") for p in pos]
+                if isinstance(rd, Logprobs):
+                    if len(rd.positions) != len(rd.tokens):
+                        raise ValueError(f"a Logprobs readout has {len(rd.positions)} positions but "
+                                         f"{len(rd.tokens)} tokens")
+                    places.append(("tokens", len(tokens), len(tokens) + len(padded)))
+                    tokens += [(r, p, t) for p, t in zip(padded, rd.tokens)]
+                elif isinstance(rd, Distribution):
+                    places.append(("dist", len(dists), len(dists) + len(padded)))
+                    dists += [(r, p) for p in padded]
+                elif isinstance(rd, Activations):
+                    name = self.ops(rd.site).site.name
+                    got = reads.setdefault(name, [])
+                    places.append((name, len(got), len(got) + len(padded)))
+                    got.extend((r, p) for p in padded)
+                else:
+                    raise TypeError(f"unknown readout {rd!r}: use Logprobs, Activations or Distribution")
+            layout.append(places)
+        for name, pairs in reads.items():
+            self.ops(name).read_idx = (torch.tensor([r for r, _ in pairs]),
+                                       torch.tensor([p for _, p in pairs]))
+        return tokens, dists, layout
 
 
 def _copy_index(s: Site, entries: list) -> tuple[tuple, tuple]:

@@ -265,6 +265,8 @@ class IntervenableModel(Training, nn.Module):
         if self.remote and not self._is_lm():
             raise ValueError("remote runs need a language model served by NDIF")
         ordered = [bound[k] for k in self._exec]
+        if self.remote:
+            ordered = [u.replace(kind=_shippable(u.kind)) for u in ordered]
         collect = [i for i, u in enumerate(ordered) if isinstance(u.kind, it.CollectIntervention)]
         seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
                                             remote=self.remote, grad=grad)
@@ -485,3 +487,22 @@ def _shift(positions: Any, pad: int, rows: int) -> Any:
     pos = positions if isinstance(positions, torch.Tensor) else torch.tensor([list(positions)])
     pos = torch.where(pos >= 0, pos + pad, pos)
     return pos.expand(rows, -1) if pos.shape[0] == 1 and rows > 1 else pos
+
+
+def _shippable(intervention: Any) -> Any:
+    """The intervention as NDIF can receive it: torch refuses to serialize parametrized
+    modules (the trainable rotations), so a copy with the current weights made plain."""
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(m) for m in intervention.modules()):
+        return intervention
+    copy = type(intervention)(**intervention.init_args())
+    state = intervention.state_dict()
+    if "source_representation" in state:
+        copy.source_representation = state["source_representation"]
+    copy.load_state_dict(state)
+    for m in list(copy.modules()):
+        if parametrize.is_parametrized(m):
+            for name in list(m.parametrizations.keys()):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return copy.eval()
