@@ -218,6 +218,24 @@ class AutoencoderIntervention(BaseIntervention):
         return base + self.decoder(subspace(zb, zs, dims)) - self.decoder(zb)
 
 
+class HeadsIntervention(BaseIntervention):
+    """Apply ``inner`` to the chosen heads of a flattened head component (head-wise
+    InterventionSets, e.g. ITI, loaded into the front end)."""
+
+    needs_source = False
+
+    def __init__(self, inner: BaseIntervention, heads: list, head_dim: int):
+        super().__init__(None)
+        self.inner, self.heads, self.head_dim = inner, heads, head_dim
+
+    def forward(self, base, source=None, subspaces=None):
+        per_head = base.unflatten(-1, (-1, self.head_dim))
+        out = per_head.clone()
+        idx = torch.tensor(self.heads, device=base.device)
+        out[..., idx, :] = self.inner(per_head[..., idx, :], None)
+        return out.flatten(-2)
+
+
 CLASSES = {cls.__name__: cls for cls in (
     VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention,
     CollectIntervention, SkipIntervention, RotatedSpaceIntervention,

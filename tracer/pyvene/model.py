@@ -453,30 +453,12 @@ class IntervenableModel(Training, nn.Module):
             kind, _, layer = iv.site.partition(".")
             unit = "h" if iv.heads is not None else "pos"
             if iv.heads is not None:
-                made = _HeadsIntervention(made, list(iv.heads), Site(_wrap(model), iv.site).dims.head_dim)
+                made = it.HeadsIntervention(made, list(iv.heads), Site(_wrap(model), iv.site).dims.head_dim)
                 unit = "pos"
                 kind = {"head_out": "attention_value_output", "head_q": "query_output",
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
         return cls(reps, model, tokenizer=tokenizer)
-
-
-class _HeadsIntervention(BaseIntervention):
-    """Apply ``inner`` to the chosen heads of a flattened head component (head-wise
-    InterventionSets, e.g. ITI, loaded into the front end)."""
-
-    needs_source = False
-
-    def __init__(self, inner: BaseIntervention, heads: list, head_dim: int):
-        super().__init__(None)
-        self.inner, self.heads, self.head_dim = inner, heads, head_dim
-
-    def forward(self, base, source=None, subspaces=None):
-        per_head = base.unflatten(-1, (-1, self.head_dim))
-        out = per_head.clone()
-        idx = torch.tensor(self.heads, device=base.device)
-        out[..., idx, :] = self.inner(per_head[..., idx, :], None)
-        return out.flatten(-2)
 
 
 def _shift(positions: Any, pad: int, rows: int) -> Any:
