@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import tracer
+from recipes.cli import guarded
 
 DIGITS = 10
 VARIABLES: dict[str, Callable] = {
@@ -130,13 +131,16 @@ def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
     return {"iia": result["iia"], "log": log, "model": pvm}
 
 
+@guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m recipes.das``: train the MLP, then DAS and its controls; prints IIA."""
     p = argparse.ArgumentParser(prog="python -m recipes.das", description=__doc__.split("\n\n")[0])
     p.add_argument("--layer", type=int, default=0, help="hidden layer (0 holds a + b)")
     p.add_argument("--dim", type=int, default=16, help="rotated dims interchanged")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--save", help="folder to save the trained rotation (safetensors + JSON)")
+    # dest is not "save": importing nnsight gives every object a .save, so argparse would
+    # see that attribute as already set and leave the default out
+    p.add_argument("--save", dest="save_dir", help="folder to save the trained rotation (safetensors + JSON)")
     p.add_argument("--json", help="write the IIA table here")
     args = p.parse_args(argv)
     net, acc = train_mlp()
@@ -147,8 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         got = das(net, args.layer, args.dim, epochs=args.epochs, progress=True, **kwargs)
         rows[name] = got["iia"]
         print(f"{name:28s} IIA {got['iia']:.3f}")
-        if name == "DAS a+b" and args.save:
-            got["model"].save(args.save)
+        if name == "DAS a+b" and args.save_dir:
+            got["model"].save(args.save_dir)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mlp_accuracy": acc, "layer": args.layer, "dim": args.dim, "iia": rows}, f, indent=2)

@@ -43,10 +43,11 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import execute, plan as plans
+from tracer import checks, execute, plan as plans
 from tracer.metrics import continuation_prob, effect_scores, logit_diff
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
+from recipes.cli import guarded
 
 # The seed's three examples: (sentence 1, sentence 2, continuations, targets).
 SEED_EXAMPLES = [
@@ -88,12 +89,16 @@ class InterchangeInterventionConfig:
         self.conts = list(conts)
 
 
-def aligned_positions(tokenizer: Any, sents: Sequence[str], targets: Sequence[str]) -> tuple[tuple, tuple]:
-    """Target token positions in each prompt, paired from the end (see module docstring)."""
-    if len(targets) != 2:
-        raise ValueError(f"targets must be a pair of words, one per prompt; got {list(targets)}")
-    p1 = tracer.tokens.find(tokenizer, sents[0], targets[0])
-    p2 = tracer.tokens.find(tokenizer, sents[1], targets[1])
+def aligned_positions(tokenizer: Any, sents: Sequence[str], targets: Sequence[str],
+                      occurrence: int = -1) -> tuple[tuple, tuple]:
+    """Target token positions in each prompt, paired from the end (see module docstring).
+
+    A target that occurs several times in its prompt is taken at ``occurrence`` (default -1:
+    the last one, where a causal LM has read the most of the prompt)."""
+    if isinstance(targets, str) or len(targets) != 2:
+        raise ValueError(f"targets must be a pair of words, one per prompt; got {targets!r}")
+    p1 = tracer.tokens.find(tokenizer, sents[0], targets[0], occurrence)
+    p2 = tracer.tokens.find(tokenizer, sents[1], targets[1], occurrence)
     n = min(len(p1), len(p2))
     return tuple(p1[len(p1) - n:]), tuple(p2[len(p2) - n:])
 
@@ -117,19 +122,15 @@ class InterchangeIntervention:
 
     def plan(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
              heads: Union[None, str, Sequence[int]] = None,
-             layers: Optional[Sequence[int]] = None) -> tuple[list[Group], list]:
+             layers: Optional[Sequence[int]] = None, occurrence: int = -1) -> tuple[list[Group], list]:
         """Every group of the run (the original first), and the head columns."""
         bad = [r for r in rep_types if r not in REP_TYPES]
         if bad or not rep_types:
             raise ValueError(f"unknown rep type(s) {bad or list(rep_types)}; valid rep types are "
                              f"{', '.join(REP_TYPES)}")
         columns = self._columns(multihead, heads)
-        layers = list(range(self.num_layers)) if layers is None else list(layers)
-        for layer in layers:
-            if not 0 <= layer < self.num_layers:
-                raise IndexError(f"layer {layer} out of range: the model has {self.num_layers} "
-                                 f"layers, valid layers are 0..{self.num_layers - 1}")
-        pos1, pos2 = aligned_positions(self.tokenizer, self.sents, targets)
+        layers = _layers(layers, self.num_layers)
+        pos1, pos2 = aligned_positions(self.tokenizer, self.sents, targets, occurrence)
         rows, reads = [], []
         for cont in self.conts:
             for sent in self.sents:
@@ -173,16 +174,17 @@ class InterchangeIntervention:
     def run(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
             heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
             max_batch: Optional[int] = None, progress: bool = True,
-            remote: Optional[bool] = None) -> dict[str, np.ndarray]:
+            remote: Optional[bool] = None, occurrence: int = -1) -> dict[str, np.ndarray]:
         """Probabilities of each continuation after each prompt, originally and with the
         targets' representations swapped at each layer.
 
         Returns ``{"original": (C, 2, 1), "interv_layer_L": (C, 2, H)}`` where H is 1 with
         ``multihead`` (all heads swapped together), else one column per head in ``heads``
         (a list, or ``"each"`` for every head).  ``remote=True`` runs the whole plan on NDIF
-        as one request.
+        as one request.  Targets match whole words; one that occurs several times in its
+        prompt is taken at ``occurrence`` (default -1, the last).
         """
-        groups, columns = self.plan(targets, rep_types, multihead, heads, layers)
+        groups, columns = self.plan(targets, rep_types, multihead, heads, layers, occurrence)
         logprobs = execute.run(self.model, groups, max_batch=max_batch, progress=progress,
                                desc="interchange", remote=remote)
         n_conts = len(self.conts)
@@ -247,13 +249,28 @@ class SweepResult:
                        cbar=self.metric)
 
 
-def _answer_id(tokenizer: Any, answer: Union[str, int]) -> int:
-    if isinstance(answer, int):
-        return answer
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise ValueError(f"answer {answer!r} tokenizes to nothing")
-    return ids[0]
+def _answer_ids(tokenizer: Any, answers: Sequence[Union[str, int]], vocab: int) -> list[int]:
+    """Each answer's first token id (an int is an id already), checked against the vocabulary."""
+    if isinstance(answers, (str, int)) or not answers:
+        raise ValueError(f"answers must be a non-empty list of strings or token ids, got {answers!r}")
+    out = []
+    for answer in answers:
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            checks.integer("answer token id", answer, 0, vocab - 1)
+            out.append(answer)
+            continue
+        ids = tokenizer(checks.text("answer", answer), add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"answer {answer!r} tokenizes to nothing")
+        out.append(ids[0])
+    return out
+
+
+def _layers(layers: Optional[Sequence[int]], n_layers: int) -> list[int]:
+    """Every layer, or the given ones checked against the model."""
+    if layers is None:
+        return list(range(n_layers))
+    return checks.indices("layers", layers, n_layers, "layers in the model")
 
 
 def metric_fn(metric: Union[str, Callable], n_answers: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
@@ -287,15 +304,17 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
     """
     model = _model(model)
     tok = model.tokenizer
-    b_ids, s_ids = tok(base)["input_ids"], tok(source)["input_ids"]
+    b_ids = tok(checks.text("base", base))["input_ids"]
+    s_ids = tok(checks.text("source", source))["input_ids"]
     if len(b_ids) != len(s_ids):
         raise ValueError(f"base and source must have the same number of tokens to patch position "
                          f"by position; got {len(b_ids)} and {len(s_ids)}")
     n = len(b_ids)
     dims = tracer.sites.dims_of(model.config)
-    layers = list(range(dims.n_layers)) if layers is None else list(layers)
-    positions = list(range(n)) if positions is None else [p % n for p in positions]
-    answer_ids = [_answer_id(tok, a) for a in answers]
+    layers = _layers(layers, dims.n_layers)
+    positions = list(range(n)) if positions is None else checks.indices(
+        "positions", positions, n, f"tokens in the base prompt {base!r}")
+    answer_ids = _answer_ids(tok, answers, model.config.vocab_size)
     name, fn = metric_fn(metric, len(answer_ids))
     reads = [Logprobs(r, (-1,) * len(answer_ids), tuple(answer_ids)) for r in (0, 1)]
     rows = [list(b_ids), list(s_ids)]
@@ -329,7 +348,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                  site: str = "resid_post", layers: Optional[Sequence[int]] = None,
                  noise: Optional[float] = None, samples: int = 10, seed: int = 0,
                  max_batch: Optional[int] = None, progress: bool = True,
-                 remote: Optional[bool] = None) -> SweepResult:
+                 remote: Optional[bool] = None, occurrence: Optional[int] = None) -> SweepResult:
     """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
     restore the clean ``site`` state one (layer, position) at a time; the value is the
     probability of ``answer`` averaged over ``samples`` noise draws.
@@ -339,10 +358,13 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
     """
     model = _model(model)
     tok = model.tokenizer
-    ids = list(tok(prompt)["input_ids"])
-    subj = tuple(tracer.tokens.find(tok, prompt, subject))
+    ids = list(tok(checks.text("prompt", prompt))["input_ids"])
+    subj = tuple(tracer.tokens.find(tok, prompt, subject, occurrence))
     dims = tracer.sites.dims_of(model.config)
-    layers = list(range(dims.n_layers)) if layers is None else list(layers)
+    layers = _layers(layers, dims.n_layers)
+    checks.integer("samples", samples, low=1)
+    if noise is not None and (checks.finite("noise", noise) <= 0):
+        raise ValueError(f"noise must be a positive standard deviation, got {noise}")
     if noise is None:
         weight = tracer.sites.module(model).get_input_embeddings().weight
         if weight.device.type == "meta":
@@ -350,7 +372,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
         noise = 3.0 * float(weight.detach().float().std())
     gen = torch.Generator().manual_seed(seed)
     draws = [torch.randn(len(subj), dims.hidden, generator=gen) * noise for _ in range(samples)]
-    answer_id = _answer_id(tok, answer)
+    answer_id = _answer_ids(tok, [answer], model.config.vocab_size)[0]
     rows = [ids] * (samples + 1)
     reads = [Logprobs(r, (-1,), (answer_id,)) for r in range(samples + 1)]
     corrupt = [plans.add("embed", 1 + i, subj, d) for i, d in enumerate(draws)]
@@ -411,6 +433,7 @@ def strongest(outputs: dict[str, dict[str, np.ndarray]], columns: dict[str, list
     return sorted(rows, key=lambda r: -r[0])[:top]
 
 
+@guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m recipes.interchange --sents A B --conts X Y --targets a b --rep-types ...``"""
     parser = argparse.ArgumentParser(prog="python -m recipes.interchange",

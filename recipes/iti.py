@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import execute
+from tracer import checks, execute
 from tracer.interventions import Intervention
 from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
 from tracer.files import InterventionSet, model_info
+from recipes.cli import guarded
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
 NEUTRAL = Path(__file__).with_name("data") / "neutral.json"
@@ -142,7 +143,15 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
         model_name: Optional[str] = None, remote: Optional[bool] = None) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
     (probe accuracies, chosen heads, splits)."""
+    dims = tracer.sites.dims_of(model.config)
+    n_probes = dims.n_layers * dims.n_heads
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_probes:
+        raise ValueError(f"top_k must be between 1 and {n_probes} (layers x heads); got {top_k}")
+    checks.finite("alpha", alpha)
     statements = data if isinstance(data, Statements) else load_statements(data)
+    if len(statements.text) < 10 or len(set(statements.label.tolist())) < 2:
+        raise ValueError(f"ITI needs true and false statements to fit probes: got "
+                         f"{len(statements.text)} statements with labels {sorted(set(statements.label.tolist()))}")
     parts = split(statements, seed=seed)
     every = head_activations(model, [t for v in parts.values() for t in v.text], remote=remote)
     acts, start = {}, 0
@@ -152,8 +161,6 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     val_acc = probes.accuracy(acts["val"], parts["val"].label)
     test_acc = probes.accuracy(acts["test"], parts["test"].label)
     n_layers, n_heads = val_acc.shape
-    if not 1 <= top_k <= n_layers * n_heads:
-        raise ValueError(f"top_k must be between 1 and {n_layers * n_heads} (layers x heads); got {top_k}")
     order = np.argsort(-val_acc, axis=None, kind="stable")[:top_k]
     chosen = sorted((int(i) // n_heads, int(i) % n_heads) for i in order)
     dirs, spread = directions(acts["train"], parts["train"].label, probes, direction)
@@ -243,6 +250,7 @@ def _table(report: dict) -> str:
         f"({report['pairs']} held-out pairs)"])
 
 
+@guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m recipes.iti fit ...`` / ``python -m recipes.iti generate ...``"""
     parser = argparse.ArgumentParser(prog="python -m recipes.iti", description=__doc__.splitlines()[0])

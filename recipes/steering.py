@@ -27,13 +27,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import tracer
-from tracer import execute
+from tracer import checks, execute
 from tracer.interventions import Intervention
 from tracer.metrics import mean_difference, perplexity
 from tracer.plan import Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
 from . import lens
+from .cli import guarded
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
 PROMPT_TEMPLATE = "Talk about {phrase}. "
@@ -78,7 +79,13 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
         test_clean: bool = False, test_bottleneck: bool = False, prompting: bool = False,
         built: Optional[lens.Method] = None, batch_size: int = 25) -> list[dict]:
     """Generate over the prompt set; one record per prompt with the output text."""
-    texts = list(texts or prompts())
+    checks.text("the intervention phrase", phrase)
+    checks.finite("alpha", alpha)
+    checks.integer("the generation length", length, low=1)
+    n_layers = tracer.sites.dims_of(model.config).n_layers
+    if not test_clean and not prompting:
+        checks.integer("the layer", layer, 0, n_layers - 1)
+    texts = checks.texts("prompts", list(texts or prompts()))
     if prompting:
         texts = [PROMPT_TEMPLATE.format(phrase=phrase) + t for t in texts]
     ivs: list = []
@@ -99,6 +106,7 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
 
 def keyword_success(text: str, phrase: str) -> float:
     """1 when the phrase (or any of its words of 4+ letters) appears, else 0."""
+    checks.text("the intervention phrase", phrase)
     low = text.lower()
     words = [w for w in phrase.lower().split() if len(w) >= 4]
     return float(phrase.lower() in low or any(w in low for w in words))
@@ -217,6 +225,7 @@ def _load(a: argparse.Namespace) -> Any:
     return tracer.load(a.model, device=a.device)
 
 
+@guarded
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m recipes.steering [--method ...]`` or ``python -m recipes.steering eval ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)

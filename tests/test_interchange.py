@@ -30,8 +30,8 @@ def hook_reference(model, sents, conts, targets, rep_types, layer, head):
     """P(cont | sent) for every cont and sent with the targets swapped by plain hooks."""
     tok, module = model.tokenizer, tracer.sites.module(model)
     cfg = module.config
-    p1 = tracer.tokens.find(tok, sents[0], targets[0])
-    p2 = tracer.tokens.find(tok, sents[1], targets[1])
+    p1 = tracer.tokens.find(tok, sents[0], targets[0], -1)
+    p2 = tracer.tokens.find(tok, sents[1], targets[1], -1)
     n = min(len(p1), len(p2))
     p1, p2 = p1[len(p1) - n:], p2[len(p2) - n:]
     rows, conts_ids = [], []

@@ -31,7 +31,7 @@ from .patches import Batch, run_batch
 from .plan import Group, compile_batch, pack, split_results
 
 
-TRACE_TIME = ("tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
+TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
               "tracer.pyvene.interventions")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})

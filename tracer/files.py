@@ -31,6 +31,8 @@ FORMAT = "interlace.interventions"
 VERSION = 2
 LEGACY = "interlace.intervenable"  # the pyvene front end's own format before version 2
 CONFIG, TENSORS = "config.json", "tensors.safetensors"
+MAX_CONFIG_BYTES = 16 << 20   # a config is JSON metadata; tensors live in safetensors
+MAX_WIDTH = 1 << 16           # no model's hidden size comes near this
 
 
 class SpecError(ValueError):
@@ -154,15 +156,21 @@ class InterventionSet:
         """Load from a folder, or from a hub repo id (``"user/repo"``); checked against
         ``model`` when one is given."""
         folder = locate_folder(source, revision)
-        spec = cls._read(folder)
+        spec = cls._read(folder, model)
         if model is not None:
             spec.check(model)
         return spec
 
     @classmethod
-    def _read(cls, folder: Path) -> "InterventionSet":
+    def _read(cls, folder: Path, model: Any = None) -> "InterventionSet":
         config, tensors = read_folder(folder, (FORMAT, LEGACY), {FORMAT: VERSION, LEGACY: 1})
         cfg_path = folder / CONFIG
+        if not isinstance(config.get("model", {}), dict) or not isinstance(config.get("meta", {}), dict):
+            raise SpecError(f"{cfg_path}: 'model' and 'meta' must be JSON objects")
+        hidden = None
+        if model is not None:  # the model's fit is checked before anything is built
+            check_model(config.get("model", {}), model)
+            hidden = model_info(model).get("hidden_size")
         meta = dict(config.get("meta", {}))
         entries = config.get("interventions", [])
         if not isinstance(entries, list):
@@ -174,7 +182,7 @@ class InterventionSet:
         for i, entry in enumerate(entries):
             try:
                 prefix = entry["key"] if config["format"] == LEGACY else str(i)
-                interventions.append(_entry(entry, tensors, prefix, cfg_path, i))
+                interventions.append(_entry(entry, tensors, prefix, cfg_path, i, hidden))
             except (KeyError, TypeError, AttributeError) as error:
                 raise SpecError(f"intervention {i} in {cfg_path} is malformed ({error!r})") from None
             except ValueError as error:
@@ -246,11 +254,16 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
                         f"tracer.files.from_pyvene(folder, model)")
     if not cfg_path.is_file():
         raise SpecError(f"{folder} has no {CONFIG}")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise SpecError(f"{cfg_path} is {cfg_path.stat().st_size} bytes; an intervention config "
+                        f"is at most {MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{cfg_path} is not valid JSON ({error}); the file is corrupt or "
                         f"truncated") from None
+    except RecursionError:
+        raise SpecError(f"{cfg_path} is nested too deeply to be an intervention config") from None
     if not isinstance(config, dict) or config.get("format") not in formats:
         raise SpecError(f"{cfg_path} is not an Interlace intervention file (its 'format' is "
                         f"{config.get('format') if isinstance(config, dict) else None!r}, "
@@ -267,7 +280,8 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
     return config, tensors
 
 
-def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int) -> Intervention:
+def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
+           hidden: Optional[int] = None) -> Intervention:
     """One saved entry as an ``Intervention`` record (a module kind is rebuilt from its class,
     constructor arguments and state: no code is read from the folder)."""
     from .pyvene.interventions import CLASSES
@@ -282,7 +296,18 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int) -> I
         if klass is None:
             raise SpecError(f"intervention {i} in {cfg_path}: unknown class {entry['class']!r}; "
                             f"known classes are {', '.join(CLASSES)}")
-        module = klass(**dict(entry.get("init", {})))
+        init = dict(entry.get("init", {}))
+        for name in ("embed_dim", "low_rank_dimension", "latent_dim", "interchange_dim"):
+            value = init.get(name)  # bounded before anything is allocated
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_WIDTH):
+                raise SpecError(f"intervention {i} in {cfg_path}: {name}={value!r} is not a width "
+                                f"between 1 and {MAX_WIDTH}")
+        want = init.get("embed_dim")
+        if want is not None and hidden is not None and want > 8 * hidden:
+            raise SpecError(f"intervention {i} in {cfg_path}: embed_dim {want} does not fit a "
+                            f"model {hidden} wide")
+        module = klass(**init)
         state = {name: tensor(f"{prefix}.{name}") for name in entry.get("state", [])}
         if "source_representation" in state:
             module.source_representation = state["source_representation"]
@@ -302,7 +327,7 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int) -> I
     for name, value in entry.get("params", {}).items():
         params[name] = tensor(value.get("tensor")) if isinstance(value, dict) else float(value)
     return Intervention(kind, entry["site"], entry.get("positions"), entry.get("heads"), params,
-                        subspaces=entry.get("subspaces"))
+                        subspaces=entry.get("subspaces")).check()
 
 
 def _component_site(entry: dict) -> str:
@@ -311,6 +336,17 @@ def _component_site(entry: dict) -> str:
     if component.endswith((".output", ".input")):
         return component.replace("[", ".").replace("]", "")
     return component if entry.get("layer") is None else f"{component}.{entry['layer']}"
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refused when it would leave the folder (``../``, absolute paths,
+    links pointing out)."""
+    path = (Path(folder) / name)
+    root = Path(folder).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise SpecError(f"{name!r} points outside the folder {folder}; a loader reads only the "
+                        f"folder's own files")
+    return path
 
 
 def _plain(value: Any) -> Any:
@@ -368,7 +404,7 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
             raise SpecError(f"pyvene intervention {cls} is not a plain-tensor intervention; "
                             f"only Addition, Subtraction (with a constant source) and Zero load")
         key = keys[i] if i < len(keys) else None
-        path = folder / f"intkey_{key}.bin" if key else None
+        path = _inside(folder, f"intkey_{key}.bin") if key else None
         if path is None or not path.is_file():
             found = sorted(folder.glob("intkey_*.bin"))
             if len(found) != len(reprs):

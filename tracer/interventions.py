@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .checks import finite, indices
 from .sites import Heads, Positions, Rows, Site, site as resolve_site
 
 
@@ -179,8 +180,30 @@ class Intervention:
         elif not callable(kind):
             raise ValueError(f"intervention kind {kind!r} is neither a kind name ({', '.join(KINDS)}) "
                              f"nor a module")
+        name = kind if isinstance(kind, str) else type(kind).__name__
+        for key, value in params.items():
+            finite(f"intervention {name!r} at {site}: parameter {key!r}", value)
+        if isinstance(source, torch.Tensor):
+            finite(f"intervention {name!r} at {site}: source", source)
+        if kind == "project_out" and isinstance(params.get("direction"), torch.Tensor) \
+                and not bool((params["direction"].norm(dim=-1) > 0).all()):
+            raise ValueError(f"intervention 'project_out' at {site}: the direction is zero, so "
+                             f"there is nothing to project out")
+        if subspaces is not None:
+            subspaces = indices(f"intervention {name!r} at {site}: subspaces",
+                                       subspaces, 1 << 62, "dimensions")
         self.kind, self.site, self.positions, self.heads, self.params = kind, site, positions, heads, params
         self.rows, self.source, self.subspaces = rows, source, subspaces
+
+    def check(self) -> "Intervention":
+        """Refuse a function kind that lacks a parameter it needs (what a loader calls before
+        anything runs); returns the record."""
+        if isinstance(self.kind, str):
+            _, names = KINDS[self.kind]
+            missing = [n for n in names if n not in self.params and n not in _OPTIONAL and n != "source"]
+            if missing:
+                raise ValueError(f"intervention {self.kind!r} at {self.site} needs {missing}")
+        return self
 
     @property
     def module(self) -> Any:

@@ -23,6 +23,11 @@ Positions = Union[None, int, Sequence[int], torch.Tensor]
 Heads = Union[None, int, Sequence[int]]
 Rows = Union[None, int, Sequence[int]]
 
+class SiteError(ValueError, IndexError):
+    """A site, layer, row, position, head or value that does not exist or does not fit; the
+    message names what was given and what is valid."""
+
+
 LAYER_SITES = ("resid_pre", "head_q", "head_k", "head_v", "head_out", "attn_out",
                "resid_mid", "mlp_out", "resid_post")
 MODEL_SITES = ("embed", "final", "logits")
@@ -61,7 +66,7 @@ def envoy(model: Any, path: str) -> Any:
         except (AttributeError, IndexError, TypeError):
             children = [n for n, _ in _module_of(node).named_children()] if _module_of(node) is not None else []
             where = ".".join(walked) or "the model"
-            raise ValueError(f"module path {path!r}: {where} has no child {part!r}; "
+            raise SiteError(f"module path {path!r}: {where} has no child {part!r}; "
                              f"its children are {children}") from None
         walked.append(part)
     return node
@@ -105,10 +110,10 @@ class Site:
         if kind in LAYER_SITES:
             layer = _check_layer(kind, layer, self.dims.n_layers)
         elif layer is not None:
-            raise ValueError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
+            raise SiteError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
                              f"{', '.join(LAYER_SITES)}")
         if kind == "resid_mid" and self.dims.parallel_residual:
-            raise ValueError("resid_mid does not exist in this GPT-NeoX model: it uses a "
+            raise SiteError("resid_mid does not exist in this GPT-NeoX model: it uses a "
                              "parallel residual (attention and MLP both read resid_pre); "
                              "use resid_pre, attn_out, mlp_out or resid_post")
         self.kind = kind
@@ -186,7 +191,7 @@ class Site:
                 if path and (inner == path or inner.startswith(path + ".")) and len(path) > len(best):
                     best, stage = path, value
             return (layer, stage + port_step + (0.01 if inner != best and best else 0.0))
-        raise ValueError(f"raw module path {self.raw_path!r} is outside the layers and is not a "
+        raise SiteError(f"raw module path {self.raw_path!r} is outside the layers and is not a "
                          f"known site of this model, so its execution order is unknown; apply "
                          f"it in its own invoke")
 
@@ -292,7 +297,7 @@ class Site:
         except RuntimeError:
             fits = False
         if not fits:
-            raise ValueError(f"value of shape {tuple(value.shape)} does not fit the selection "
+            raise SiteError(f"value of shape {tuple(value.shape)} does not fit the selection "
                              f"{tuple(target)} of site {self.name} (rows, positions"
                              f"{', heads, head_dim' if self.n_heads else ', hidden'})")
         if index is None:
@@ -313,7 +318,7 @@ class Site:
         r, p = torch.broadcast_tensors(r, p)
         if heads is None or self.n_heads is None:
             if heads is not None:
-                raise ValueError(f"site {self.name} has no heads; head sites are "
+                raise SiteError(f"site {self.name} has no heads; head sites are "
                                  f"{', '.join(HEAD_SITES)}")
             return (r, p)
         h = torch.tensor(_heads(heads, self), device=device)
@@ -323,11 +328,13 @@ class Site:
 def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") -> str:
     """An alias (``lay.3``, ``block_output.3``, ``mlp_activation.3``) as a site name or a
     module path; sets ``site.flat``/``site.alias`` for flat head components."""
+    if not isinstance(name, str):
+        raise SiteError(f"a site name must be a string such as 'resid_post.3', got {name!r}")
     kind, dot, rest = name.partition(".")
     if kind not in ALIASES or (dot and not rest.lstrip("-").isdigit()):
         return name
     if layer is None and not dot:
-        raise ValueError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
+        raise SiteError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
     layer = int(rest) if dot else layer
     target = ALIASES[kind]
     if target[0] != "module":
@@ -341,25 +348,50 @@ def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") ->
 
 
 def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
+    if not isinstance(name, str):
+        raise SiteError(f"a site name must be a string such as 'resid_post.3', got {name!r}")
+    if layer is not None:
+        layer = _int(layer, f"the layer of site {name!r}")
     kind, dot, rest = name.partition(".")
     if kind not in SITE_NAMES:
-        raise ValueError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
+        raise SiteError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
                          f"(layer sites as 'name.layer', e.g. 'resid_post.3'), their aliases "
                          f"{', '.join(ALIASES)}, or a module path ending in .output or .input")
     if dot:
         if not rest.lstrip("-").isdigit():
-            raise ValueError(f"site {name!r}: the part after the dot must be a layer number")
+            raise SiteError(f"site {name!r}: the part after the dot must be a layer number")
         if layer is not None and int(rest) != layer:
-            raise ValueError(f"site {name!r} names layer {rest} but layer={layer} was given")
+            raise SiteError(f"site {name!r} names layer {rest} but layer={layer} was given")
         layer = int(rest)
     if kind in LAYER_SITES and layer is None:
-        raise ValueError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
+        raise SiteError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
     return kind, layer
 
 
+def _int(value: Any, what: str) -> int:
+    """``value`` as an int; bools, floats, strings and tensors of other kinds are refused."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SiteError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _ints(values: Any, what: str) -> list[int]:
+    """One int or a non-empty sequence of ints."""
+    if isinstance(values, (str, bytes)):
+        raise SiteError(f"{what} must be an integer or a list of integers, got {values!r}")
+    items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
+    if not items:
+        raise SiteError(f"{what}=[] selects nothing: give at least one, or None for all")
+    return [_int(v, what) for v in items]
+
+
 def _check_layer(kind: str, layer: int, n_layers: int) -> int:
+    layer = _int(layer, f"the layer of site {kind!r}")
     if not -n_layers <= layer < n_layers:
-        raise IndexError(f"layer {layer} out of range for site {kind!r}: the model has "
+        raise SiteError(f"layer {layer} out of range for site {kind!r}: the model has "
                          f"{n_layers} layers, valid layers are 0..{n_layers - 1} "
                          f"(or -{n_layers}..-1)")
     return layer % n_layers
@@ -368,10 +400,10 @@ def _check_layer(kind: str, layer: int, n_layers: int) -> int:
 def _rows(rows: Rows, batch: int, name: str) -> list[int]:
     if rows is None:
         return list(range(batch))
-    rows = [rows] if isinstance(rows, int) else list(rows)
+    rows = _ints(rows, f"rows at site {name}")
     for r in rows:
         if not -batch <= r < batch:
-            raise IndexError(f"row {r} out of range at site {name}: this invoke has {batch} "
+            raise SiteError(f"row {r} out of range at site {name}: this invoke has {batch} "
                              f"rows, valid rows are 0..{batch - 1}")
     return [r % batch for r in rows]
 
@@ -380,32 +412,40 @@ def _positions(positions: Positions, seq: int, n_rows: int, name: str) -> Option
     if positions is None:
         return None
     if isinstance(positions, torch.Tensor):
+        if positions.is_floating_point() or positions.dtype == torch.bool:
+            raise SiteError(f"positions at site {name} must be integers, got a {positions.dtype} tensor")
+        if positions.numel() == 0:
+            raise SiteError(f"positions at site {name} select nothing: give at least one, or None for all")
         pos = positions.long()
         if pos.dim() == 1:
             pos = pos[None, :]
         if pos.dim() != 2 or pos.shape[0] not in (1, n_rows):
-            raise ValueError(f"per-row positions at site {name} must have shape (rows, P) "
+            raise SiteError(f"per-row positions at site {name} must have shape (rows, P) "
                              f"with rows = {n_rows}; got {tuple(positions.shape)}")
     else:
-        pos = torch.tensor([positions] if isinstance(positions, int) else list(positions),
-                           dtype=torch.long)[None, :]
+        given = _ints(positions, f"positions at site {name}")
+        for p in given:  # before building a tensor: a huge int would overflow it
+            if not -seq <= p < seq:
+                raise SiteError(f"position {p} out of range at site {name}: the sequence has "
+                                f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
+        pos = torch.tensor(given, dtype=torch.long)[None, :]
     bad = (pos >= seq) | (pos < -seq)
     if bool(bad.any()):
         first = int(pos[bad][0])
-        raise IndexError(f"position {first} out of range at site {name}: the sequence has "
+        raise SiteError(f"position {first} out of range at site {name}: the sequence has "
                          f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
     return pos % seq
 
 
 def _heads(heads: Heads, site: Site) -> list[int]:
     n = site.n_heads
-    heads = [heads] if isinstance(heads, int) else list(heads)
+    heads = _ints(heads, f"heads at site {site.name}")
     for h in heads:
         if not -n <= h < n:
             what = ("key/value heads (grouped-query attention)"
                     if site.kind in ("head_k", "head_v") and site.dims.n_kv_heads != site.dims.n_heads
                     else "heads")
-            raise IndexError(f"head {h} out of range at site {site.name}: this model has {n} "
+            raise SiteError(f"head {h} out of range at site {site.name}: this model has {n} "
                              f"{what}, valid heads are 0..{n - 1}")
     return [h % n for h in heads]
 

@@ -5,29 +5,43 @@ Runs on the client (it needs the tokenizer), never inside a trace.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
 
-def find(tokenizer: Any, prompt: str, word: str, occurrence: int = -1) -> list[int]:
+def find(tokenizer: Any, prompt: str, word: str, occurrence: Optional[int] = None) -> list[int]:
     """Positions of the tokens that cover ``word`` in ``prompt`` (unpadded).
 
-    ``occurrence`` picks which match when the word occurs several times (default: the last).
-    A word missing from the prompt raises ``ValueError`` naming both.
+    ``word`` matches whole words only (``he`` does not match inside ``there``).  When it
+    occurs several times, ``occurrence`` picks one (0 = the first, -1 = the last); left as
+    None, a repeated word is an error that lists where it occurs.  A missing word raises
+    ``ValueError`` naming both.
     """
-    starts = []
-    at = prompt.find(word)
-    while at >= 0 and word:
-        starts.append(at)
-        at = prompt.find(word, at + 1)
+    import re
+
+    for name, value in (("prompt", prompt), ("target word", word)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"the {name} must be a non-empty string, got {value!r}")
+    if occurrence is not None and (isinstance(occurrence, bool) or not isinstance(occurrence, int)):
+        raise ValueError(f"occurrence must be an integer (0 = first, -1 = last), got {occurrence!r}")
+    pattern = (r"(?<!\w)" if word[0].isalnum() else "") + re.escape(word) + \
+        (r"(?!\w)" if word[-1].isalnum() else "")
+    starts = [m.start() for m in re.finditer(pattern, prompt)]
     if not starts:
-        raise ValueError(f"target {word!r} does not occur in the prompt {prompt!r}")
-    try:
-        start = starts[occurrence]
-    except IndexError:
-        raise ValueError(f"target {word!r} occurs {len(starts)} times in {prompt!r}; "
-                         f"occurrence {occurrence} does not exist") from None
+        inside = prompt.find(word)
+        where = (f" (it occurs only inside a longer word, at character {inside})" if inside >= 0 else "")
+        raise ValueError(f"target {word!r} does not occur in the prompt {prompt!r}{where}")
+    if occurrence is None:
+        if len(starts) > 1:
+            raise ValueError(f"target {word!r} occurs {len(starts)} times in {prompt!r} (at characters "
+                             f"{', '.join(map(str, starts))}); choose one with occurrence=0..{len(starts) - 1} "
+                             f"(or -1 for the last)")
+        occurrence = 0
+    if not -len(starts) <= occurrence < len(starts):
+        raise ValueError(f"target {word!r} occurs {len(starts)} times in {prompt!r}; occurrence "
+                         f"{occurrence} does not exist (valid: 0..{len(starts) - 1}, or -1 for the last)")
+    start = starts[occurrence]
     end = start + len(word)
     offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
     found = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]

@@ -421,14 +421,19 @@ class IntervenableModel(Training, nn.Module):
              tokenizer: Any = None) -> "IntervenableModel":
         """From a folder or hub repo written by ``save`` (either format version), or any
         ``InterventionSet`` folder (its add/zero interventions become classes here)."""
-        from ..files import InterventionSet, check_model
+        from ..files import InterventionSet
 
-        spec = InterventionSet.load(load_directory)
+        from ..files import SpecError, locate_folder
+
         wrapped = _wrap(model, tokenizer)
-        check_model(spec.model, wrapped)
+        spec = InterventionSet.load(load_directory, wrapped)
         fields = spec.meta.get("pyvene")
         if not fields:
             return cls._from_spec(spec, wrapped, tokenizer)
+        if not isinstance(fields, list) or len(fields) != len(spec.interventions) or \
+                not all(isinstance(f, dict) and f.get("component") for f in fields):
+            raise SpecError(f"{locate_folder(load_directory)}: its meta 'pyvene' must list one "
+                            f"representation (with a 'component') per intervention")
         reps = [RepresentationConfig(f.get("layer"), f["component"], f.get("unit", "pos"),
                                      f.get("max_number_of_units", 1), intervention=iv.kind,
                                      name=f.get("key"))

@@ -1,0 +1,79 @@
+"""Validation at the boundary: each check raises one ``ValueError`` naming the argument, what
+was given and what is valid, before any work is done.
+
+Trace-time module (interventions validate their parameters with it): imports only torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+
+
+def text(name: str, value: Any) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def texts(name: str, values: Any) -> list[str]:
+    """A non-empty list of non-empty strings (one string is one item)."""
+    items = [values] if isinstance(values, str) else values
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"{name} must be a non-empty list of strings, got {values!r}")
+    return [text(f"{name}[{i}]", v) for i, v in enumerate(items)]
+
+
+def integer(name: str, value: Any, low: Optional[int] = None, high: Optional[int] = None) -> int:
+    """An int (not a bool or float) in ``[low, high]`` when those are given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "" if low is None else f">= {low}"
+        hi = "" if high is None else f"<= {high}"
+        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}")
+    return value
+
+
+def indices(name: str, values: Any, size: int, what: str) -> list[int]:
+    """A non-empty list of indices into ``size`` items (negative counts from the end), as
+    non-negative ints; ``what`` names the items in the error."""
+    items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
+    if not items:
+        raise ValueError(f"{name} is empty: give at least one of the {size} {what}, or None for all")
+    out = []
+    for v in items:
+        v = integer(name, v)
+        if not -size <= v < size:
+            raise ValueError(f"{name}: {v} is out of range; there are {size} {what}, valid "
+                             f"values are 0..{size - 1} (or -{size}..-1)")
+        out.append(v % size)
+    return out
+
+
+def finite(name: str, value: Any) -> Any:
+    """A number or tensor with no NaN or infinity."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number or a tensor, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def shape(name: str, value: torch.Tensor, want: Sequence[int], where: str) -> torch.Tensor:
+    """``value`` broadcasts to ``want`` (the shape of what it is applied to)."""
+    try:
+        fits = tuple(torch.broadcast_shapes(tuple(value.shape), tuple(want))) == tuple(want)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, which does not fit {where} of "
+                         f"shape {tuple(want)}")
+    return value
