@@ -116,8 +116,14 @@ def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
     held-out pairs.  Returns ``{"iia", "log", "model"}``."""
     import nnsight
 
-    torch.manual_seed(seed)
+    from tracer import checks
+
+    checks.integer("layer", layer, 0, len(net.layers) - 1)
     hidden = net.layers[layer][0].out_features
+    checks.integer("dim (rotated dims interchanged)", dim, 1, hidden)
+    if variable not in VARIABLES:
+        raise ValueError(f"unknown variable {variable!r}; valid variables are {', '.join(VARIABLES)}")
+    torch.manual_seed(seed)
     iv = tracer.RotatedSpaceIntervention(embed_dim=hidden, interchange_dim=dim)
     component = component or f"layers[{layer}].output"
     pvm = tracer.IntervenableModel({"component": component, "intervention": iv},

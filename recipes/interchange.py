@@ -44,6 +44,7 @@ import torch
 
 import tracer
 from tracer import checks, execute, plan as plans
+from tracer.files import atomic, writable_dir
 from tracer.metrics import continuation_prob, effect_scores, logit_diff
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
@@ -79,12 +80,13 @@ class InterchangeInterventionConfig:
     """A minimal pair of prompts and the continuations to score after each."""
 
     def __init__(self, sents: Sequence[str], conts: Sequence[str]):
-        if len(sents) != 2:
-            raise ValueError(f"sents must be a pair of prompts; got {len(sents)}")
-        if len(conts) < 2:
-            raise ValueError(f"conts needs at least two continuations to compare; got {list(conts)}")
-        if any(not c.strip() for c in conts):
-            raise ValueError(f"continuations must be non-empty; got {list(conts)}")
+        if isinstance(sents, str) or not isinstance(sents, (list, tuple)) or len(sents) != 2:
+            raise ValueError(f"sents must be a pair of prompts; got {sents!r}")
+        checks.texts("sents", list(sents))
+        if isinstance(conts, str) or not isinstance(conts, (list, tuple)) or len(conts) < 2:
+            raise ValueError(f"conts needs at least two continuations to compare; got {conts!r}")
+        if any(not isinstance(c, str) or not c.strip() for c in conts):
+            raise ValueError(f"continuations must be non-empty strings; got {list(conts)}")
         self.sents = list(sents)
         self.conts = list(conts)
 
@@ -233,9 +235,11 @@ class SweepResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"npz": out / f"{name}.npz", "json": out / f"{name}.json", "png": out / f"{name}.png"}
-        np.savez(paths["npz"], values=self.values,
-                 **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()})
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2))
+        with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
+            np.savez(f, values=self.values,
+                     **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()})
+        with atomic(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
         self.plot(paths["png"])
         return paths
 
@@ -417,8 +421,10 @@ def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, n
                 title=f"{rep}: effect of swapping the targets", xlabel="head", ylabel="layer",
                 cbar="effect (TV distance)")
     paths = {"npz": out / "results.npz", "json": out / "results.json"}
-    np.savez(paths["npz"], **arrays)
-    paths["json"].write_text(json.dumps({"config": config, "results": numbers}, indent=2))
+    with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    with atomic(paths["json"]) as tmp:
+        tmp.write_text(json.dumps({"config": config, "results": numbers}, indent=2))
     return paths
 
 
@@ -460,6 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.heads:
         heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
+    writable_dir(args.out)
     if args.remote:
         execute.configure()
     model = InterchangeIntervention(args.model, config, device=args.device, remote=args.remote)

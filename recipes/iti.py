@@ -36,7 +36,7 @@ from tracer import checks, execute
 from tracer.interventions import Intervention
 from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
-from tracer.files import InterventionSet, model_info
+from tracer.files import InterventionSet, atomic, model_info, writable_dir
 from recipes.cli import guarded
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
@@ -280,6 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "fit":
         from .plotting import heatmap
 
+        writable_dir(args.out)
         model = tracer.load(args.model, remote=args.remote)
         data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
         spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
@@ -293,7 +294,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = evaluate(model, spec, report["splits"]["test"], remote=args.remote)
         result["best_val_acc"] = float(val.max())
         result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))
-        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        with atomic(out / "eval.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
         print(f"top-{args.top_k} heads (layer, head): {report['chosen']}")
         print(f"best validation probe accuracy {val.max():.3f}; chosen heads' mean test accuracy "
               f"{result['mean_test_acc_of_chosen']:.3f}")

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from tracer import execute
-from tracer.files import InterventionSet, model_info
+from tracer.files import InterventionSet, atomic, model_info
 from tracer.interventions import Intervention
 from tracer.metrics import fit_probe, mean_difference
 from tracer.plan import Activations, Distribution, Group
@@ -305,10 +305,11 @@ class SAE(Method):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"W_enc": self.w_enc.contiguous(), "b_enc": self.b_enc.contiguous(),
-                   "W_dec": self.w_dec.contiguous(), "b_dec": self.b_dec.contiguous()},
-                  str(folder / "sae_weights.safetensors"))
-        (folder / "cfg.json").write_text(json.dumps({"d_in": self.hidden, "d_sae": self.width,
+        with atomic(folder / "sae_weights.safetensors") as tmp:
+            save_file({"W_enc": self.w_enc.contiguous(), "b_enc": self.b_enc.contiguous(),
+                       "W_dec": self.w_dec.contiguous(), "b_dec": self.b_dec.contiguous()}, str(tmp))
+        with atomic(folder / "cfg.json") as tmp:
+            tmp.write_text(json.dumps({"d_in": self.hidden, "d_sae": self.width,
                                                      "hook_name": f"blocks.{self.layer}.hook_resid_post",
                                                      "hook_layer": self.layer, "architecture": "standard"}))
         return folder

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tracer.files import atomic
+
 
 def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path: str | Path,
             title: str = "", xlabel: str = "", ylabel: str = "", cbar: str = "",
@@ -34,7 +36,7 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
     fig.colorbar(im, ax=ax, label=cbar)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path

@@ -28,6 +28,7 @@ import torch
 
 import tracer
 from tracer import checks, execute
+from tracer.files import atomic, writable_dir, writable_file
 from tracer.interventions import Intervention
 from tracer.metrics import mean_difference, perplexity
 from tracer.plan import Group, Logprobs
@@ -183,11 +184,12 @@ def write_table(rows: Sequence[dict], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keys = ["method", "alpha", "success", "coherence", "perplexity", "n", "example"]
-    with open(out / "table.csv", "w", newline="") as f:
+    with atomic(out / "table.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows([{k: r.get(k) for k in keys} for r in rows])
-    (out / "table.json").write_text(json.dumps(list(rows), indent=2))
+    with atomic(out / "table.json") as tmp:
+        tmp.write_text(json.dumps(list(rows), indent=2))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r["method"] for r in rows):
         pts = [r for r in rows if r["method"] == name]
@@ -200,7 +202,8 @@ def write_table(rows: Sequence[dict], out: str | Path) -> Path:
     ax.set_ylabel("intervention success")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "success_vs_perplexity.png", dpi=120)
+    with atomic(out / "success_vs_perplexity.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return out
 
@@ -237,6 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
         p.add_argument("--out", default="results/steering")
         a = p.parse_args(argv[1:])
+        writable_dir(a.out)
         model = _load(a)
         texts = prompts()[: a.limit] if a.limit else None
         rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
@@ -257,6 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sae-path", help="a SAELens-format folder to use instead of training an SAE")
     p.add_argument("--out", help="write the outputs and their scores as JSON here")
     a = p.parse_args(argv)
+    if a.out:
+        writable_file(a.out)
     model = _load(a)
     texts = prompts()[: a.limit] if a.limit else None
     built = None if a.test_clean or a.prompting else make_method(
@@ -268,8 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     scores = evaluate(model, recs, a.intervention_phrase)
     print(json.dumps(scores))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"args": vars(a), "scores": scores, "outputs": recs}, indent=2))
+        with atomic(a.out) as tmp:
+            tmp.write_text(json.dumps({"args": vars(a), "scores": scores, "outputs": recs}, indent=2))
     return 0
 
 

@@ -85,33 +85,62 @@ def check_imports() -> dict[str, list[str]]:
     return {k: v for k, v in bad.items() if v}
 
 
+class RemoteTransient(RemoteError):
+    """A server state that passes (a backend reconnecting, a gateway error): worth a retry."""
+
+
 def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:
-    """One clear error for a failed remote run, keeping the server's own message."""
+    """One clear error for a failed remote run, naming where it failed (network, server
+    state, the job itself) and keeping the server's own message."""
     import nnsight
 
     host = host or nnsight.CONFIG.API.HOST
     text = str(error).strip() or type(error).__name__
     lowered = text.lower()
+    first = text.splitlines()[0][:300]
     chain, e = [], error
     while e is not None and len(chain) < 10:
         chain.append(type(e).__name__)
         e = e.__cause__ or e.__context__
+    if any(p in lowered for p in ("reconnecting", "502 bad gateway", "503 service", "temporarily unavailable",
+                                  "try again later")):
+        return RemoteTransient(f"the NDIF server at {host} is in a passing state ({first}); "
+                               f"retry in a moment")
+    dropped = {"ConnectionResetError", "RemoteDisconnected", "ConnectionClosed", "ConnectionClosedError",
+               "IncompleteRead", "ChunkedEncodingError", "BrokenPipeError"}
+    if dropped & set(chain) or any(p in lowered for p in ("connection reset", "connection closed",
+                                                          "connection aborted", "broken pipe")):
+        return RemoteError(f"the connection to the NDIF server at {host} dropped while the job ran "
+                           f"({first}): a network error; run it again")
     network = {"ConnectError", "ConnectionError", "ConnectTimeout", "gaierror", "NewConnectionError",
                "ConnectionRefusedError", "WebSocketAddressException"}
     if isinstance(error, (ConnectionError, OSError)) or network & set(chain) or any(
             p in lowered for p in ("connection refused", "failed to send request",
                                    "name or service not known", "name resolution",
                                    "failed to establish")):
-        return RemoteError(f"the NDIF server at {host} is unreachable ({text.splitlines()[0][:300]}); "
+        return RemoteError(f"the NDIF server at {host} is unreachable ({first}); "
                            f"check INTERLACE_NDIF_HOST or nnsight.CONFIG.API.HOST")
     if "timed out" in lowered or isinstance(error, TimeoutError):
         return RemoteError(f"the remote job on {host} timed out: {text[:500]}")
     if "not" in lowered and "model" in lowered and ("found" in lowered or "deployed" in lowered
                                                       or "running" in lowered):
-        return RemoteError(f"the NDIF server at {host} does not serve this model: {text[:500]}")
+        return RemoteError(f"the NDIF server at {host} does not serve this model; it serves: "
+                           f"{', '.join(served_models()) or 'no model it would list'} "
+                           f"({first})")
     # the server's traceback ends with the exception that matters
     return RemoteError(f"the remote job on {host} failed: "
                        f"{text if len(text) <= 2000 else '...' + text[-2000:]}")
+
+
+def served_models() -> list[str]:
+    """The repo ids the NDIF server lists as deployed (empty when it lists none)."""
+    import nnsight
+
+    try:
+        deployments = nnsight.status(raw=True).get("deployments", {})
+    except Exception:  # noqa: BLE001 - a listing is a courtesy in an error message
+        return []
+    return sorted({str(v.get("repo_id") or k) for k, v in deployments.items()})
 
 
 _CHECKED: set = set()
@@ -138,17 +167,78 @@ def check_versions(force: bool = False) -> None:
     _CHECKED.add(host)
 
 
-def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` after checking versions and registering the trace-time modules; failures
-    become ``RemoteError``."""
+RETRIES = 3  # tries for a passing server state, with backoff 1, 2, 4 s
+
+
+def timeout_seconds(timeout: Optional[float] = None) -> Optional[float]:
+    """The client-side time limit for one request: ``timeout``, else
+    ``INTERLACE_NDIF_TIMEOUT``, else none."""
+    if timeout is None and os.environ.get("INTERLACE_NDIF_TIMEOUT"):
+        try:
+            timeout = float(os.environ["INTERLACE_NDIF_TIMEOUT"])
+        except ValueError:
+            raise ValueError(f"INTERLACE_NDIF_TIMEOUT must be a number of seconds, got "
+                             f"{os.environ['INTERLACE_NDIF_TIMEOUT']!r}") from None
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"the remote timeout must be a positive number of seconds, got {timeout}")
+    return timeout
+
+
+def call(fn: Any, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+    """Call ``fn`` (a remote trace or session) after checking versions and registering the
+    trace-time modules.  Failures become ``RemoteError``; a passing server state is retried
+    ``RETRIES`` times with backoff; with ``timeout`` (or ``INTERLACE_NDIF_TIMEOUT``) a
+    request that has not answered in that many seconds is given up with a clear error."""
+    import time
+
+    limit = timeout_seconds(timeout)
     register()
-    try:
-        check_versions()
+    for attempt in range(RETRIES + 1):
+        try:
+            return _bounded(_checked, (fn, args, kwargs), {}, limit)
+        except RemoteTransient:
+            if attempt == RETRIES:
+                raise
+        except RemoteError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every remote failure gets one clear error
+            explained = explain(error)
+            if not isinstance(explained, RemoteTransient) or attempt == RETRIES:
+                raise explained from error
+        time.sleep(2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _checked(fn: Any, args: tuple, kwargs: dict) -> Any:
+    check_versions()
+    return fn(*args, **kwargs)
+
+
+def _bounded(fn: Any, args: tuple, kwargs: dict, limit: Optional[float]) -> Any:
+    """``fn(*args, **kwargs)``, given up after ``limit`` seconds (the request may still
+    finish on the server; its result is then dropped)."""
+    if limit is None:
         return fn(*args, **kwargs)
-    except RemoteError:
-        raise
-    except Exception as error:  # noqa: BLE001 - every remote failure gets one clear error
-        raise explain(error) from error
+    import nnsight
+    import threading
+
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=work, daemon=True, name="interlace-remote")
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise RemoteError(f"the NDIF server at {nnsight.CONFIG.API.HOST} gave no answer within "
+                          f"{limit:g} s (timeout=, INTERLACE_NDIF_TIMEOUT); finished requests are kept")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def is_remote(model: Any) -> bool:
@@ -238,7 +328,8 @@ def _available_ram() -> int:
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
         progress: bool = True, desc: str = "batches", remote: Optional[bool] = None,
-        max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None) -> list[list[torch.Tensor]]:
+        max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None,
+        timeout: Optional[float] = None) -> list[list[torch.Tensor]]:
     """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
     group's order.
 
@@ -246,7 +337,8 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
     ``max_request_rows`` allows, resumable from ``resume_dir`` (default
     ``$INTERLACE_CACHE/remote``).  ``remote=None`` runs remotely exactly when the model
-    was loaded for NDIF (``tracer.load(..., remote=True)``: its weights are on meta).
+    was loaded for NDIF (``tracer.load(..., remote=True)``: its weights are on meta);
+    ``timeout`` bounds each request (default ``INTERLACE_NDIF_TIMEOUT``).
     """
     from tqdm.auto import tqdm
 
@@ -265,7 +357,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
     work = [b for b, _ in compiled]
     if remote:
-        outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc)
+        outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc, timeout)
     else:
         outputs = [_trace(model, b) for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
     results: list = [None] * len(groups)
@@ -338,15 +430,14 @@ def _request_key(model: Any, part: list) -> str:
 
 def _save_npz(path: Path, arrays: dict) -> None:
     """Write ``arrays`` to ``path`` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    from .files import atomic
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: Optional[str],
-                  progress: bool, desc: str) -> list:
+                  progress: bool, desc: str, timeout: Optional[float] = None) -> list:
     from tqdm.auto import tqdm
 
     from .models import cache_dir
@@ -354,7 +445,7 @@ def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: O
     folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
     chunks = _requests(work, max_rows)
     if len(chunks) == 1:  # one request: nothing to resume
-        return call(_session, model, work)
+        return call(_session, model, work, timeout=timeout)
     outputs: list = [None] * len(work)
     paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
     for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=f"{desc} (requests)",
@@ -366,10 +457,14 @@ def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: O
                         count = int(saved[f"{j}.n"])
                         outputs[i] = [saved[f"{j}.{k}"] for k in range(count)]
                 continue
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)  # unreadable leftovers are recomputed
+            except (OSError, ValueError, KeyError, EOFError) as error:
+                import warnings
+
+                warnings.warn(f"the saved result {path} is unreadable ({type(error).__name__}); "
+                              f"it is discarded and that request is sent again", stacklevel=2)
+                path.unlink(missing_ok=True)
         try:
-            got = call(_session, model, [work[i] for i in chunk])
+            got = call(_session, model, [work[i] for i in chunk], timeout=timeout)
         except RemoteError as error:
             if n == 0:
                 raise

@@ -423,3 +423,54 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
     spec = InterventionSet(interventions, model_info(model), {"source": "pyvene", "folder": str(folder)})
     spec.check(model)
     return spec
+
+
+# -- writing results -------------------------------------------------------------------------
+
+class atomic:
+    """``with atomic(path) as tmp: write(tmp)``: the file appears at ``path`` whole or not at
+    all (a temporary file in the same folder, renamed into place on success)."""
+
+    def __init__(self, path: Union[str, Path]):
+        import os
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp{self.path.suffix}")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        import os
+
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def writable_dir(path: Union[str, Path], what: str = "the output folder") -> Path:
+    """Make sure results can be written to folder ``path`` (created if missing) before any
+    work starts; raises ``ValueError`` naming the problem."""
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"{what} {path} is not writable ({error.strerror or error})") from None
+    return path
+
+
+def writable_file(path: Union[str, Path], what: str = "the output file") -> Path:
+    """Make sure a file can be written at ``path`` before any work starts."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    writable_dir(path.parent, f"the folder of {what}")
+    return path

@@ -56,17 +56,16 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
     one batch (one request with ``remote=True``).  ``kwargs`` go to ``generate``
     (``do_sample``, ``temperature``, ``min_new_tokens``...).
     """
-    from . import execute
+    from . import checks, execute
     from .sites import site as resolve_site
 
     if hasattr(prompts, "keys"):  # token ids, as pyvene users pass them
         prompts = {k: v for k, v in dict(prompts).items() if k in ("input_ids", "attention_mask")}
     else:
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = checks.texts("prompts", prompts if isinstance(prompts, str) else list(prompts))
     if not len(prompts):
         raise ValueError("generate needs at least one prompt")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    checks.integer("max_new_tokens", max_new_tokens, low=1)
     remote = execute.is_remote(model) if remote is None else remote
     ivs = sorted(interventions, key=lambda iv: resolve_site(model, iv.site).order)
     at_prompt, at_new = split_by_step(ivs, where)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .checks import finite, indices
-from .sites import Heads, Positions, Rows, Site, site as resolve_site
+from .sites import Heads, Positions, Rows, Site, SiteError, site as resolve_site
 
 
 # -- pure functions ---------------------------------------------------------------------
@@ -264,7 +264,13 @@ class Intervention:
 
         def edit(x: torch.Tensor) -> torch.Tensor:
             seen.append(x)
-            return fn(x, source)
+            try:
+                return fn(x, source)
+            except RuntimeError as error:  # torch's shape errors, said in this site's terms
+                given = {k: tuple(v.shape) for k, v in {**self.params, **params, "source": source}.items()
+                         if isinstance(v, torch.Tensor)}
+                raise SiteError(f"intervention {self!r}: {given} do not fit the selection "
+                                f"{tuple(x.shape)} at {s.name} ({str(error).splitlines()[0]})") from None
 
         s.edit(edit, positions, self.heads, rows)
         return seen[0]

@@ -64,13 +64,20 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    _remove_stale(target)
+    # the pid in the name lets a later run tell a killed conversion from a running one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-{os.getpid()}-", dir=target.parent))
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        module = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                      dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            module = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                          dtype=torch.float32)
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign file: one clear error
+            raise ModelLoadError(f"{gguf} is not a readable GGUF model ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}); "
+                                 f"the file may be truncated: reinstall or download it again") from None
         # The weights are dequantized; saving with the GGUF quantizer attached would record
         # a quantization the folder no longer has.
         module.hf_quantizer = None
@@ -78,6 +85,7 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
             del module.config.quantization_config
         module.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any model folder
         try:
             os.rename(tmp, target)
         except OSError:
@@ -86,6 +94,26 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_stale(target: Path) -> None:
+    """Temporary folders of conversions whose process is gone (killed mid-way)."""
+    for tmp in target.parent.glob(f".{target.name}-*"):
+        parts = tmp.name[len(target.name) + 2:].split("-")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        if pid is None or _alive(pid):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve(name_or_path: Optional[str]) -> str:

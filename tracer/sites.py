@@ -384,7 +384,7 @@ def _ints(values: Any, what: str) -> list[int]:
         raise SiteError(f"{what} must be an integer or a list of integers, got {values!r}")
     items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
     if not items:
-        raise SiteError(f"{what}=[] selects nothing: give at least one, or None for all")
+        raise SiteError(f"{what}: an empty list selects nothing; give at least one, or None for all")
     return [_int(v, what) for v in items]
 
 

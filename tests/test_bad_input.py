@@ -1,0 +1,262 @@
+"""Bad input, table-driven: each row is one class of mistake, the error class it must raise
+and words its message must hold.  Plus interruptions: a killed conversion, a corrupt resume
+file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tracer
+from recipes import das, interchange, iti, steering
+from tracer import execute, files, plan
+from tracer.files import SpecError
+from tracer.interventions import Intervention
+from tracer.sites import SiteError
+
+from helpers import encode
+
+
+def _read(model, **selection):
+    """Read resid_post.0 inside a trace with a selection."""
+    s = tracer.site(model, "resid_post.0")
+    with torch.no_grad(), model.trace(encode(model, ["The cat sat on"])):
+        s.read(**selection).save()
+
+
+def _apply(model, iv):
+    with torch.no_grad(), model.trace(encode(model, ["The cat sat on"])):
+        iv.apply(model)
+
+
+def _folder(tmp, config, tensors=None):
+    from safetensors.torch import save_file
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    save_file(tensors or {}, str(tmp / "tensors.safetensors"))
+    return tmp
+
+
+def _entry(**fields):
+    return {"format": "interlace.interventions", "version": 2, "model": {}, "interventions": [fields]}
+
+
+NAN = torch.full((64,), float("nan"))
+
+# (name, call(model, tmp_path), error class, regex the message must match)
+ROWS = [
+    # sites: types, emptiness, ranges
+    ("float layer", lambda m, t: tracer.site(m, "resid_post", layer=1.5), SiteError,
+     r"layer of site 'resid_post' must be an integer, got 1.5"),
+    ("bool layer", lambda m, t: tracer.site(m, "resid_post", layer=True), SiteError,
+     r"must be an integer, got True \(bool\)"),
+    ("site name not a string", lambda m, t: tracer.site(m, 3), SiteError, r"must be a string"),
+    ("empty rows", lambda m, t: _read(m, rows=[]), SiteError, r"rows at site resid_post.0: an empty list"),
+    ("empty heads", lambda m, t: tracer.site(m, "head_q.0")._index(torch.zeros(1, 4, 4, 16), None, [], None),
+     SiteError, r"heads at site head_q.0: an empty list selects nothing"),
+    ("string positions", lambda m, t: _read(m, positions="3"), SiteError,
+     r"must be an integer or a list of integers, got '3'"),
+    ("float positions", lambda m, t: _read(m, positions=[1.5]), SiteError, r"must be an integer, got 1.5"),
+    ("huge position", lambda m, t: _read(m, positions=[10 ** 30]), SiteError,
+     r"position 10{30} out of range at site resid_post.0: the sequence has \d+ tokens"),
+    # interventions: finiteness, degenerate directions, shapes
+    ("NaN vector", lambda m, t: Intervention("add", "resid_post.0", params={"vector": NAN}), ValueError,
+     r"parameter 'vector' contains NaN or infinite values"),
+    ("infinite alpha", lambda m, t: Intervention("add", "resid_post.0",
+                                                 params={"vector": torch.ones(64), "alpha": float("inf")}),
+     ValueError, r"parameter 'alpha' must be finite"),
+    ("zero direction", lambda m, t: Intervention("project_out", "resid_post.0",
+                                                 params={"direction": torch.zeros(64)}),
+     ValueError, r"the direction is zero"),
+    ("wrong-shaped vector", lambda m, t: _apply(m, Intervention("add", "resid_post.0",
+                                                                params={"vector": torch.ones(32)})),
+     SiteError, r"\{'vector': \(32,\)\} do not fit the selection \(1, \d+, 64\) at resid_post.0"),
+    # target words
+    ("word inside a word", lambda m, t: tracer.tokens.find(m.tokenizer, "Is there a cat", "he"),
+     ValueError, r"'he' does not occur .* only inside a longer word"),
+    ("repeated word", lambda m, t: tracer.tokens.find(m.tokenizer, "the cat and the dog", "the"),
+     ValueError, r"occurs 2 times .* choose one with occurrence=0..1"),
+    ("occurrence out of range", lambda m, t: tracer.tokens.find(m.tokenizer, "the cat", "cat", 3),
+     ValueError, r"occurrence 3 does not exist \(valid: 0..0"),
+    # recipes, before any work
+    ("sweep position past the end", lambda m, t: interchange.sweep(m, "The cat sat", "The dog sat", [" a"],
+                                                                   positions=[9], progress=False),
+     ValueError, r"positions: 9 is out of range; there are \d+ tokens in the base prompt"),
+    ("no answers", lambda m, t: interchange.sweep(m, "The cat", "The dog", [], progress=False),
+     ValueError, r"answers must be a non-empty list"),
+    ("answer id outside the vocabulary", lambda m, t: interchange.sweep(m, "The cat", "The dog", [10 ** 6],
+                                                                        progress=False),
+     ValueError, r"answer token id must be >= 0 and <= 511"),
+    ("empty layers", lambda m, t: interchange.sweep(m, "The cat", "The dog", [" a"], layers=[],
+                                                    progress=False),
+     ValueError, r"layers is empty"),
+    ("causal trace without samples", lambda m, t: interchange.causal_trace(m, "The cat sat", "cat", " on",
+                                                                           samples=0, progress=False),
+     ValueError, r"samples must be >= 1"),
+    ("prompt not a string", lambda m, t: interchange.InterchangeInterventionConfig([1, "x"], ["a", "b"]),
+     ValueError, r"sents\[0\] must be a non-empty string, got 1"),
+    ("empty generation prompt", lambda m, t: tracer.generation.generate(m, [""], [], 2),
+     ValueError, r"prompts\[0\] must be a non-empty string"),
+    ("empty steering phrase", lambda m, t: steering.keyword_success("San Francisco", ""),
+     ValueError, r"intervention phrase must be a non-empty string"),
+    ("ITI top_k 0", lambda m, t: iti.fit(m, top_k=0), ValueError, r"top_k must be between 1 and 8"),
+    ("DAS layer out of range", lambda m, t: das.das(das.SumMLP(8), layer=5), ValueError,
+     r"layer must be >= 0 and <= 1, got 5"),
+    ("DAS dim out of range", lambda m, t: das.das(das.SumMLP(8), dim=9), ValueError,
+     r"dim \(rotated dims interchanged\) must be >= 1 and <= 8, got 9"),
+    # files: foreign, corrupt, outside the folder, oversized, incomplete
+    ("negative version", lambda m, t: files.load(_folder(t, {"format": "interlace.interventions",
+                                                             "version": -7})),
+     SpecError, r"has version -7; this Interlace reads versions up to 2"),
+    ("deeply nested config", lambda m, t: files.load(_folder(t, "[" * 100000 + "]" * 100000)),
+     SpecError, r"nested too deeply"),
+    ("add without its vector", lambda m, t: files.load(_folder(t, _entry(kind="add", site="resid_post.0"))),
+     SpecError, r"needs \['vector'\]"),
+    ("NaN in a loaded vector", lambda m, t: files.load(_folder(
+        t, _entry(kind="add", site="resid_post.0", params={"vector": {"tensor": "v"}}), {"v": NAN})),
+     SpecError, r"contains NaN"),
+    ("huge embed_dim", lambda m, t: files.load(_folder(
+        t, _entry(site="resid_post.0", **{"class": "RotatedSpaceIntervention"}, init={"embed_dim": 10 ** 7}))),
+     SpecError, r"embed_dim=10000000 is not a width between 1 and 65536"),
+    ("embed_dim against the model", lambda m, t: files.load(_folder(
+        t, _entry(site="resid_post.0", **{"class": "RotatedSpaceIntervention"}, init={"embed_dim": 4096})), m),
+     SpecError, r"embed_dim 4096 does not fit a model 64 wide"),
+    ("pyvene key outside the folder", lambda m, t: files.from_pyvene(_pyvene(t), m), SpecError,
+     r"points outside the folder"),
+    ("front-end folder without components", lambda m, t: tracer.IntervenableModel.load(_folder(
+        t, {**_entry(kind="zero", site="resid_post.0"), "meta": {"pyvene": [{"unit": "pos"}]}}), m),
+     SpecError, r"must list one representation \(with a 'component'\) per intervention"),
+    ("truncated GGUF", lambda m, t: _truncated_gguf(t), tracer.ModelLoadError,
+     r"is not a readable GGUF model .* may be truncated"),
+    # remote, without a server
+    ("bad NDIF timeout", lambda m, t: _env_timeout("abc"), ValueError,
+     r"INTERLACE_NDIF_TIMEOUT must be a number of seconds, got 'abc'"),
+    ("no answer in time", lambda m, t: execute._bounded(time.sleep, (5,), {}, 0.2), execute.RemoteError,
+     r"gave no answer within 0.2 s"),
+]
+
+
+def _pyvene(tmp):
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.json").write_text(json.dumps({
+        "representations": [[1, "mlp_output"]], "sorted_keys": ["../../../outside"],
+        "intervention_types": ["<class 'pyvene.models.interventions.AdditionIntervention'>"]}))
+    return tmp
+
+
+def _truncated_gguf(tmp):
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "cut.gguf"
+    path.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 20)
+    os.environ["INTERLACE_CACHE"] = str(tmp / "cache")
+    try:
+        tracer.load(str(path))
+    finally:
+        del os.environ["INTERLACE_CACHE"]
+
+
+def _env_timeout(value):
+    os.environ["INTERLACE_NDIF_TIMEOUT"] = value
+    try:
+        execute.timeout_seconds()
+    finally:
+        del os.environ["INTERLACE_NDIF_TIMEOUT"]
+
+
+@pytest.mark.parametrize("name, call, error, words", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_is_one_clear_error(tiny_models, tmp_path, name, call, error, words):
+    with pytest.raises(error, match=words):
+        call(tiny_models["llama"], tmp_path / "case")
+
+
+def test_remote_failures_are_named():
+    reconnecting = execute.explain(RuntimeError("compute backend is reconnecting"), "http://h")
+    assert isinstance(reconnecting, execute.RemoteTransient) and "passing state" in str(reconnecting)
+    dropped = execute.explain(ConnectionResetError("Connection reset by peer"), "http://h")
+    assert "connection to the NDIF server at http://h dropped" in str(dropped)
+    refused = execute.explain(ConnectionRefusedError("Connection refused"), "http://h")
+    assert "unreachable" in str(refused)
+
+
+def test_passing_server_states_are_retried(monkeypatch):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("compute backend is reconnecting")
+        return "done"
+    monkeypatch.setattr(execute, "register", lambda: None)
+    monkeypatch.setattr(execute, "check_versions", lambda force=False: None)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    assert execute.call(flaky) == "done" and len(calls) == 3
+
+
+def test_clis_print_one_line_and_exit_2(tiny_models, tmp_path, capsys):
+    folder = tracer.testing.save_tiny(tiny_models["llama"], tmp_path / "model")
+    capsys.readouterr()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = interchange.main(["--model", str(folder), "--sents", "The cat sat", "The dog sat",
+                           "--conts", "on", "in", "--targets", "cat", "dog", "--out", str(a_file)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: the output folder") and "is a file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert iti.main(["fit", "--model", str(folder), "--top-k", "0", "--out", str(tmp_path / "iti")]) == 2
+    assert "error: top_k must be between 1 and 8" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="top_k must be between"):
+        iti.main(["fit", "--model", str(folder), "--top-k", "0", "--out", str(tmp_path / "iti"), "--debug"])
+
+
+def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path, monkeypatch):
+    """The request-splitting path with a local stand-in for the server: a garbage result file
+    left where the first request's result goes is warned about, recomputed, then removed."""
+    model = tiny_models["llama"]
+    tok = model.tokenizer
+    rows = [tok("The capital of France is")["input_ids"], tok("The capital of Italy is")["input_ids"]]
+    groups = [plan.Group(rows, [plan.copy(f"resid_post.{layer}", 0, 1, [3], [3])],
+                         [plan.Logprobs(0, [-1], [5])]) for layer in (0, 1)]
+    monkeypatch.setattr(execute, "register", lambda: None)
+    monkeypatch.setattr(execute, "check_versions", lambda force=False: None)
+    monkeypatch.setattr(execute, "_session", lambda m, work: [execute._trace(m, b) for b in work])
+    work = [plan.compile_batch(model, [g])[0] for g in groups]
+    first = tmp_path / f"{execute._request_key(model, work[:1])}.npz"
+    first.write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match="unreadable .* discarded"):
+        got = execute.run(model, groups, max_batch=2, remote=True, max_request_rows=2,
+                          resume_dir=str(tmp_path), progress=False)
+    want = execute.run(model, groups, max_batch=2, progress=False)
+    assert all(torch.allclose(a[0], b[0]) for a, b in zip(got, want))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.smollm2
+def test_a_killed_conversion_leaves_nothing_behind_after_the_next_run(tmp_path):
+    """SIGTERM a GGUF conversion while it writes; the next run removes its temporary folder."""
+    env = {**os.environ, "INTERLACE_CACHE": str(tmp_path)}
+    code = "import tracer.models as m; m.converted_folder(m.embedded_gguf())"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    models = tmp_path / "models"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (models.exists() and any(models.glob(".*"))):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    stale = list(models.glob(".*"))
+    assert stale and not [p for p in models.iterdir() if not p.name.startswith(".")]  # not finished
+    from tracer import models as loading
+
+    gguf = loading.embedded_gguf()
+    os.environ["INTERLACE_CACHE"] = str(tmp_path)
+    try:
+        target = models / stale[0].name[1:].rsplit("-", 2)[0]
+        loading._remove_stale(target)
+    finally:
+        del os.environ["INTERLACE_CACHE"]
+    assert gguf.exists() and not list(models.glob(".*"))
