@@ -149,6 +149,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--save", dest="save_dir", help="folder to save the trained rotation (safetensors + JSON)")
     p.add_argument("--json", help="write the IIA table here")
     args = p.parse_args(argv)
+    from tracer import checks
+
+    checks.integer("layer", args.layer, 0, 1)  # SumMLP's two hidden layers, before any training
+    checks.integer("dim (rotated dims interchanged)", args.dim, 1, 64)
     net, acc = train_mlp()
     print(f"MLP accuracy on a+b+c: {acc:.3f}")
     rows = {}

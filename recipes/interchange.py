@@ -176,7 +176,8 @@ class InterchangeIntervention:
     def run(self, targets: Sequence[str], rep_types: Sequence[str], multihead: bool = True,
             heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
             max_batch: Optional[int] = None, progress: bool = True,
-            remote: Optional[bool] = None, occurrence: int = -1) -> dict[str, np.ndarray]:
+            remote: Optional[bool] = None, occurrence: int = -1,
+            resume_dir: Optional[str] = None) -> dict[str, np.ndarray]:
         """Probabilities of each continuation after each prompt, originally and with the
         targets' representations swapped at each layer.
 
@@ -184,11 +185,12 @@ class InterchangeIntervention:
         ``multihead`` (all heads swapped together), else one column per head in ``heads``
         (a list, or ``"each"`` for every head).  ``remote=True`` runs the whole plan on NDIF
         as one request.  Targets match whole words; one that occurs several times in its
-        prompt is taken at ``occurrence`` (default -1, the last).
+        prompt is taken at ``occurrence`` (default -1, the last).  With ``resume_dir`` an
+        interrupted run keeps its finished batches there and a rerun resumes.
         """
         groups, columns = self.plan(targets, rep_types, multihead, heads, layers, occurrence)
         logprobs = execute.run(self.model, groups, max_batch=max_batch, progress=progress,
-                               desc="interchange", remote=remote)
+                               desc="interchange", remote=remote, resume_dir=resume_dir)
         n_conts = len(self.conts)
 
         def probs(values: list) -> np.ndarray:  # one readout per row -> (C, 2)
@@ -297,7 +299,8 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
           site: str = "resid_post", positions: Optional[Sequence[int]] = None,
           layers: Optional[Sequence[int]] = None, heads: Union[None, str, Sequence[int]] = None,
           metric: Union[str, Callable] = "prob", max_batch: Optional[int] = None,
-          progress: bool = True, remote: Optional[bool] = None) -> SweepResult:
+          progress: bool = True, remote: Optional[bool] = None,
+          resume_dir: Optional[str] = None) -> SweepResult:
     """Patch ``site`` from ``source`` into ``base`` one (layer, position) or (layer, head) at
     a time and measure ``metric`` on the answers' next-token log-probabilities.
 
@@ -336,7 +339,7 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
             hs = (c,) if per_head else None
             groups.append(Group(rows, [plans.copy(name_l, 0, 1, pos, pos, hs)], reads[:1], key=(layer, c)))
     results = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="sweep",
-                          remote=remote)
+                          remote=remote, resume_dir=resume_dir)
     clean = fn(np.stack([v.numpy() for v in results[0]]))
     values = np.array([fn(r[0].numpy()[None])[0] for r in results[1:]]).reshape(len(layers), len(cols))
     col_axis = "head" if per_head else "position"
@@ -352,7 +355,8 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                  site: str = "resid_post", layers: Optional[Sequence[int]] = None,
                  noise: Optional[float] = None, samples: int = 10, seed: int = 0,
                  max_batch: Optional[int] = None, progress: bool = True,
-                 remote: Optional[bool] = None, occurrence: Optional[int] = None) -> SweepResult:
+                 remote: Optional[bool] = None, occurrence: Optional[int] = None,
+                 resume_dir: Optional[str] = None) -> SweepResult:
     """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
     restore the clean ``site`` state one (layer, position) at a time; the value is the
     probability of ``answer`` averaged over ``samples`` noise draws.
@@ -388,7 +392,7 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
             restore = [plans.copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
             groups.append(Group(rows, corrupt + restore, reads, key=(layer, p)))
     results = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace",
-                          remote=remote)
+                          remote=remote, resume_dir=resume_dir)
     probs = [np.exp(np.array([float(v[0]) for v in r])) for r in results]
     values = np.array([p[1:].mean() for p in probs[1:]]).reshape(len(layers), len(positions))
     labels = [f"{p}:{tok.decode([ids[p]])}{'*' if p in subj else ''}" for p in positions]
@@ -459,7 +463,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--remote", action="store_true",
                         help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
-    parser.add_argument("--out", default="results")
+    parser.add_argument("--occurrence", type=int, default=-1,
+                        help="which occurrence of a repeated target word (default -1: the last)")
+    parser.add_argument("--out", default="results",
+                        help="output folder; finished batches wait in OUT/.partial until the run "
+                             "completes, so an interrupted run resumes")
     args = parser.parse_args(argv)
 
     heads: Union[None, str, list] = None
@@ -478,8 +486,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         per_head = heads is not None and any(r in HEAD_REPS for r in reps)
         outputs[name] = model.run(targets=args.targets, rep_types=reps,
                                   multihead=not per_head, heads=heads if per_head else None,
-                                  max_batch=args.max_batch, remote=args.remote)
+                                  max_batch=args.max_batch, remote=args.remote,
+                                  occurrence=args.occurrence,
+                                  resume_dir=str(Path(args.out) / ".partial" / name))
         columns[name] = model.columns
+    try:
+        (Path(args.out) / ".partial").rmdir()  # every run completed: nothing left to resume
+    except OSError:
+        pass
     cfg = {"model": args.model, "sents": args.sents, "conts": args.conts, "targets": args.targets,
            "rep_types": args.rep_types, "heads": heads, "together": args.together,
            "alignment": "target tokens paired from the end",

@@ -212,6 +212,10 @@ def test_clis_print_one_line_and_exit_2(tiny_models, tmp_path, capsys):
     assert "error: top_k must be between 1 and 8" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_k must be between"):
         iti.main(["fit", "--model", str(folder), "--top-k", "0", "--out", str(tmp_path / "iti"), "--debug"])
+    assert steering.main(["--model", str(folder), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+    assert das.main(["--layer", "5", "--epochs", "1"]) == 2
+    assert "error: layer must be >= 0 and <= 1, got 5" in capsys.readouterr().err
 
 
 def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path, monkeypatch):
@@ -226,14 +230,16 @@ def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path
     monkeypatch.setattr(execute, "check_versions", lambda force=False: None)
     monkeypatch.setattr(execute, "_session", lambda m, work: [execute._trace(m, b) for b in work])
     work = [plan.compile_batch(model, [g])[0] for g in groups]
-    first = tmp_path / f"{execute._request_key(model, work[:1])}.npz"
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    first = keep / f"{execute._request_key(model, work[:1])}.npz"
     first.write_bytes(b"not a zip file")
     with pytest.warns(UserWarning, match="unreadable .* discarded"):
         got = execute.run(model, groups, max_batch=2, remote=True, max_request_rows=2,
-                          resume_dir=str(tmp_path), progress=False)
+                          resume_dir=str(keep), progress=False)
     want = execute.run(model, groups, max_batch=2, progress=False)
     assert all(torch.allclose(a[0], b[0]) for a, b in zip(got, want))
-    assert list(tmp_path.iterdir()) == []
+    assert not keep.exists()  # complete: the partial results and their folder are gone
 
 
 @pytest.mark.smollm2
@@ -260,3 +266,30 @@ def test_a_killed_conversion_leaves_nothing_behind_after_the_next_run(tmp_path):
     finally:
         del os.environ["INTERLACE_CACHE"]
     assert gguf.exists() and not list(models.glob(".*"))
+
+
+def test_an_interrupted_local_sweep_resumes_from_its_finished_batches(tiny_models, tmp_path, monkeypatch):
+    """Ctrl-C after two batches: they are kept; the rerun computes only the rest and equals
+    an uninterrupted run; nothing is left behind."""
+    model = tiny_models["gpt2"]
+    args = (model, "The capital of Spain is", "The capital of Italy is", [" Rome", " Madrid"])
+    want = interchange.sweep(*args, max_batch=4, progress=False)
+    real, calls = execute._trace, []
+
+    def interrupted(m, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(m, batch)
+    monkeypatch.setattr(execute, "_trace", interrupted)
+    keep = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        interchange.sweep(*args, max_batch=4, progress=False, resume_dir=str(keep))
+    assert len(list(keep.glob("*.npz"))) == 2
+    calls.clear()
+    monkeypatch.setattr(execute, "_trace", lambda m, b: (calls.append(1), real(m, b))[1])
+    got = interchange.sweep(*args, max_batch=4, progress=False, resume_dir=str(keep))
+    batches = -(-(1 + want.values.size) * 2 // 4)  # groups of 2 rows, 4 rows a batch
+    assert len(calls) == batches - 2 and not keep.exists()
+    torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)
+    assert got.baselines == pytest.approx(want.baselines)

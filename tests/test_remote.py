@@ -385,7 +385,7 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
     """)
     assert _new_requests(0, 2) == 2  # the restarted server saw only the two missing requests
     assert out < 1e-5
-    assert list((tmp_path / "resume").iterdir()) == []  # complete: partial results removed
+    assert not (tmp_path / "resume").exists()  # complete: partial results and folder removed
 
 
 @pytest.mark.remote
@@ -419,3 +419,22 @@ def test_intervenable_model_remote_equals_local_in_one_request(ndif):
     for a, b in zip(out["local"], out["remote"]):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
     assert not torch.allclose(torch.tensor(out["local"][0]), torch.tensor(out["local"][1]))
+
+
+@pytest.mark.remote
+def test_a_request_past_its_time_limit_is_a_clear_error(ndif):
+    """INTERLACE_NDIF_TIMEOUT far below what a request takes (last in this file: the given-up
+    request may still finish on the server)."""
+    out = _client(f"""
+        import os
+        os.environ["INTERLACE_NDIF_TIMEOUT"] = "0.01"
+        from recipes import interchange
+        model = tracer.load({str(ndif)!r}, remote=True)
+        try:
+            interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
+                              [" Rome"], progress=False)
+        except Exception as error:
+            print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
+    """)
+    assert out["type"] == "RemoteError"
+    assert "gave no answer within 0.01 s (timeout=, INTERLACE_NDIF_TIMEOUT)" in out["message"]

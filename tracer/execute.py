@@ -336,7 +336,8 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` every
     batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
     ``max_request_rows`` allows, resumable from ``resume_dir`` (default
-    ``$INTERLACE_CACHE/remote``).  ``remote=None`` runs remotely exactly when the model
+    ``$INTERLACE_CACHE/remote``).  Locally, ``resume_dir`` keeps each finished batch there
+    until the plan completes, so an interrupted run (Ctrl-C, a killed process) resumes.  ``remote=None`` runs remotely exactly when the model
     was loaded for NDIF (``tracer.load(..., remote=True)``: its weights are on meta);
     ``timeout`` bounds each request (default ``INTERLACE_NDIF_TIMEOUT``).
     """
@@ -358,6 +359,10 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     work = [b for b, _ in compiled]
     if remote:
         outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc, timeout)
+    elif resume_dir is not None:  # an interrupted local run resumes from its finished batches
+        outputs = _resumable(model, work, [[i] for i in range(len(work))],
+                             lambda part: [_trace(model, b) for b in part], Path(resume_dir),
+                             progress, desc, "batch")
     else:
         outputs = [_trace(model, b) for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
     results: list = [None] * len(groups)
@@ -438,18 +443,27 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: Optional[str],
                   progress: bool, desc: str, timeout: Optional[float] = None) -> list:
-    from tqdm.auto import tqdm
-
     from .models import cache_dir
 
-    folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
     chunks = _requests(work, max_rows)
     if len(chunks) == 1:  # one request: nothing to resume
         return call(_session, model, work, timeout=timeout)
+    folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
+    return _resumable(model, work, chunks, lambda part: call(_session, model, part, timeout=timeout),
+                      folder, progress, f"{desc} (requests)", "request")
+
+
+def _resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, progress: bool,
+               desc: str, unit: str) -> list:
+    """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
+    is read back from ``folder``; each newly finished one is saved there (atomically) before
+    the next starts; all are removed when the plan completes."""
+    from tqdm.auto import tqdm
+
     outputs: list = [None] * len(work)
     paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
-    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=f"{desc} (requests)",
-                                           disable=not progress)):
+    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,
+                                           disable=not progress or len(chunks) < 2)):
         if path.is_file():  # finished by an earlier run: resume
             try:
                 with np.load(path) as saved:
@@ -461,15 +475,15 @@ def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: O
                 import warnings
 
                 warnings.warn(f"the saved result {path} is unreadable ({type(error).__name__}); "
-                              f"it is discarded and that request is sent again", stacklevel=2)
+                              f"it is discarded and that {unit} is computed again", stacklevel=3)
                 path.unlink(missing_ok=True)
         try:
-            got = call(_session, model, [work[i] for i in chunk], timeout=timeout)
+            got = compute([work[i] for i in chunk])
         except RemoteError as error:
             if n == 0:
                 raise
-            raise RemoteError(f"request {n + 1} of {len(chunks)} failed; the {n} finished "
-                              f"request(s) are saved in {folder} and a rerun resumes from "
+            raise RemoteError(f"{unit} {n + 1} of {len(chunks)} failed; the {n} finished "
+                              f"{unit}(s) are saved in {folder} and a rerun resumes from "
                               f"there. {error}") from error
         arrays = {}
         for j, (i, flat) in enumerate(zip(chunk, got)):
@@ -480,4 +494,8 @@ def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: O
         _save_npz(path, arrays)
     for path in paths:  # the plan is complete: its partial results are no longer needed
         path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # other plans' results are still there
     return outputs
