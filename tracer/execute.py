@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .patches import Batch, run_batch
-from .plan import Group, compile_batch, pack, split_results
+from .plan import Group, compile_batch, default_max_batch, pack, split_results
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
@@ -294,36 +294,6 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
 # -- plans ---------------------------------------------------------------------------------
 
 REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
-
-
-def default_max_batch(model: Any, seq_len: int, keep: int = 1, fraction: float = 0.4) -> int:
-    """Rows per batch that fit in ``fraction`` of free memory (GPU if the model is on one)."""
-    from .sites import module
-
-    cfg = model.config
-    param = next(module(model).parameters())
-    bytes_per = param.element_size() if param.device.type != "meta" else 4
-    hidden = cfg.hidden_size
-    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
-    heads = cfg.num_attention_heads
-    per_token = hidden * 16 + inter * 4 + heads * seq_len * 2
-    per_row = seq_len * per_token * bytes_per + keep * cfg.vocab_size * 4 * 3
-    if param.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(param.device)
-    else:
-        free = _available_ram()
-    return int(max(1, min(8192, free * fraction // max(per_row, 1))))
-
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2 ** 31
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,

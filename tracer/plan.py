@@ -24,7 +24,7 @@ import torch
 
 from .interventions import Intervention, Source
 from .patches import Batch, SiteOps
-from .sites import Site, site as resolve_site
+from .sites import Site, module, site as resolve_site
 from .tokens import build_inputs, pad_id
 
 
@@ -279,3 +279,31 @@ def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
         size += n
     if batch:
         yield batch
+
+
+def default_max_batch(model: Any, seq_len: int, keep: int = 1, fraction: float = 0.4) -> int:
+    """Rows per batch that fit in ``fraction`` of free memory (GPU if the model is on one)."""
+    cfg = model.config
+    param = next(module(model).parameters())
+    bytes_per = param.element_size() if param.device.type != "meta" else 4
+    hidden = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
+    heads = cfg.num_attention_heads
+    per_token = hidden * 16 + inter * 4 + heads * seq_len * 2
+    per_row = seq_len * per_token * bytes_per + keep * cfg.vocab_size * 4 * 3
+    if param.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(param.device)
+    else:
+        free = _available_ram()
+    return int(max(1, min(8192, free * fraction // max(per_row, 1))))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 ** 31

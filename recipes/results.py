@@ -1,0 +1,52 @@
+"""Results as plain data with named axes: saved as NPZ + JSON + a PNG, plotted apart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from tracer.files import atomic
+
+
+@dataclass
+class SweepResult:
+    """A labelled 2-D result: ``values[i, j]`` for ``axes[0]`` label i and ``axes[1]`` label j."""
+
+    values: np.ndarray
+    axes: tuple
+    labels: dict
+    metric: str
+    baselines: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data."""
+        return {"axes": list(self.axes), "labels": {k: [str(x) for x in v] for k, v in self.labels.items()},
+                "metric": self.metric, "values": self.values.tolist(),
+                "baselines": {k: float(v) for k, v in self.baselines.items()}, "meta": self.meta}
+
+    def save(self, out: Union[str, Path], name: str = "sweep") -> dict[str, Path]:
+        """Write ``name.npz``, ``name.json`` and ``name.png`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"npz": out / f"{name}.npz", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+        with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
+            np.savez(f, values=self.values,
+                     **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()})
+        with atomic(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        self.plot(paths["png"])
+        return paths
+
+    def plot(self, path: Union[str, Path], title: Optional[str] = None) -> Path:
+        """The result as a heatmap PNG."""
+        from .plotting import heatmap
+
+        a0, a1 = self.axes
+        return heatmap(self.values, self.labels[a0], self.labels[a1], path,
+                       title=title or self.meta.get("title", ""), xlabel=a1, ylabel=a0,
+                       cbar=self.metric)
