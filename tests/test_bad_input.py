@@ -293,3 +293,32 @@ def test_an_interrupted_local_sweep_resumes_from_its_finished_batches(tiny_model
     assert len(calls) == batches - 2 and not keep.exists()
     torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)
     assert got.baselines == pytest.approx(want.baselines)
+
+
+@pytest.mark.smollm2
+def test_a_killed_sweep_resumes_from_its_finished_batches(smollm2, tmp_path):
+    """SIGTERM a local SmolLM2 sweep once its first batches are saved; the rerun computes
+    only what is missing and equals an uninterrupted run."""
+    keep = tmp_path / "partial"
+    args = ("The capital of Spain is", "The capital of Italy is", [" Rome", " Madrid"])
+    code = (f"import tracer; from recipes import interchange; "
+            f"interchange.sweep(tracer.load('smollm2'), *{args!r}, max_batch=4, progress=False, "
+            f"resume_dir={str(keep)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(keep.glob("*.npz"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    saved = len(list(keep.glob("[!.]*.npz")))  # whole files; a cut write stays a hidden temp
+    assert saved >= 3
+    real, calls = execute._trace, []
+    try:
+        execute._trace = lambda m, b: (calls.append(1), real(m, b))[1]
+        got = interchange.sweep(smollm2, *args, max_batch=4, progress=False, resume_dir=str(keep))
+    finally:
+        execute._trace = real
+    want = interchange.sweep(smollm2, *args, max_batch=4, progress=False)
+    batches = -(-(1 + want.values.size) * 2 // 4)
+    assert len(calls) == batches - saved and not keep.exists()
+    torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)

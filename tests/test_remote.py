@@ -315,7 +315,8 @@ def test_a_model_the_server_does_not_serve(ndif):
             print(json.dumps({{"type": type(error).__name__, "message": str(error)}}))
     """)
     assert out["type"] == "RemoteError" and "http://127.0.0.1:8001" in out["message"]
-    assert "not-deployed" in out["message"] or "model" in out["message"].lower()
+    assert "does not serve this model; it serves: " in out["message"]
+    assert "tiny-llama" in out["message"].split("it serves: ")[1]
 
 
 @pytest.mark.remote

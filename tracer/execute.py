@@ -122,11 +122,12 @@ def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:
                            f"check INTERLACE_NDIF_HOST or nnsight.CONFIG.API.HOST")
     if "timed out" in lowered or isinstance(error, TimeoutError):
         return RemoteError(f"the remote job on {host} timed out: {text[:500]}")
-    if "not" in lowered and "model" in lowered and ("found" in lowered or "deployed" in lowered
-                                                      or "running" in lowered):
+    if "could not deploy" in lowered or ("not" in lowered and "model" in lowered and (
+            "found" in lowered or "deployed" in lowered or "running" in lowered)):
+        # the server's own headline, without its internal traceback
         return RemoteError(f"the NDIF server at {host} does not serve this model; it serves: "
                            f"{', '.join(served_models()) or 'no model it would list'} "
-                           f"({first})")
+                           f"(the server said: {first.split('. ')[0]})")
     # the server's traceback ends with the exception that matters
     return RemoteError(f"the remote job on {host} failed: "
                        f"{text if len(text) <= 2000 else '...' + text[-2000:]}")
@@ -140,7 +141,14 @@ def served_models() -> list[str]:
         deployments = nnsight.status(raw=True).get("deployments", {})
     except Exception:  # noqa: BLE001 - a listing is a courtesy in an error message
         return []
-    return sorted({str(v.get("repo_id") or k) for k, v in deployments.items()})
+    import re
+
+    names = set()
+    for key, value in deployments.items():
+        named = value.get("repo_id") if isinstance(value, dict) else None
+        found = re.search(r'"repo_id":\s*"([^"]+)"', str(named or (value or {}).get("model_key") or key))
+        names.add(named or (found.group(1) if found else str(key)))
+    return sorted(names)
 
 
 _CHECKED: set = set()
@@ -430,6 +438,12 @@ def _resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path,
     the next starts; all are removed when the plan completes."""
     from tqdm.auto import tqdm
 
+    from .models import _alive
+
+    for leftover in folder.glob(".*.tmp.npz"):  # a write cut short by a killed run
+        pid = leftover.name.split(".")[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
     outputs: list = [None] * len(work)
     paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
     for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,
