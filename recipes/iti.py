@@ -118,12 +118,6 @@ def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
     return torch.stack([torch.cat(r) for r in results])
 
 
-def fit_probes(x: torch.Tensor, y: np.ndarray, steps: int = 300, lr: float = 0.05,
-               l2: float = 1e-3, seed: int = 0) -> Probe:
-    """One logistic probe per (layer, head), trained together on standardized activations."""
-    return fit_probe(x, y, steps=steps, lr=lr, l2=l2, seed=seed)
-
-
 def directions(x: torch.Tensor, y: np.ndarray, probes: Probe, kind: str = "mass_mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Unit direction per (layer, head) and the activations' std along it: ``(L,H,d)``, ``(L,H)``."""
     y = torch.as_tensor(y, dtype=torch.bool)
@@ -157,7 +151,7 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     acts, start = {}, 0
     for k, v in parts.items():
         acts[k], start = every[start:start + len(v.text)], start + len(v.text)
-    probes = fit_probes(acts["train"], parts["train"].label, seed=seed)
+    probes = fit_probe(acts["train"], parts["train"].label, seed=seed)  # one per (layer, head)
     val_acc = probes.accuracy(acts["val"], parts["val"].label)
     test_acc = probes.accuracy(acts["test"], parts["test"].label)
     n_layers, n_heads = val_acc.shape

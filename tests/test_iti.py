@@ -46,7 +46,7 @@ def test_probes_learn_a_separable_signal():
     x = torch.randn(200, 2, 3, 8, generator=g)
     y = (torch.rand(200, generator=g) > 0.5).numpy()
     x[:, 1, 2, 0] += torch.as_tensor(y, dtype=torch.float32) * 4  # only head (1, 2) knows the label
-    probes = iti.fit_probes(x[:150], y[:150])
+    probes = tracer.metrics.fit_probe(x[:150], y[:150])
     acc = probes.accuracy(x[150:], y[150:])
     assert acc[1, 2] > 0.95 and np.delete(acc.ravel(), 5).max() < 0.8
     dirs, spread = iti.directions(x[:150], y[:150], probes)

@@ -50,11 +50,6 @@ def find(tokenizer: Any, prompt: str, word: str, occurrence: Optional[int] = Non
     return found
 
 
-def pad_offsets(attention_mask: torch.Tensor) -> list[int]:
-    """How many pad tokens each left-padded row starts with."""
-    return [int(n) for n in (attention_mask == 0).long().cumprod(dim=1).sum(dim=1)]
-
-
 def padded_positions(positions: Sequence[Sequence[int]], lengths: Sequence[int],
                      padded_length: int) -> torch.Tensor:
     """Per-row unpadded positions -> positions in a left-padded batch, as a (rows, P) tensor.
