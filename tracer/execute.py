@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .patches import Batch, run_batch
-from .plan import Group, compile_batch, default_max_batch, pack, split_results
+from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
@@ -315,9 +315,10 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
     ``max_request_rows`` allows, resumable from ``resume_dir`` (default
     ``$INTERLACE_CACHE/remote``).  Locally, ``resume_dir`` keeps each finished batch there
-    until the plan completes, so an interrupted run (Ctrl-C, a killed process) resumes.  ``remote=None`` runs remotely exactly when the model
-    was loaded for NDIF (``tracer.load(..., remote=True)``: its weights are on meta);
-    ``timeout`` bounds each request (default ``INTERLACE_NDIF_TIMEOUT``).
+    until the plan completes, so an interrupted run (Ctrl-C, a killed process) resumes.
+    ``remote=None`` runs remotely exactly when the model was loaded for NDIF
+    (``tracer.load(..., remote=True)``: its weights are on meta); ``timeout`` bounds each
+    request (default ``INTERLACE_NDIF_TIMEOUT``).
     """
     from tqdm.auto import tqdm
 
@@ -329,7 +330,9 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             max_batch = REMOTE_MAX_BATCH
         else:
             seq = max(len(r) for g in groups for r in g.rows)
-            reads = sum(len(getattr(rd, "positions", None) or ()) for g in groups for rd in g.reads)
+            # logits kept per row: positions read through the unembedding (all, when None)
+            reads = sum(len(g.rows[rd.row]) if rd.positions is None else len(rd.positions)
+                        for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
     batches = list(pack(groups, max_batch))
