@@ -72,9 +72,9 @@ def stream_norm(model: Any, layer: int) -> float:
     return _NORMS[key]
 
 
-def unembedding(model: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def unembedding(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The unembedding matrix ``(vocab, hidden)`` and the final norm's effective gain
-    ``(hidden,)`` (None when the norm has no weight), in float32, from the family table.
+    ``(hidden,)`` (ones when the norm has no weight), in float32, from the family table.
 
     A remote model (on the meta device) reads both through one remote trace."""
     from tracer.sites import envoy, family_of, module
@@ -91,8 +91,9 @@ def unembedding(model: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     else:
         norm = module(model).get_submodule(fam.final_norm)
         gain = getattr(norm, "weight", None)
-    gain = None if gain is None else gain.detach().float().cpu() + fam.norm_offset
-    return weight.detach().float().cpu(), gain
+    weight = weight.detach().float().cpu()
+    gain = torch.ones(weight.shape[1]) if gain is None else gain.detach().float().cpu() + fam.norm_offset
+    return weight, gain
 
 
 def final_norm(model: Any) -> torch.nn.Module:
@@ -100,12 +101,6 @@ def final_norm(model: Any) -> torch.nn.Module:
     from tracer.sites import family_of, module
 
     return module(model).get_submodule(family_of(model.config).final_norm)
-
-
-def _unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W_U ``(vocab, hidden)``, final-norm gain ``(hidden,)``) of the model."""
-    w_u, gain = unembedding(model)
-    return w_u, (gain if gain is not None else torch.ones(w_u.shape[1]))
 
 
 class Method:
@@ -157,7 +152,7 @@ class LogitLens(Method):
     def __init__(self, model: Any, layer: int, translator: Optional[dict] = None,
                  scale: Optional[float] = None):
         self.layer = layer
-        self.w_u, self.gain = _unembed(model)
+        self.w_u, self.gain = unembedding(model)
         self.hidden, self.width = self.w_u.shape[1], self.w_u.shape[0]
         # the stream's typical RMS, so z is on the scale of the final logits
         self.scale = scale if scale is not None else stream_norm(model, layer) / self.hidden ** 0.5
@@ -195,7 +190,7 @@ class TunedLens(LogitLens):
                              "model does not hold: train it on a local copy (tracer.load(name)), "
                              "save it, and load it with TunedLens.load for remote use")
         x, target = activations(model, texts or training_texts(), layer, with_logits=True)
-        w_u, _ = _unembed(model)
+        w_u, _ = unembedding(model)
         hidden = x.shape[1]
         a = torch.nn.Parameter(torch.eye(hidden))
         b = torch.nn.Parameter(torch.zeros(hidden))

@@ -27,26 +27,39 @@ def texts(name: str, values: Any) -> list[str]:
     return [text(f"{name}[{i}]", v) for i, v in enumerate(items)]
 
 
-def integer(name: str, value: Any, low: Optional[int] = None, high: Optional[int] = None) -> int:
-    """An int (not a bool or float) in ``[low, high]`` when those are given."""
+def integer(name: str, value: Any, low: Optional[int] = None, high: Optional[int] = None,
+            error: type = ValueError) -> int:
+    """An int (not a bool or float; a 0-d integer tensor is one) in ``[low, high]`` when those
+    are given; ``error`` is the class raised."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise error(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "" if low is None else f">= {low}"
         hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}")
+        raise error(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}")
     return value
+
+
+def integers(name: str, values: Any, error: type = ValueError) -> list[int]:
+    """One int or a non-empty list of ints (strings, floats and bools refused)."""
+    if isinstance(values, (str, bytes)):
+        raise error(f"{name} must be an integer or a list of integers, got {values!r}")
+    items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
+    if not items:
+        raise error(f"{name}: an empty list selects nothing; give at least one, or None for all")
+    return [integer(name, v, error=error) for v in items]
 
 
 def indices(name: str, values: Any, size: int, what: str) -> list[int]:
     """A non-empty list of indices into ``size`` items (negative counts from the end), as
     non-negative ints; ``what`` names the items in the error."""
-    items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
-    if not items:
+    if isinstance(values, (list, tuple, range)) and not len(values):
         raise ValueError(f"{name} is empty: give at least one of the {size} {what}, or None for all")
     out = []
-    for v in items:
-        v = integer(name, v)
+    for v in integers(name, values):
         if not -size <= v < size:
             raise ValueError(f"{name}: {v} is out of range; there are {size} {what}, valid "
                              f"values are 0..{size - 1} (or -{size}..-1)")

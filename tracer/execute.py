@@ -441,12 +441,9 @@ def _resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path,
     the next starts; all are removed when the plan completes."""
     from tqdm.auto import tqdm
 
-    from .models import _alive
+    from .files import remove_dead_temps
 
-    for leftover in folder.glob(".*.tmp.npz"):  # a write cut short by a killed run
-        pid = leftover.name.split(".")[-3]
-        if pid.isdigit() and not _alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+    remove_dead_temps(folder)  # writes cut short by a killed run
     outputs: list = [None] * len(work)
     paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
     for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,

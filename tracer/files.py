@@ -214,20 +214,16 @@ def push_folder(save: Any, repo_id: str, private: Optional[bool] = None, token: 
 
 
 def write_folder(folder: Union[str, Path], config: dict, tensors: dict) -> Path:
-    """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder``."""
+    """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder`` (each file
+    atomically: an interrupted save never leaves a half-written file behind)."""
     from safetensors.torch import save_file
 
-    import os
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    # temp files + rename: an interrupted save never leaves a half-written file behind
-    tmp_t, tmp_c = folder / f".{TENSORS}.{os.getpid()}.tmp", folder / f".{CONFIG}.{os.getpid()}.tmp"
-    save_file(tensors, str(tmp_t), metadata={"format": str(config.get("format"))})
-    tmp_c.write_text(json.dumps(config, indent=2))
-    os.replace(tmp_t, folder / TENSORS)
-    os.replace(tmp_c, folder / CONFIG)
+    with atomic(folder / TENSORS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": str(config.get("format"))})
+    with atomic(folder / CONFIG) as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
     return folder
 
 
@@ -284,7 +280,7 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
            hidden: Optional[int] = None) -> Intervention:
     """One saved entry as an ``Intervention`` record (a module kind is rebuilt from its class,
     constructor arguments and state: no code is read from the folder)."""
-    from .pyvene.interventions import CLASSES
+    from .pyvene.interventions import CLASSES, rebuild
 
     def tensor(key: str) -> torch.Tensor:
         if key not in tensors:
@@ -307,12 +303,9 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
         if want is not None and hidden is not None and want > 8 * hidden:
             raise SpecError(f"intervention {i} in {cfg_path}: embed_dim {want} does not fit a "
                             f"model {hidden} wide")
-        module = klass(**init)
         state = {name: tensor(f"{prefix}.{name}") for name in entry.get("state", [])}
-        if "source_representation" in state:
-            module.source_representation = state["source_representation"]
         try:
-            module.load_state_dict(state)
+            module = rebuild(klass, init, state)
         except RuntimeError as error:
             raise SpecError(f"intervention {i} in {cfg_path} does not fit its class: "
                             f"{str(error).splitlines()[0]}") from None
@@ -432,10 +425,8 @@ class atomic:
     all (a temporary file in the same folder, renamed into place on success)."""
 
     def __init__(self, path: Union[str, Path]):
-        import os
-
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp{self.path.suffix}")
+        self.tmp = self.path.with_name(temp_name(self.path.name) + self.path.suffix)
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -448,6 +439,37 @@ class atomic:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def temp_name(name: str) -> str:
+    """A hidden temporary name for ``name`` that carries this process's id, so a later run
+    can tell a write cut short by a killed process from one still going on."""
+    import os
+
+    return f".{name}.{os.getpid()}.tmp"
+
+
+def remove_dead_temps(folder: Union[str, Path], name: str = "*") -> None:
+    """Remove the temporary files and folders (``temp_name``) in ``folder`` whose process is
+    gone: what a killed save, conversion or run left behind."""
+    import os
+    import shutil
+
+    for tmp in Path(folder).glob(f".{name}.*.tmp*"):
+        pid = tmp.name.split(".tmp")[0].rsplit(".", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's, alive
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def writable_dir(path: Union[str, Path], what: str = "the output folder") -> Path:

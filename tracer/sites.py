@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
+from .checks import integer, integers
+
 Positions = Union[None, int, Sequence[int], torch.Tensor]
 Heads = Union[None, int, Sequence[int]]
 Rows = Union[None, int, Sequence[int]]
@@ -351,7 +353,7 @@ def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
     if not isinstance(name, str):
         raise SiteError(f"a site name must be a string such as 'resid_post.3', got {name!r}")
     if layer is not None:
-        layer = _int(layer, f"the layer of site {name!r}")
+        layer = integer(f"the layer of site {name!r}", layer, error=SiteError)
     kind, dot, rest = name.partition(".")
     if kind not in SITE_NAMES:
         raise SiteError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
@@ -368,28 +370,8 @@ def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
     return kind, layer
 
 
-def _int(value: Any, what: str) -> int:
-    """``value`` as an int; bools, floats, strings and tensors of other kinds are refused."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
-            and value.dtype != torch.bool:
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SiteError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _ints(values: Any, what: str) -> list[int]:
-    """One int or a non-empty sequence of ints."""
-    if isinstance(values, (str, bytes)):
-        raise SiteError(f"{what} must be an integer or a list of integers, got {values!r}")
-    items = [values] if not isinstance(values, (list, tuple, range)) else list(values)
-    if not items:
-        raise SiteError(f"{what}: an empty list selects nothing; give at least one, or None for all")
-    return [_int(v, what) for v in items]
-
-
 def _check_layer(kind: str, layer: int, n_layers: int) -> int:
-    layer = _int(layer, f"the layer of site {kind!r}")
+    layer = integer(f"the layer of site {kind!r}", layer, error=SiteError)
     if not -n_layers <= layer < n_layers:
         raise SiteError(f"layer {layer} out of range for site {kind!r}: the model has "
                          f"{n_layers} layers, valid layers are 0..{n_layers - 1} "
@@ -400,7 +382,7 @@ def _check_layer(kind: str, layer: int, n_layers: int) -> int:
 def _rows(rows: Rows, batch: int, name: str) -> list[int]:
     if rows is None:
         return list(range(batch))
-    rows = _ints(rows, f"rows at site {name}")
+    rows = integers(f"rows at site {name}", rows, SiteError)
     for r in rows:
         if not -batch <= r < batch:
             raise SiteError(f"row {r} out of range at site {name}: this invoke has {batch} "
@@ -423,7 +405,7 @@ def _positions(positions: Positions, seq: int, n_rows: int, name: str) -> Option
             raise SiteError(f"per-row positions at site {name} must have shape (rows, P) "
                              f"with rows = {n_rows}; got {tuple(positions.shape)}")
     else:
-        given = _ints(positions, f"positions at site {name}")
+        given = integers(f"positions at site {name}", positions, SiteError)
         for p in given:  # before building a tensor: a huge int would overflow it
             if not -seq <= p < seq:
                 raise SiteError(f"position {p} out of range at site {name}: the sequence has "
@@ -439,7 +421,7 @@ def _positions(positions: Positions, seq: int, n_rows: int, name: str) -> Option
 
 def _heads(heads: Heads, site: Site) -> list[int]:
     n = site.n_heads
-    heads = _ints(heads, f"heads at site {site.name}")
+    heads = integers(f"heads at site {site.name}", heads, SiteError)
     for h in heads:
         if not -n <= h < n:
             what = ("key/value heads (grouped-query attention)"

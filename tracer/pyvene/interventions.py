@@ -236,6 +236,25 @@ class HeadsIntervention(BaseIntervention):
         return out.flatten(-2)
 
 
+def rebuild(klass: type, init: dict, state: dict, plain: bool = False) -> BaseIntervention:
+    """An intervention rebuilt from its class, constructor arguments and state (what a folder
+    stores).  ``plain`` drops the parametrizations of the trainable rotations, keeping their
+    current weights: torch cannot serialize parametrized modules, so that is the copy NDIF
+    receives."""
+    from torch.nn.utils import parametrize
+
+    module = klass(**init)
+    if "source_representation" in state:  # a buffer that is None until given
+        module.source_representation = state["source_representation"]
+    module.load_state_dict(state)
+    if plain:
+        for m in list(module.modules()):
+            if parametrize.is_parametrized(m):
+                for name in list(m.parametrizations.keys()):
+                    parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return module
+
+
 CLASSES = {cls.__name__: cls for cls in (
     VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention,
     CollectIntervention, SkipIntervention, RotatedSpaceIntervention,

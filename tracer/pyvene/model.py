@@ -325,21 +325,22 @@ class IntervenableModel(Training, nn.Module):
 
         values = self._constant_sources(source_representations)
         blocks = self._source_blocks(sources) if source_representations is None else [None] * len(values)
-        for k, b in enumerate(blocks):
-            if b is None:
-                continue
-            src = dict(sources[b])
+        reading = [k for k, b in enumerate(blocks) if b is not None]
+        groups = []  # one group per (unit, source row), all read in one plan
+        for k in reading:
+            src = dict(sources[blocks[k]])
             ids, mask = src["input_ids"], src.get("attention_mask", torch.ones_like(src["input_ids"]))
-            groups = []
             for r in range(ids.shape[0]):
                 pad = int((mask[r] == 0).long().cumprod(0).sum())
                 pos = locs[k][0][r].tolist() if isinstance(locs[k][0], torch.Tensor) else locs[k][0]
                 pos = None if pos is None else tuple(p - pad if p >= 0 else p for p in pos)
                 groups.append(Group([ids[r, pad:].tolist()], [],
-                                    [Activations(self._units[k]["site"], 0, pos)]))
-            got = torch.stack([g[0] for g in execute.run(self.model, groups, progress=False)])
+                                    [Activations(self._units[k]["site"], 0, pos)], key=k))
+        got = execute.run(self.model, groups, progress=False) if groups else []
+        for k in reading:
+            value = torch.stack([r[0] for g, r in zip(groups, got) if g.key == k])
             heads = locs[k][2] if self._units[k]["heads"] else None
-            values[k] = got[:, :, heads] if heads is not None else got
+            values[k] = value[:, :, heads] if heads is not None else value
         return [Intervention(self.interventions[u["key"]], u["site"], locs[k][1],
                              locs[k][2] if u["heads"] else None,
                              source=Source(site=u["skip_from"]) if u["skip_from"] else values[k],
@@ -477,19 +478,10 @@ def _shift(positions: Any, pad: int, rows: int) -> Any:
 
 
 def _shippable(intervention: Any) -> Any:
-    """The intervention as NDIF can receive it: torch refuses to serialize parametrized
-    modules (the trainable rotations), so a copy with the current weights made plain."""
+    """The intervention as NDIF can receive it (trainable rotations as plain copies)."""
     from torch.nn.utils import parametrize
 
     if not any(parametrize.is_parametrized(m) for m in intervention.modules()):
         return intervention
-    copy = type(intervention)(**intervention.init_args())
-    state = intervention.state_dict()
-    if "source_representation" in state:
-        copy.source_representation = state["source_representation"]
-    copy.load_state_dict(state)
-    for m in list(copy.modules()):
-        if parametrize.is_parametrized(m):
-            for name in list(m.parametrizations.keys()):
-                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
-    return copy.eval()
+    return it.rebuild(type(intervention), intervention.init_args(), intervention.state_dict(),
+                      plain=True).eval()
