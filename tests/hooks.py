@@ -65,7 +65,9 @@ def locate(arch: str, kind: str, layer: int | None, cfg) -> tuple[str, str, Call
                     lambda t: t.unflatten(-1, (H, 3 * hd))[..., i * hd:(i + 1) * hd])
         return table[kind]
     L = f"model.layers.{layer}"
-    mid = "pre_feedforward_layernorm" if arch == "gemma2" else "post_attention_layernorm"
+    # Gemma 2/3 norm the attention output before the residual add; OLMo 2 has no pre-norms
+    mid = {"gemma2": "pre_feedforward_layernorm", "gemma3": "pre_feedforward_layernorm",
+           "olmo2": "mlp"}.get(arch, "post_attention_layernorm")
     table = {
         "embed": ("model.embed_tokens", "out", plain),
         "resid_pre": (L, "in", plain),
@@ -79,7 +81,19 @@ def locate(arch: str, kind: str, layer: int | None, cfg) -> tuple[str, str, Call
         "head_out": (f"{L}.self_attn.o_proj", "in", lambda t: t.unflatten(-1, (H, hd))),
         "final": ("model.norm", "out", plain),
         "logits": ("lm_head", "out", plain),
+        # (tokens, experts): the caller unflattens it; gpt-oss names its router "router"
+        "router": (f"{L}.mlp.{'router' if arch == 'gpt_oss' else 'gate'}", "out", plain),
     }
+    if arch == "phi3":  # fused qkv_proj: [q (H*hd) | k (kv*hd) | v (kv*hd)]
+        q, k = H * hd, kv * hd
+        split = {"head_q": lambda t: t[..., :q].unflatten(-1, (H, hd)),
+                 "head_k": lambda t: t[..., q:q + k].unflatten(-1, (kv, hd)),
+                 "head_v": lambda t: t[..., q + k:].unflatten(-1, (kv, hd))}
+        if kind in split:
+            return (f"{L}.self_attn.qkv_proj", "out", split[kind])
+    if arch == "olmo2" and kind in ("head_q", "head_k"):  # the norms over all heads come first
+        norm, heads = ("q_norm", H) if kind == "head_q" else ("k_norm", kv)
+        return (f"{L}.self_attn.{norm}", "out", lambda t: t.unflatten(-1, (heads, hd)))
     return table[kind]
 
 

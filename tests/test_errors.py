@@ -105,7 +105,7 @@ def test_target_word_positions(tiny_models):
 def test_unsupported_architecture():
     cfg = tiny_config("llama")
     cfg.model_type = "bert"
-    with pytest.raises(ValueError, match=r"unsupported architecture 'bert': supported model types are gemma2, gpt2"):
+    with pytest.raises(ValueError, match=r"unsupported architecture 'bert': supported model types are gemma2, gemma3_text, gpt2"):
         tracer.sites.family_of(cfg)
 
 

@@ -7,7 +7,7 @@ import torch
 import tracer
 from tracer.interventions import Intervention
 from tracer.sites import LAYER_SITES
-from tracer.testing import ARCHS
+from tracer.testing import ARCHS, MOE_ARCHS
 
 from helpers import encode
 from hooks import capture
@@ -119,3 +119,29 @@ def test_raw_path_inside_a_layer_takes_its_place_in_the_layer(tiny_models, arch)
         for h in hooks:
             h.remove()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", MOE_ARCHS)
+def test_router_logits_match_a_plain_hook_and_are_read_only(tiny_models, arch):
+    """Router logits, (batch, seq, experts), on every mixture-of-experts layer; qwen3_moe's
+    tiny model has a dense layer 1, which has no router."""
+    model = tiny_models[arch]
+    inputs = encode(model, PROMPTS)
+    layers = tracer.sites.moe_layers(model)
+    assert layers == ([0] if arch == "qwen3_moe" else [0, 1])
+    assert [n for n in tracer.valid_sites(model) if n.startswith("router")] == [f"router.{l}" for l in layers]
+    sites = [tracer.site(model, f"router.{l}") for l in layers]
+    with torch.no_grad(), model.trace(inputs):
+        got = nnsight.save([s.read() for s in sites])
+    b, s = inputs["input_ids"].shape
+    for layer, value in zip(layers, got):
+        want = capture(tracer.sites.module(model), arch, "router", layer, inputs)
+        torch.testing.assert_close(value, want.unflatten(0, (b, s)), rtol=0, atol=1e-5)
+    with pytest.raises(tracer.sites.SiteError, match="read-only"):
+        with torch.no_grad(), model.trace(inputs):
+            tracer.interventions.zero(sites[0])
+    if arch == "qwen3_moe":
+        with pytest.raises(tracer.sites.SiteError, match="dense MLP"):
+            tracer.site(model, "router.1")
+    with pytest.raises(tracer.sites.SiteError, match="no mixture-of-experts"):
+        tracer.site(tiny_models["llama"], "router.0")

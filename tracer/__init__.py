@@ -9,7 +9,8 @@
         logits = model.lm_head.output.save()
 """
 
-from . import execute, files, generation, interventions, metrics, plan, pyvene, sites, testing, tokens
+from . import (execute, files, generation, interventions, metrics, plan, pyvene, selfcheck, sites,
+               testing, tokens)
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
                      RepresentationConfig)
@@ -19,6 +20,7 @@ from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
 from .models import ModelLoadError, load
+from .selfcheck import ModelCheckError, check_model
 from .sites import SITE_NAMES, Site, site, valid_sites
 
 __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
@@ -27,4 +29,5 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "AdditionIntervention", "SubtractionIntervention", "ZeroIntervention",
            "CollectIntervention", "SkipIntervention", "LambdaIntervention",
            "RotatedSpaceIntervention", "LowRankRotatedSpaceIntervention",
-           "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError"]
+           "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError",
+           "check_model", "ModelCheckError", "selfcheck"]

@@ -29,6 +29,7 @@ import torch
 
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
+from .selfcheck import ensure_checked
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
@@ -277,6 +278,7 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
     except AttributeError:
         lm = False
     wanted = set(collect)
+    ensure_checked(model)
 
     def go() -> tuple:
         kwargs = {"remote": True} if remote else {}
@@ -324,6 +326,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
 
     if not groups:
         return []
+    ensure_checked(model)
     remote = is_remote(model) if remote is None else remote
     if max_batch is None:
         if remote:

@@ -35,6 +35,14 @@ class Family(NamedTuple):
     mlp_act: str = "mlp.act_fn"        # the activation function module
     mlp_down: str = "mlp.down_proj"    # the down projection (its input: the MLP's hidden state)
     norm_offset: float = 0.0           # RMSNorm gain is (offset + weight): Gemma stores w - 1
+    # How a layer adds its sublayers to the residual stream (what check_model verifies):
+    # "pre" (x + attn, then + mlp), "post" (x + post_attn(attn), then + post_mlp(mlp)),
+    # "parallel" (x + attn + mlp, both reading x)
+    residual: str = "pre"
+    post_attn: Optional[str] = None    # "post": the norms applied to attn_out and mlp_out
+    post_mlp: Optional[str] = None
+    router: Optional[str] = None       # mixture of experts: the router, whose output[0] is
+                                       # the logits (tokens, experts); mlp_out is the sparse block
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
@@ -42,14 +50,36 @@ _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="mod
               mid_norm="post_attention_layernorm", q_proj="self_attn.q_proj",
               k_proj="self_attn.k_proj", v_proj="self_attn.v_proj")
 
+_GEMMA = {**_LLAMA, "mid_norm": "pre_feedforward_layernorm", "norm_offset": 1.0,
+          "residual": "post", "post_attn": "post_attention_layernorm",
+          "post_mlp": "post_feedforward_layernorm"}
+# Mixture of experts: the experts are one fused module (3-D weights), so the MLP has no
+# projection or activation modules of its own; per-expert outputs are not modules either.
+_MOE = {**_LLAMA, "mlp_in": None, "mlp_act": None, "mlp_down": None}
+
 FAMILIES = {
     "llama": Family("llama", **_LLAMA),
     "mistral": Family("mistral", **_LLAMA),
     "qwen2": Family("qwen2", **_LLAMA),
-    # Gemma 2 norms the attention output before adding it, so the residual between
-    # attention and MLP is the input of pre_feedforward_layernorm.
-    "gemma2": Family("gemma2", **{**_LLAMA, "mid_norm": "pre_feedforward_layernorm",
-                                  "norm_offset": 1.0}),
+    # Qwen 3: RMS norms on each query and key head after the projection; head_q/head_k are
+    # the projections' outputs (before the norm and RoPE), as for Llama.
+    "qwen3": Family("qwen3", **_LLAMA),
+    "qwen3_moe": Family("qwen3_moe", **{**_MOE, "router": "mlp.gate"}),
+    # Gemma 2 and 3 norm the attention and MLP outputs before adding them, so the residual
+    # between attention and MLP is the input of pre_feedforward_layernorm.
+    "gemma2": Family("gemma2", **_GEMMA),
+    "gemma3_text": Family("gemma3_text", **_GEMMA),
+    # Phi-3: one fused qkv_proj ([q | k | v], k and v n_kv_heads wide) and gate_up_proj.
+    "phi3": Family("phi3", **{**_LLAMA, "q_proj": None, "k_proj": None, "v_proj": None,
+                              "qkv": "self_attn.qkv_proj", "qkv_layout": "blocks",
+                              "mlp_in": "mlp.gate_up_proj", "mlp_act": "mlp.activation_fn"}),
+    # OLMo 2: no pre-norms; the q/k norms span all heads, so head_q/head_k are the norms'
+    # outputs (an edit before them would leak into every head through the norm).
+    "olmo2": Family("olmo2", **{**_GEMMA, "mid_norm": "mlp", "norm_offset": 0.0,
+                                "q_proj": "self_attn.q_norm", "k_proj": "self_attn.k_norm"}),
+    "mixtral": Family("mixtral", **{**_MOE, "router": "mlp.gate"}),
+    # gpt-oss: the MLP returns (output, router scores); mlp_out is the output.
+    "gpt_oss": Family("gpt_oss", **{**_MOE, "router": "mlp.router"}),
     "gpt2": Family("gpt2", layers="transformer.h", embed="transformer.wte",
                    final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
                    o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
@@ -60,7 +90,7 @@ FAMILIES = {
                        attn="attention", mlp="mlp", o_proj="attention.dense",
                        mid_norm="post_attention_layernorm", qkv="attention.query_key_value",
                        qkv_layout="interleaved", mlp_in="mlp.dense_h_to_4h", mlp_act="mlp.act",
-                       mlp_down="mlp.dense_4h_to_h"),
+                       mlp_down="mlp.dense_4h_to_h", residual="parallel"),
 }
 
 # Other names for sites: the seed's rep types and pyvene's components.  A value is
@@ -81,8 +111,8 @@ ALIASES: dict[str, tuple] = {
 }
 # Within-layer order of modules that are not named sites (raw paths), between the stages above.
 _RAW_STAGE = {"attn": 0.5, "q_proj": 0.9, "k_proj": 1.9, "v_proj": 2.9, "qkv": 0.9,
-              "o_proj": 3.9, "mid_norm": 5.9, "mlp": 6.1, "mlp_in": 6.2, "mlp_act": 6.4,
-              "mlp_down": 6.6}
+              "o_proj": 3.9, "mid_norm": 5.9, "mlp": 6.1, "router": 6.15, "mlp_in": 6.2,
+              "mlp_act": 6.4, "mlp_down": 6.6}
 
 
 class Dims(NamedTuple):
@@ -94,6 +124,7 @@ class Dims(NamedTuple):
     n_kv_heads: int
     head_dim: int
     parallel_residual: bool = False
+    n_experts: int = 0
 
 
 def family_of(config: Any) -> Family:
@@ -101,7 +132,8 @@ def family_of(config: Any) -> Family:
     kind = getattr(config, "model_type", None)
     if kind not in FAMILIES:
         raise ValueError(f"unsupported architecture {kind!r}: supported model types are "
-                         f"{', '.join(sorted(FAMILIES))}")
+                         f"{', '.join(sorted(FAMILIES))} (tracer.check_model(model) offers a "
+                         f"known row to a model laid out like Llama, GPT-2 or GPT-NeoX)")
     return FAMILIES[kind]
 
 
@@ -112,4 +144,5 @@ def dims_of(config: Any) -> Dims:
     head_dim = getattr(config, "head_dim", None) or hidden // n_heads
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     parallel = config.model_type == "gpt_neox" and bool(getattr(config, "use_parallel_residual", True))
-    return Dims(config.num_hidden_layers, hidden, n_heads, n_kv, head_dim, parallel)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0
+    return Dims(config.num_hidden_layers, hidden, n_heads, n_kv, head_dim, parallel, int(experts))

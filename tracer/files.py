@@ -51,7 +51,7 @@ def model_info(model: Any) -> dict:
             "num_heads": d.n_heads, "num_kv_heads": d.n_kv_heads, "head_dim": d.head_dim}
 
 
-def check_model(want: dict, model: Any) -> None:
+def check_fits(want: dict, model: Any) -> None:
     """Refuse ``model`` when its shape differs from the one interventions were made for."""
     info = model_info(model)
     for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
@@ -72,7 +72,7 @@ class InterventionSet:
 
     def check(self, model: Any) -> list[Site]:
         """Resolve every site on ``model`` and check every tensor's shape; raises SpecError."""
-        check_model(self.model, model)
+        check_fits(self.model, model)
         sites = []
         for i, iv in enumerate(self.interventions):
             try:
@@ -169,7 +169,7 @@ class InterventionSet:
             raise SpecError(f"{cfg_path}: 'model' and 'meta' must be JSON objects")
         hidden = None
         if model is not None:  # the model's fit is checked before anything is built
-            check_model(config.get("model", {}), model)
+            check_fits(config.get("model", {}), model)
             hidden = model_info(model).get("hidden_size")
         meta = dict(config.get("meta", {}))
         entries = config.get("interventions", [])

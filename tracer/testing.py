@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-ARCHS = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox")
+ARCHS = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox", "qwen3", "qwen3_moe",
+         "gemma3", "phi3", "olmo2", "mixtral", "gpt_oss")
+MOE_ARCHS = ("qwen3_moe", "mixtral", "gpt_oss")
 
 # A byte-level BPE is trained on this text at run time, so any English string tokenizes
 # and common words get tokens of their own (deterministic: same text, same merges).
@@ -57,6 +59,27 @@ def tiny_config(arch: str) -> Any:
         return T.Gemma2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                               max_position_embeddings=256, **common)
+    gqa = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, **common)
+    # sliding windows of 4 tokens, so the tests' 8-token prompts really slide
+    sliding = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    if arch == "qwen3":
+        return T.Qwen3Config(head_dim=16, **gqa)
+    if arch == "qwen3_moe":  # layer 1 dense, so both kinds of layer are tested
+        return T.Qwen3MoeConfig(head_dim=16, num_experts=4, num_experts_per_tok=2,
+                                moe_intermediate_size=32, mlp_only_layers=[1], **gqa)
+    if arch == "gemma3":
+        return T.Gemma3TextConfig(head_dim=16, **sliding, **gqa)
+    if arch == "phi3":
+        return T.Phi3Config(**gqa)
+    if arch == "olmo2":
+        return T.Olmo2Config(**gqa)
+    if arch == "mixtral":
+        return T.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **gqa)
+    if arch == "gpt_oss":
+        rope = {**T.GptOssConfig().rope_parameters, "original_max_position_embeddings": 8}
+        return T.GptOssConfig(head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                              rope_parameters=rope, **sliding, **gqa)
     if arch == "gpt2":
         return T.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
     if arch == "gpt_neox":
