@@ -39,7 +39,7 @@ test-remote: setup
 	$(BIN)/python -m pytest -q -m remote tests/test_remote.py
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not smollm2 and not remote"
+	$(BIN)/python -m pytest -q -m "not smollm2 and not gemma3 and not remote"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

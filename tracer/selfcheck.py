@@ -72,7 +72,7 @@ def check_model(model: Any, *, force: bool = False) -> CheckReport:
         return _CHECKED[key]
     kind = getattr(cfg, "model_type", None)
     if kind in FAMILIES:
-        report = _check_row(cfg, FAMILIES[kind])
+        report = check_row(cfg, FAMILIES[kind])
         if not report.ok:
             raise ModelCheckError(f"the site table does not fit this model:\n{report}")
     else:
@@ -115,7 +115,7 @@ def _offer_layout(cfg: Any) -> CheckReport:
         if missing:
             tried.append(f"{name}-like: no {missing[0]}")
             continue
-        report = _check_row(cfg, row, tiny)
+        report = check_row(cfg, row, tiny)
         if report.ok:
             FAMILIES[str(kind)] = row
             report.offered = True
@@ -186,8 +186,9 @@ def tiny_copy(cfg: Any, seed: int = 0) -> Any:
     return TransformersModel(built, tokenizer=tokenizer())
 
 
-def _check_row(cfg: Any, row: Family, tiny: Optional[Any] = None) -> CheckReport:
-    """Run every check with ``row`` installed for the copy's model type."""
+def check_row(cfg: Any, row: Family, tiny: Optional[Any] = None) -> CheckReport:
+    """Run every check of ``row`` on a tiny copy of ``cfg`` (or on ``tiny``) with the row
+    installed for the config's model type, then put the table back as it was."""
     kind = getattr(cfg, "model_type", None)
     report = CheckReport(str(kind), row.name)
     tiny = tiny if tiny is not None else tiny_copy(cfg)
