@@ -127,7 +127,7 @@ def test_router_logits_match_a_plain_hook_and_are_read_only(tiny_models, arch):
     tiny model has a dense layer 1, which has no router."""
     model = tiny_models[arch]
     inputs = encode(model, PROMPTS)
-    layers = tracer.sites.moe_layers(model)
+    layers = tracer.sites.moe_layers(tracer.sites.module(model), model.config)
     assert layers == ([0] if arch == "qwen3_moe" else [0, 1])
     assert [n for n in tracer.valid_sites(model) if n.startswith("router")] == [f"router.{l}" for l in layers]
     sites = [tracer.site(model, f"router.{l}") for l in layers]

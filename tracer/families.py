@@ -146,3 +146,19 @@ def dims_of(config: Any) -> Dims:
     parallel = config.model_type == "gpt_neox" and bool(getattr(config, "use_parallel_residual", True))
     experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0
     return Dims(config.num_hidden_layers, hidden, n_heads, n_kv, head_dim, parallel, int(experts))
+
+
+def moe_layers(top: Any, config: Any) -> list[int]:
+    """The layers of a torch module ``top`` whose MLP is a mixture of experts with a router
+    (empty for dense families; Qwen3-MoE's ``mlp_only_layers`` are dense)."""
+    fam = family_of(config)
+    if fam.router is None:
+        return []
+    found = []
+    for layer in range(dims_of(config).n_layers):
+        try:
+            top.get_submodule(f"{fam.layers}.{layer}.{fam.router}")
+        except AttributeError:
+            continue
+        found.append(layer)
+    return found

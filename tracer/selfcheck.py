@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 
 from .families import FAMILIES, Family, dims_of
-from .sites import HEAD_SITES, SiteError, config, module as module_of, site, valid_sites
+from .sites import HEAD_SITES, config, module as module_of, site, valid_sites
 
 # Layouts an unknown model type may share, tried in this order.
 LAYOUTS = ("llama", "gpt2", "gpt_neox")

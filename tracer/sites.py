@@ -44,7 +44,7 @@ _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
 _STAGE["router"] = _STAGE["resid_mid"] + 0.5
 
 from .families import (ALIASES, FAMILIES, Dims, Family, _RAW_STAGE,  # noqa: E402,F401
-                       dims_of, family_of)
+                       dims_of, family_of, moe_layers)
 
 
 def module(model: Any) -> torch.nn.Module:
@@ -359,25 +359,10 @@ def _check_router(site: Site) -> None:
     if site.family.router is None:
         raise SiteError(f"site {site.name}: the {site.family.name} family has no mixture-of-experts "
                         f"router; router sites exist in {', '.join(n for n, f in FAMILIES.items() if f.router)}")
-    if site.layer not in moe_layers(site.model):
+    routed = moe_layers(module(site.model), config(site.model))
+    if site.layer not in routed:
         raise SiteError(f"site {site.name}: layer {site.layer} has a dense MLP, no router; the "
-                        f"layers with a router are {moe_layers(site.model)}")
-
-
-def moe_layers(model: Any) -> list[int]:
-    """The layers whose MLP is a mixture of experts with a router module (empty when none)."""
-    fam = family_of(config(model))
-    if fam.router is None:
-        return []
-    top = module(model)
-    found = []
-    for layer in range(dims_of(config(model)).n_layers):
-        try:
-            top.get_submodule(f"{fam.layers}.{layer}.{fam.router}")
-        except AttributeError:
-            continue
-        found.append(layer)
-    return found
+                        f"layers with a router are {routed}")
 
 
 def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") -> str:
@@ -498,7 +483,7 @@ def site(model: Any, name: str, layer: Optional[int] = None) -> Site:
 def valid_sites(model: Any) -> list[str]:
     """Every normalized site name of a model, in execution order."""
     dims = dims_of(config(model))
-    routed = set(moe_layers(model))
+    routed = set(moe_layers(module(model), config(model)))
     names = ["embed"]
     for layer in range(dims.n_layers):
         names += [f"{k}.{layer}" for k in LAYER_SITES
