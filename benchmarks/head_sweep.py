@@ -1,11 +1,17 @@
-"""Every head of every layer swapped between a prompt pair: recipe vs baselines, one process.
+"""Patching sweeps: the engine with exact reuse vs full recomputation and plain-hook baselines.
 
-Runs on the same model and inputs:
-  1. recipes.interchange (planned, packed into as few batches as max_batch allows);
-  2. plain PyTorch hooks doing all the head swaps in one batch (the speed limit);
-  3. one nnsight trace per (layer, head), written by hand (raw nnsight);
-  4. pyvene, one call per (layer, head), where pyvene is installed.
-Checks that all give the same probabilities and prints each time as a ratio to plain hooks.
+On the same model and plans, in one process:
+  - the seed's three examples, each rep type (lay; qry, key, val, out per head);
+  - a causal-tracing layer x position sweep (ROME) over a 25-token prompt.
+For each it runs (and first checks equal, to 1e-5 in fp32):
+  1. tracer.execute.run with exact reuse (the default: only what a patch can change);
+  2. the same plan recomputed in full (exact_reuse=False);
+  3. plain PyTorch hooks, the whole plan in one batch (the hand-written speed limit);
+  4. plain hooks, one batch per layer;
+  5. for the seed's qry sweep: one nnsight trace per head, and pyvene 0.1.8 per head when
+     installed (pip install --no-deps pyvene).
+It prints seconds, the ratio to plain hooks in one batch, and the peak resident memory each
+method added.  Llama-family models only (the plain-hook baselines hook Llama's modules).
 
     python benchmarks/head_sweep.py [--model smollm2 | --random-llama 1b] [--device cuda]
 """
@@ -13,6 +19,8 @@ Checks that all give the same probabilities and prints each time as a ratio to p
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -21,23 +29,64 @@ import torch
 
 import tracer
 from recipes import interchange
-from tracer import plan
+from tracer import execute, plan
 from tracer.metrics import token_logprobs
 
-SENTS = ["Paul tried to call George but he wasn't successful . Who wasn't successful ?",
-         "Paul tried to call George but he wasn't available . Who wasn't available ?"]
-CONTS = ["Paul", "George"]
-TARGETS = ["successful", "available"]
+CAUSAL_PROMPT = ("Beats Music is owned by Apple, and the Eiffel Tower is located in the "
+                 "beautiful city of")
 
 
-def timed(fn: Callable[[], Any], sync: bool) -> tuple[Any, float]:
-    if sync:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if sync:
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
+class PeakMemory:
+    """Peak resident memory above the start, sampled every 5 ms (CPU), or CUDA's peak."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.peak, self.start, self.stop = cuda, 0, 0, False
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+            return self
+        self.start = self.peak = self.rss()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self.stop = True
+            self.thread.join()
+            self.peak = max(self.peak, self.rss())
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.start) / 2 ** 20
+
+
+def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float, float]:
+    """(result, seconds, peak MB added)."""
+    cuda = device.startswith("cuda")
+    with PeakMemory(cuda) as mem:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return out, seconds, mem.added_mb
 
 
 def random_llama(size: str, device: str) -> Any:
@@ -55,78 +104,88 @@ def random_llama(size: str, device: str) -> Any:
     return TransformersModel(module, tokenizer=smol.tokenizer)
 
 
-def probs_from_logprobs(values: list, n_conts: int) -> np.ndarray:
-    """One group's per-row continuation log-probs -> P(cont | sent), ``(C, 2)``."""
-    return np.array([np.exp(v.mean()) for v in values]).reshape(n_conts, 2)
+# -- plain hooks: the compiled batch's operations written as forward hooks ------------------
+
+def _hook(ops: Any, device: torch.device) -> Callable:
+    s = ops.site
+    d = s.dims
+    heads = {"head_q": d.n_heads, "head_out": d.n_heads, "head_k": d.n_kv_heads,
+             "head_v": d.n_kv_heads}.get(s.kind)
+    move = lambda t: None if t is None else tuple(i.to(device) for i in t)  # noqa: E731
+    add_idx, set_idx, dst, src = move(ops.add_idx), move(ops.set_idx), move(ops.copy_dst), move(ops.copy_src)
+
+    def edit(x: torch.Tensor) -> None:
+        if heads is not None:
+            x = x.unflatten(-1, (heads, d.head_dim))
+        if add_idx is not None:
+            x[add_idx] = x[add_idx] + ops.add_val.to(device=x.device, dtype=x.dtype)
+        if set_idx is not None:
+            x[set_idx] = ops.set_val.to(device=x.device, dtype=x.dtype)
+        if dst is not None:
+            x[dst] = x[src]
+    return edit
 
 
-def _readouts(batch: Any, layout: tuple, logits: torch.Tensor) -> list[list[torch.Tensor]]:
-    """The plan's token readouts from full-batch logits (kept positions), per group."""
-    rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
-    lp = token_logprobs(logits[rows, pos], tokens)
-    return plan.split_results(layout, [lp.cpu()])
-
-
-def _swaps(g: Any, width: int) -> list[tuple]:
-    """(dst row, dst padded positions, src row, src padded positions, heads) per copy."""
-    out = []
-    for iv in g.interventions:
-        d, s = iv.rows[0], iv.source.row
-        out.append((d, [q + width - len(g.rows[d]) for q in iv.positions],
-                    s, [q + width - len(g.rows[s]) for q in iv.source.positions], list(iv.heads)))
-    return out
-
-
-def plain_hooks(model: Any, groups: list, n_heads: int, head_dim: int) -> list[list]:
-    """All swaps in one batch with forward hooks on each layer's q_proj (no nnsight)."""
+def plain_hooks(model: Any, groups: list) -> list[list]:
+    """The plan's groups as one batch, every edit a forward hook on the Llama modules."""
     module = tracer.sites.module(model)
     batch, layout = plan.compile_batch(model, groups)
     device = next(module.parameters()).device
-    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
     handles = []
     for ops in batch.ops:
-        proj = module.model.layers[ops.site.layer].self_attn.q_proj
-        dst = tuple(i.to(device) for i in ops.copy_dst)
-        src = tuple(i.to(device) for i in ops.copy_src)
-
-        def hook(mod, args, out, dst=dst, src=src):
-            x = out.unflatten(-1, (n_heads, head_dim))
-            x[dst] = x[src]
-
-        handles.append(proj.register_forward_hook(hook))
+        target = module.get_submodule(ops.site.module_path)
+        edit = _hook(ops, device)
+        if ops.site.port == "input":
+            handles.append(target.register_forward_pre_hook(
+                lambda m, args, kwargs, edit=edit: edit(args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True))
+        else:
+            handles.append(target.register_forward_hook(
+                lambda m, a, out, edit=edit: edit(out[0] if isinstance(out, tuple) else out)))
     try:
         with torch.no_grad():
+            inputs = {k: v.to(device) for k, v in batch.inputs.items()}
             logits = module(**inputs, logits_to_keep=batch.keep, use_cache=False).logits
-            return _readouts(batch, layout, logits)
     finally:
         for h in handles:
             h.remove()
+    rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
+    return plan.split_results(layout, [token_logprobs(logits[rows, pos], tokens).float().cpu()])
+
+
+def plain_hooks_per_layer(model: Any, groups: list) -> list[list]:
+    """Plain hooks, one batch per patched layer (the reference group in the first)."""
+    by_layer: dict = {}
+    for i, g in enumerate(groups[1:], 1):
+        by_layer.setdefault(g.key[0], []).append(i)
+    out: list = [None] * len(groups)
+    for n, idx in enumerate(by_layer.values()):
+        chosen = ([0] if n == 0 else []) + idx
+        for i, values in zip(chosen, plain_hooks(model, [groups[i] for i in chosen])):
+            out[i] = values
+    return out
 
 
 def trace_per_head(model: Any, groups: list) -> list[list]:
-    """One hand-written nnsight trace per (layer, head): what raw nnsight users write."""
+    """One hand-written nnsight trace per group: what raw nnsight users write."""
     results = []
     for g in groups:
         batch, layout = plan.compile_batch(model, [g])
-        width = batch.inputs["input_ids"].shape[1]
         with torch.no_grad(), model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
-            if g.interventions:
-                x = tracer.site(model, g.interventions[0].site).tensor()
-                writes = []  # a swap: read both sides before writing either
-                for d, dp, s, sp, heads in _swaps(g, width):
-                    writes.append((d, dp, heads, x[s][sp][:, heads].clone()))
-                for row, dp, heads, vals in writes:
-                    for j, q in enumerate(dp):
-                        x[row, q, heads] = vals[j]
+            for ops in batch.ops:
+                x = ops.site.tensor()
+                if ops.copy_dst is not None:
+                    x[ops.copy_dst] = x[ops.copy_src]
             logits = model.output.logits.save()
-        results += _readouts(batch, layout, logits)
+        rows, pos, tokens = batch.token_idx
+        results += plan.split_results(layout, [token_logprobs(logits[rows, pos], tokens).float().cpu()])
     return results
 
 
 def pyvene_per_head(model: Any, groups: list) -> list[list]:
-    """pyvene, one IntervenableModel call per (layer, head): base rows take the paired
-    row's query head at the target positions (pyvene runs the sources separately, which
-    equals the simultaneous swap since both sides are clean before the patched layer)."""
+    """pyvene, one IntervenableModel call per (layer, head) of a qry plan: each row takes its
+    paired row's query head at the target positions (pyvene runs the sources separately,
+    which equals the simultaneous swap: both sides are clean before the patched layer)."""
     import pyvene as pv
 
     module = tracer.sites.module(model)
@@ -144,8 +203,11 @@ def pyvene_per_head(model: Any, groups: list) -> list[list]:
             width = inputs["input_ids"].shape[1]
             order = [0] * len(g.rows)
             base_pos, src_pos = [None] * len(g.rows), [None] * len(g.rows)
-            for d, dp, s, sp, _ in _swaps(g, width):
-                order[d], base_pos[d], src_pos[d] = s, dp, sp
+            for iv in g.interventions:
+                d, s = iv.rows[0], iv.source.row
+                order[d] = s
+                base_pos[d] = [q + width - len(g.rows[d]) for q in iv.positions]
+                src_pos[d] = [q + width - len(g.rows[s]) for q in iv.source.positions]
             sources = {k: v[order] for k, v in inputs.items()}
             n = len(g.rows)
             cfg = pv.IntervenableConfig([pv.RepresentationConfig(layer, "head_query_output", "h.pos", 1)],
@@ -155,8 +217,44 @@ def pyvene_per_head(model: Any, groups: list) -> list[list]:
             with torch.no_grad():
                 _, out = pv_model(inputs, [sources], locs)
             logits = out.logits[:, -batch.keep:]
-        results += _readouts(batch, layout, logits)
+        rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
+        results += plan.split_results(layout, [token_logprobs(logits[rows, pos], tokens).float().cpu()])
     return results
+
+
+def _flat(results: list) -> np.ndarray:
+    return np.concatenate([np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in r])
+                           for r in results])
+
+
+def compare(model: Any, name: str, groups: list, device: str, extra: bool = False) -> dict:
+    """Time every method on one plan after checking that all give the same numbers."""
+    methods = [("reuse", lambda: execute.run(model, groups, progress=False)),
+               ("full", lambda: execute.run(model, groups, progress=False, exact_reuse=False)),
+               ("hooks", lambda: plain_hooks(model, groups)),
+               ("hooks/layer", lambda: plain_hooks_per_layer(model, groups))]
+    if extra:
+        methods.append(("trace/head", lambda: trace_per_head(model, groups)))
+        try:
+            import pyvene  # noqa: F401
+            methods.append(("pyvene/head", lambda: pyvene_per_head(model, groups)))
+        except ImportError:
+            pass
+    tol = 1e-5 if not device.startswith("cuda") else 5e-2
+    times, want = {}, None
+    for label, fn in methods:
+        out, seconds, mb = timed(fn, device)
+        got = _flat(out)
+        if want is None:
+            want = got
+        else:
+            err = float(np.abs(np.exp(got) - np.exp(want)).max())
+            assert err <= tol, f"{name}: {label} differs from reuse by {err:.2e} in probability"
+        times[label] = (seconds, mb)
+    base = times["hooks"][0]
+    cells = "  ".join(f"{label} {s:7.2f}s {s / base:5.2f}x {mb:6.0f}MB" for label, (s, mb) in times.items())
+    print(f"{name:<26} groups={len(groups):4d}  {cells}", flush=True)
+    return times
 
 
 def main() -> None:
@@ -164,54 +262,43 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--random-llama", default=None, choices=["1b"])
     parser.add_argument("--device", default=None)
-    parser.add_argument("--max-batch", type=int, default=None)
-    parser.add_argument("--skip-per-head", action="store_true", help="skip the slow per-head loop")
-    parser.add_argument("--skip-pyvene", action="store_true")
+    parser.add_argument("--examples", type=int, nargs="*", default=[0, 1, 2],
+                        help="which of the seed's examples (0 Winograd, 1 is_small, 2 emotions)")
+    parser.add_argument("--samples", type=int, default=3, help="noise draws in causal tracing")
+    parser.add_argument("--skip-per-head", action="store_true",
+                        help="skip the slow one-trace-per-head and pyvene loops")
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sync = device.startswith("cuda")
     model = random_llama(args.random_llama, device) if args.random_llama else tracer.load(args.model, device=device)
-    config = interchange.InterchangeInterventionConfig(sents=SENTS, conts=CONTS)
-    recipe = interchange.InterchangeIntervention(model, config)
-    groups, _ = recipe.plan(TARGETS, ["qry"], heads="each")
     dims = tracer.sites.dims_of(model.config)
-    n_rows = sum(len(g.rows) for g in groups)
     print(f"model={args.random_llama or args.model} device={device} layers={dims.n_layers} "
-          f"heads={dims.n_heads} swaps={len(groups) - 1} rows={n_rows} "
-          f"tokens/row<={max(len(r) for r in groups[0].rows)}")
-
-    # warm-up: allocator, kernels, nnsight's first-trace costs
-    recipe.run(TARGETS, ["qry"], heads=[0], layers=[0], progress=False)
-    plain_hooks(model, groups[:2], dims.n_heads, dims.head_dim)
-
-    ref, t_hooks = timed(lambda: plain_hooks(model, groups, dims.n_heads, dims.head_dim), sync)
-    out, t_recipe = timed(lambda: recipe.run(TARGETS, ["qry"], heads="each", progress=False,
-                                             max_batch=args.max_batch), sync)
-    want = np.stack([probs_from_logprobs(v, len(CONTS)) for v in ref[1:]])
-    got = np.stack([out[f"interv_layer_{layer}"][..., h]
-                    for layer in range(dims.n_layers) for h in range(dims.n_heads)])
-    tol = 1e-5 if not sync else 2e-2
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-    rows = [("plain hooks, one batch", t_hooks), ("recipes.interchange", t_recipe)]
-    if not args.skip_per_head:
-        per, t_per = timed(lambda: trace_per_head(model, groups), sync)
-        np.testing.assert_allclose(np.stack([probs_from_logprobs(v, len(CONTS)) for v in per[1:]]),
-                                   want, rtol=tol, atol=tol)
-        rows.append(("nnsight, one trace per head", t_per))
-    try:
-        import pyvene  # noqa: F401
-    except ImportError:
-        print("pyvene not installed (pip install --no-deps pyvene): its baseline is skipped")
-    else:
-        if not args.skip_pyvene:
-            pvo, t_pv = timed(lambda: pyvene_per_head(model, groups), sync)
-            np.testing.assert_allclose(np.stack([probs_from_logprobs(v, len(CONTS)) for v in pvo[1:]]),
-                                       want, rtol=tol, atol=tol)
-            rows.append(("pyvene, one call per head", t_pv))
-    print("all methods agree on every probability "
-          f"(max |diff| recipe vs hooks = {np.abs(got - want).max():.2e})")
-    for name, t in rows:
-        print(f"{name:<30} {t:9.3f} s  {t / t_hooks:6.2f}x plain hooks")
+          f"heads={dims.n_heads} kv_heads={dims.n_kv_heads}; times in seconds, ratio to plain "
+          f"hooks in one batch, peak memory added")
+    totals: dict = {}
+    warm = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(
+        interchange.SEED_EXAMPLES[0][0:2], interchange.SEED_EXAMPLES[0][2]))
+    groups, _ = warm.plan(interchange.SEED_EXAMPLES[0][3], ["qry"], heads=[0], layers=[0, 1])
+    execute.run(model, groups, progress=False)
+    plain_hooks(model, groups)
+    for i in args.examples:
+        s1, s2, conts, targets = interchange.SEED_EXAMPLES[i]
+        recipe = interchange.InterchangeIntervention(
+            model, interchange.InterchangeInterventionConfig([s1, s2], conts))
+        for rep in interchange.REP_TYPES:
+            groups, _ = recipe.plan(targets, [rep], heads=None if rep == "lay" else "each")
+            times = compare(model, f"seed {i} {rep}", groups, device,
+                            extra=(rep == "qry" and i == 0 and not args.skip_per_head))
+            for label, (s, _) in times.items():
+                totals.setdefault(label, 0.0)
+                totals[label] += s
+    base = totals["hooks"]
+    print("seed examples, all rep types: " + "  ".join(
+        f"{label} {s:.2f}s {s / base:.2f}x" for label, s in totals.items() if label in
+        ("reuse", "full", "hooks", "hooks/layer")))
+    groups = interchange.causal_trace_plan(model, CAUSAL_PROMPT, "Eiffel Tower", " Paris",
+                                           samples=args.samples)[0]
+    compare(model, f"causal trace ({len(model.tokenizer(CAUSAL_PROMPT)['input_ids'])} tok)",
+            groups, device)
 
 
 if __name__ == "__main__":

@@ -135,12 +135,20 @@ class InterchangeIntervention:
         layers = _layers(layers, self.num_layers)
         pos1, pos2 = aligned_positions(self.tokenizer, self.sents, targets, occurrence)
         rows, reads = [], []
-        for cont in self.conts:
-            for sent in self.sents:
-                prompt, cont_ids = continuation_ids(self.tokenizer, sent, cont)
-                k = len(cont_ids)
-                reads.append(Logprobs(len(rows), tuple(-(k + 1) + i for i in range(k)), tuple(cont_ids)))
-                rows.append(prompt + cont_ids)
+        pairs = [continuation_ids(self.tokenizer, sent, cont) for cont in self.conts for sent in self.sents]
+        # single-token continuations are all read at their prompt's last position: one row
+        # per prompt, not one per (prompt, continuation)
+        shared = all(len(c) == 1 for _, c in pairs) and all(
+            p == pairs[i % 2][0] for i, (p, _) in enumerate(pairs))
+        for i, (prompt, cont_ids) in enumerate(pairs):
+            if shared:
+                reads.append(Logprobs(i % 2, (-1,), tuple(cont_ids)))
+                continue
+            k = len(cont_ids)
+            reads.append(Logprobs(len(rows), tuple(-(k + 1) + j for j in range(k)), tuple(cont_ids)))
+            rows.append(prompt + cont_ids)
+        if shared:
+            rows = [pairs[0][0], pairs[1][0]]
         groups = [Group(rows, [], reads, key="original")]
         group_size = self.num_heads // self.num_kv_heads
         for layer in layers:
@@ -154,7 +162,7 @@ class InterchangeIntervention:
                         hs = (col // group_size,)
                     else:
                         hs = (col,)
-                    for c in range(len(self.conts)):
+                    for c in range(1 if shared else len(self.conts)):
                         r1, r2 = 2 * c, 2 * c + 1
                         patches.append(plans.copy(site, r1, r2, pos1, pos2, hs))
                         patches.append(plans.copy(site, r2, r1, pos2, pos1, hs))
@@ -312,20 +320,12 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
                              "title": f"patch {site} from source into base: {name}"})
 
 
-def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
-                 site: str = "resid_post", layers: Optional[Sequence[int]] = None,
-                 noise: Optional[float] = None, samples: int = 10, seed: int = 0,
-                 max_batch: Optional[int] = None, progress: bool = True,
-                 remote: Optional[bool] = None, occurrence: Optional[int] = None,
-                 resume_dir: Optional[str] = None) -> SweepResult:
-    """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
-    restore the clean ``site`` state one (layer, position) at a time; the value is the
-    probability of ``answer`` averaged over ``samples`` noise draws.
-
-    ``noise`` is the noise standard deviation (default: 3 x the standard deviation of the
-    embedding matrix, ROME's choice).  Baselines hold the clean and corrupted probabilities.
-    """
-    model = _model(model)
+def causal_trace_plan(model: Any, prompt: str, subject: str, answer: Union[str, int],
+                      site: str = "resid_post", layers: Optional[Sequence[int]] = None,
+                      noise: Optional[float] = None, samples: int = 10, seed: int = 0,
+                      occurrence: Optional[int] = None) -> tuple:
+    """The plan of ``causal_trace`` (a loaded model): (groups, prompt ids, subject positions,
+    noise, answer id); group 0 is the corrupted run, then one group per (layer, position)."""
     tok = model.tokenizer
     ids = list(tok(checks.text("prompt", prompt))["input_ids"])
     subj = tuple(tracer.tokens.find(tok, prompt, subject, occurrence))
@@ -352,6 +352,28 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
         for p in positions:
             restore = [plans.copy(name_l, 1 + i, 0, (p,), (p,)) for i in range(samples)]
             groups.append(Group(rows, corrupt + restore, reads, key=(layer, p)))
+    return groups, ids, subj, noise, answer_id
+
+
+def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
+                 site: str = "resid_post", layers: Optional[Sequence[int]] = None,
+                 noise: Optional[float] = None, samples: int = 10, seed: int = 0,
+                 max_batch: Optional[int] = None, progress: bool = True,
+                 remote: Optional[bool] = None, occurrence: Optional[int] = None,
+                 resume_dir: Optional[str] = None) -> SweepResult:
+    """ROME-style causal tracing: corrupt the subject's embeddings with Gaussian noise, then
+    restore the clean ``site`` state one (layer, position) at a time; the value is the
+    probability of ``answer`` averaged over ``samples`` noise draws.
+
+    ``noise`` is the noise standard deviation (default: 3 x the standard deviation of the
+    embedding matrix, ROME's choice).  Baselines hold the clean and corrupted probabilities.
+    """
+    model = _model(model)
+    tok = model.tokenizer
+    groups, ids, subj, noise, answer_id = causal_trace_plan(
+        model, prompt, subject, answer, site, layers, noise, samples, seed, occurrence)
+    layers = _layers(layers, tracer.sites.dims_of(model.config).n_layers)
+    positions = list(range(len(ids)))
     results = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="causal trace",
                           remote=remote, resume_dir=resume_dir)
     probs = [np.exp(np.array([float(v[0]) for v in r])) for r in results]

@@ -261,28 +261,32 @@ def test_a_killed_conversion_leaves_nothing_behind_after_the_next_run(tmp_path):
 
 
 def test_an_interrupted_local_sweep_resumes_from_its_finished_batches(tiny_models, tmp_path, monkeypatch):
-    """Ctrl-C after two batches: they are kept; the rerun computes only the rest and equals
-    an uninterrupted run; nothing is left behind."""
+    """Ctrl-C after two patched batches: they are kept; the rerun computes only the rest (and
+    the reference run the patched batches start from) and equals an uninterrupted run;
+    nothing is left behind."""
     model = tiny_models["gpt2"]
     args = (model, "The capital of Spain is", "The capital of Italy is", [" Rome", " Madrid"])
-    want = interchange.sweep(*args, max_batch=4, progress=False)
     real, calls = execute._trace, []
+    monkeypatch.setattr(execute, "_trace", lambda m, b: (calls.append(1), real(m, b))[1])
+    want = interchange.sweep(*args, max_batch=2, progress=False)
+    total = len(calls)  # the reference run, then one batch per layer and pair of positions
+    assert total >= 5
+    calls.clear()
 
     def interrupted(m, batch):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt
         return real(m, batch)
     monkeypatch.setattr(execute, "_trace", interrupted)
     keep = tmp_path / "partial"
     with pytest.raises(KeyboardInterrupt):
-        interchange.sweep(*args, max_batch=4, progress=False, resume_dir=str(keep))
+        interchange.sweep(*args, max_batch=2, progress=False, resume_dir=str(keep))
     assert len(list(keep.glob("*.npz"))) == 2
     calls.clear()
     monkeypatch.setattr(execute, "_trace", lambda m, b: (calls.append(1), real(m, b))[1])
-    got = interchange.sweep(*args, max_batch=4, progress=False, resume_dir=str(keep))
-    batches = -(-(1 + want.values.size) * 2 // 4)  # groups of 2 rows, 4 rows a batch
-    assert len(calls) == batches - 2 and not keep.exists()
+    got = interchange.sweep(*args, max_batch=2, progress=False, resume_dir=str(keep))
+    assert len(calls) == total - 2 and not keep.exists()
     torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)
     assert got.baselines == pytest.approx(want.baselines)
 

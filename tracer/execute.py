@@ -29,6 +29,7 @@ import torch
 
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
+from . import reuse
 from .selfcheck import ensure_checked
 
 
@@ -309,7 +310,7 @@ REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not gi
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
         progress: bool = True, desc: str = "batches", remote: Optional[bool] = None,
         max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None,
-        timeout: Optional[float] = None) -> list[list[torch.Tensor]]:
+        timeout: Optional[float] = None, exact_reuse: bool = True) -> list[list[torch.Tensor]]:
     """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
     group's order.
 
@@ -320,7 +321,9 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     until the plan completes, so an interrupted run (Ctrl-C, a killed process) resumes.
     ``remote=None`` runs remotely exactly when the model was loaded for NDIF
     (``tracer.load(..., remote=True)``: its weights are on meta); ``timeout`` bounds each
-    request (default ``INTERLACE_NDIF_TIMEOUT``).
+    request (default ``INTERLACE_NDIF_TIMEOUT``).  Locally, a plan of a reference group and
+    patched copies of it computes only what each patch can change (``tracer.reuse``);
+    ``exact_reuse=False`` recomputes every group in full.
     """
     from tqdm.auto import tqdm
 
@@ -338,6 +341,14 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                         for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
+    shared = reuse.plan(model, groups) if exact_reuse and not remote else None
+    if shared is not None:
+        def each(work: list, compute: Any) -> list:
+            if resume_dir is not None:
+                return _resumable(model, work, [[i] for i in range(len(work))], compute,
+                                  Path(resume_dir), progress, desc, "batch")
+            return [compute([b])[0] for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
+        return reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
     batches = list(pack(groups, max_batch))
     compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
     work = [b for b, _ in compiled]
@@ -361,8 +372,9 @@ def _trace(model: Any, batch: Batch) -> list:
     """One batch as one local trace."""
     import nnsight
 
+    cache = {} if batch.cache is None else {"past_key_values": batch.cache}
     with torch.no_grad():
-        with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+        with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=bool(cache), **cache):
             out = nnsight.save(run_batch(model, batch))
     return list(out)
 

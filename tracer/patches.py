@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from .sites import Site
+from .sites import Site, envoy
 
 
 class SiteOps:
@@ -27,16 +27,21 @@ class SiteOps:
         self.copy_src: Optional[tuple] = None
         self.add_idx: Optional[tuple] = None
         self.add_val: Optional[torch.Tensor] = None
+        self.set_idx: Optional[tuple] = None     # constant values (a source run read earlier)
+        self.set_val: Optional[torch.Tensor] = None
         self.records: list = []      # (Intervention, batch rows, padded positions or None)
         self.read_idx: Optional[tuple] = None   # (rows, positions) flattened
 
     def apply(self) -> Optional[torch.Tensor]:
         """Edit the site, then return the values read at it (or None)."""
-        if self.add_idx is not None or self.copy_dst is not None:
+        if self.add_idx is not None or self.copy_dst is not None or self.set_idx is not None:
             x = self.site.tensor()
             if self.add_idx is not None:
                 idx = tuple(i.to(x.device) for i in self.add_idx)
                 x[idx] = x[idx] + self.add_val.to(device=x.device, dtype=x.dtype)
+            if self.set_idx is not None:
+                idx = tuple(i.to(x.device) for i in self.set_idx)
+                x[idx] = self.set_val.to(device=x.device, dtype=x.dtype)
             if self.copy_dst is not None:
                 dst = tuple(i.to(x.device) for i in self.copy_dst)
                 src = tuple(i.to(x.device) for i in self.copy_src)
@@ -51,13 +56,18 @@ class SiteOps:
 
 
 class Batch:
-    """One forward pass: inputs, site operations in execution order, logits readouts."""
+    """One forward pass: inputs, site operations in execution order, logits readouts.
+
+    With ``skip`` = (layer paths, value) the listed layers do not run and the last of them
+    returns ``value`` (states an earlier run computed: ``tracer.reuse``)."""
 
     def __init__(self, inputs: dict, ops: list, keep: int, token_idx: Optional[tuple] = None,
                  dist_idx: Optional[tuple] = None):
         self.inputs, self.ops, self.keep = inputs, ops, keep
         self.token_idx = token_idx   # (rows, kept positions, tokens)
         self.dist_idx = dist_idx     # (rows, kept positions)
+        self.skip: Optional[tuple] = None
+        self.cache: Any = None       # a transformers Cache: earlier columns' keys and values
 
     @property
     def n_rows(self) -> int:
@@ -68,6 +78,10 @@ def run_batch(model: Any, batch: Batch) -> list:
     """Inside a trace of ``batch.inputs``: apply every operation, return the readouts
     ``[site reads in op order..., token log-probs, distributions]`` (absent ones skipped)."""
     out = []
+    if batch.skip is not None:
+        paths, value = batch.skip
+        for path in paths:
+            envoy(model, path).skip(value)
     for ops in batch.ops:
         got = ops.apply()
         if got is not None:

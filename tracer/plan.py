@@ -86,6 +86,14 @@ def _is_copy(iv: Intervention) -> bool:
             and iv.subspaces is None and iv.rows is not None and len(iv.rows) == 1)
 
 
+def _is_set(iv: Intervention) -> bool:
+    """An interchange whose source is a tensor, one value per position (``(P, [heads,] d)``)."""
+    return (iv.kind == "interchange" and isinstance(iv.source, torch.Tensor)
+            and iv.positions is not None and iv.subspaces is None and iv.rows is not None
+            and len(iv.rows) == 1 and iv.source.dim() >= 2
+            and iv.source.shape[0] == len(iv.positions))
+
+
 def _is_add(iv: Intervention) -> bool:
     vector = iv.params.get("vector")
     return (iv.kind == "add" and iv.positions is not None and iv.subspaces is None
@@ -98,27 +106,40 @@ def _padded(p: int, row_len: int, pad: int, where: str) -> int:
     if not -row_len <= p < row_len:
         raise IndexError(f"position {p} out of range for {where}: the row has {row_len} tokens, "
                          f"valid positions are 0..{row_len - 1} (or -{row_len}..-1)")
+    if p % row_len + pad < 0:  # a bug in tracer.reuse, not bad input
+        raise AssertionError(f"position {p} of {where} lies in the cached columns")
     return p % row_len + pad
 
 
-def compile_batch(model: Any, groups: Sequence[Group]) -> tuple[Batch, tuple]:
+def compile_batch(model: Any, groups: Sequence[Group], width: Optional[int] = None,
+                  start: int = 0) -> tuple[Batch, tuple]:
     """One ``Batch`` running ``groups`` side by side (rows in group order), and the layout
-    that ``split_results`` needs to hand each group its readouts."""
-    return _Compiler(model, groups).batch()
+    that ``split_results`` needs to hand each group its readouts.
+
+    ``width`` pads every row to that many tokens (default: the longest row); with ``start``
+    the batch computes only the padded columns from ``start`` on, the earlier ones coming
+    from a cache (``tracer.reuse``): positions are then counted from that column."""
+    return _Compiler(model, groups, width, start).batch()
 
 
 class _Compiler:
     """Builds one batch: padded inputs, per-site operations, readout indices."""
 
-    def __init__(self, model: Any, groups: Sequence[Group]):
+    def __init__(self, model: Any, groups: Sequence[Group], width: Optional[int] = None,
+                 start: int = 0):
         self.model, self.groups = model, list(groups)
         self.rows, self.offsets = [], []
         for g in self.groups:
             self.offsets.append(len(self.rows))
             self.rows.extend(g.rows)
-        self.inputs = build_inputs(self.rows, pad_id(model.tokenizer))
-        self.width = self.inputs["input_ids"].shape[1]
-        self.pad = [self.width - len(r) for r in self.rows]
+        full = width or max(len(r) for r in self.rows)
+        self.inputs = build_inputs(self.rows, pad_id(model.tokenizer), full)
+        self.pad = [full - len(r) - start for r in self.rows]
+        if start:
+            self.inputs = {"input_ids": self.inputs["input_ids"][:, start:],
+                           "attention_mask": self.inputs["attention_mask"],
+                           "position_ids": self.inputs["position_ids"][:, start:]}
+        self.width = full - start
         self.sites: dict[str, SiteOps] = {}
         self.resolved: dict[str, Site] = {}
 
@@ -159,6 +180,7 @@ class _Compiler:
         once on all the rows that share it."""
         copies: dict[str, list] = {}
         adds: dict[str, list] = {}
+        sets: dict[str, list] = {}
         records: dict[Any, list] = {}   # merge key -> [record, batch rows, group offset]
         for g, base in zip(self.groups, self.offsets):
             for iv in g.interventions:
@@ -172,6 +194,16 @@ class _Compiler:
                     r = base + iv.rows[0]
                     adds.setdefault(name, []).extend(
                         (r, self.at(p, r, iv.site), iv.params["vector"][j]) for j, p in enumerate(iv.positions))
+                elif _is_set(iv) and not self.ops(iv.site).site.flat and (
+                        iv.heads is None or self.ops(iv.site).site.n_heads is not None):
+                    r = base + iv.rows[0]
+                    for j, p in enumerate(iv.positions):
+                        at = self.at(p, r, iv.site)
+                        if iv.heads is None:
+                            sets.setdefault(name, []).append(((r, at), iv.source[j]))
+                        else:
+                            sets.setdefault(name, []).extend(
+                                ((r, at, h), iv.source[j][k]) for k, h in enumerate(iv.heads))
                 else:
                     # a record shared by many groups runs once on all their rows, unless its
                     # source is a row of its own group
@@ -186,6 +218,10 @@ class _Compiler:
             o = self.ops(name)
             o.add_idx = (torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries]))
             o.add_val = torch.stack([e[2] for e in entries])
+        for name, entries in sets.items():
+            o = self.ops(name)
+            o.set_idx = tuple(torch.tensor(c) for c in zip(*(e[0] for e in entries)))
+            o.set_val = torch.stack([e[1] for e in entries])
         for iv, batch_rows, base in records.values():
             self.ops(iv.site).records.append(self.record(iv, batch_rows, base))
 

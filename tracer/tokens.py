@@ -69,14 +69,15 @@ def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def build_inputs(rows: Sequence[Sequence[int]], pad: int) -> dict:
-    """Left-padded ``input_ids``, ``attention_mask`` and mask-derived ``position_ids``.
+def build_inputs(rows: Sequence[Sequence[int]], pad: int, width: Optional[int] = None) -> dict:
+    """Left-padded ``input_ids``, ``attention_mask`` and mask-derived ``position_ids``
+    (``width`` columns, default the longest row).
 
     Position ids count real tokens only, so a padded row computes what it would alone.
     """
     if not rows or any(len(r) == 0 for r in rows):
         raise ValueError("every row needs at least one token")
-    width = max(len(r) for r in rows)
+    width = max(len(r) for r in rows) if width is None else width
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):

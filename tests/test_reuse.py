@@ -1,0 +1,105 @@
+"""Exact reuse (tracer.reuse) equals the full recomputation on every family, and really
+computes less: cells start at their patched layer and their earliest position."""
+
+import numpy as np
+import pytest
+import torch
+
+from recipes import interchange
+from tracer import execute, reuse
+from tracer.plan import Group, Logprobs, copy
+from tracer.testing import ARCHS
+
+# targets of different token lengths ("capital" vs "Eiffel Tower"), prompts of different
+# lengths (left padding), a multi-token continuation
+SENTS = ["The capital of France is Paris and the", "The Eiffel Tower is in Paris and the sun"]
+CONTS = ["Paris", "Rome and the"]
+
+
+def _both(model, groups, **kw):
+    full = execute.run(model, groups, progress=False, exact_reuse=False, **kw)
+    fast = execute.run(model, groups, progress=False, **kw)
+    return full, fast
+
+
+def _close(a, b):
+    for ga, gb in zip(a, b, strict=True):
+        for x, y in zip(ga, gb, strict=True):
+            torch.testing.assert_close(y, x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_seed_plans_equal_full_recomputation(tiny_models, arch):
+    model = tiny_models[arch]
+    recipe = interchange.InterchangeIntervention(
+        model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+    for reps, heads in ((["lay", "qry", "key", "val", "out"], None), (["qry", "key"], "each"),
+                        (["val", "out"], [1, 3]), (["lay"], None)):
+        groups, _ = recipe.plan(["capital", "Eiffel Tower"], reps, heads=heads)
+        assert reuse.plan(model, groups) is not None
+        _close(*_both(model, groups, max_batch=7))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "gpt_neox", "qwen3_moe", "gpt_oss"])
+def test_sweeps_and_causal_tracing_equal_full_recomputation(tiny_models, arch, monkeypatch):
+    model = tiny_models[arch]
+    real = execute.run
+    runs = {}
+    for mode in (False, True):
+        monkeypatch.setattr(execute, "run", lambda *a, **k: real(*a, **{**k, "exact_reuse": mode}))
+        runs[mode] = [
+            interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
+                              [" Rome", " Madrid"], progress=False).values,
+            interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
+                              [" Rome"], site="head_v", heads="each", progress=False).values,
+            interchange.causal_trace(model, "The capital of Spain is the city of", "Spain",
+                                     " Madrid", samples=3, progress=False).values]
+    for full, fast in zip(runs[False], runs[True]):
+        np.testing.assert_allclose(fast, full, rtol=0, atol=1e-6)
+
+
+def test_cells_start_at_their_layer_and_position(tiny_models):
+    """A copy at layer 1, position 3 of 8-token rows computes 5 columns from layer 1; the
+    unedited source row is not computed at all (its value comes from the reference run)."""
+    model = tiny_models["llama"]
+    tok = model.tokenizer
+    rows = [tok(s)["input_ids"] for s in ("The capital of Spain is the city", "The capital of Italy is the city")]
+    n = len(rows[0])
+    reads = [Logprobs(0, (-1,), (5,))]
+    groups = [Group(rows, [], reads), Group(rows, [copy("resid_post.1", 0, 1, (3,), (3,))], reads),
+              Group(rows, [copy("head_q.0", 0, 1, (5,), (5,), (2,))], reads)]
+    shared = reuse.plan(model, groups)
+    assert [(c.rows, c.layer, c.column) for c in shared.cells] == [([0], 1, 3), ([0], 0, 5)]
+    seen = []
+    real = execute._trace
+
+    def spy(m, batch):
+        seen.append((tuple(batch.inputs["input_ids"].shape), len(batch.skip[0]) if batch.skip else 0))
+        return real(m, batch)
+
+    execute._trace = spy
+    try:
+        fast = execute.run(model, groups, progress=False)
+    finally:
+        execute._trace = real
+    assert seen == [((2, n), 0), ((1, n - 5), 0), ((1, n - 3), 1)]  # reference, then by layer
+    _close(execute.run(model, groups, progress=False, exact_reuse=False), fast)
+
+
+def test_plans_of_another_shape_run_in_full(tiny_models):
+    model = tiny_models["llama"]
+    tok = model.tokenizer
+    a, b = tok("The cat sat on the mat")["input_ids"], tok("The dog sat on the mat")["input_ids"]
+    reads = [Logprobs(0, (-1,), (5,))]
+    other_rows = [Group([a, b], [], reads), Group([b, a], [copy("resid_post.0", 0, 1, (1,), (1,))], reads)]
+    assert reuse.plan(model, other_rows) is None
+    scaled = [Group([a, b], [], reads),
+              Group([a, b], [tracer_intervention("scale", "resid_post.0", factor=2.0)], reads)]
+    assert reuse.plan(model, scaled) is None
+    _close(*_both(model, other_rows))
+
+
+def tracer_intervention(kind, site, **params):
+    from tracer.interventions import Intervention
+
+    return Intervention(kind, site, (1,), rows=[0], params=params)

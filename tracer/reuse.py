@@ -1,0 +1,253 @@
+"""Exact reuse: a patching plan computes only what its patches can change.
+
+A plan fits when its first group is a reference run (clean prompts, or prompts with fixed
+edits such as causal tracing's noise) and every other group has the same rows, the same
+reference edits and a few more: copies between its rows, additions, or values to set.  An
+edit at layer L and token position p changes nothing below layer L and nothing before p,
+so each group (a *cell*) runs only:
+
+- the rows it edits (a copy from an unedited row reads that row's value from the
+  reference run; a readout of an unedited row is the reference run's);
+- the layers from its lowest edited layer on (the layers below are skipped with nnsight's
+  ``Envoy.skip``, the first layer run receiving the reference run's residual stream), cells
+  batched by that layer;
+- the token positions from its earliest edited or read position on (the earlier positions'
+  keys and values come from the reference run's KV cache).
+
+Rows keep the reference run's left padding, so sliding-window attention and position ids
+are what the full run computes; results equal the full recomputation (``exact_reuse=False``
+in ``tracer.execute.run``) to float rounding.  Client side; local runs only (a remote run
+computes the full plan in its one request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from .interventions import Intervention, Source
+from .plan import (Activations, Distribution, Group, Logprobs, _is_add, _is_copy, _is_set,
+                   compile_batch, split_results)
+from .sites import config, family_of, module, site as resolve_site
+
+
+@dataclass
+class _Cell:
+    """One group of the plan, reduced to the reference rows it must compute."""
+
+    index: int
+    rows: list                                   # reference rows computed, in local order
+    layer: int                                   # the first layer that must run
+    column: int                                  # the first padded column that must run
+    edits: list = field(default_factory=list)    # (Intervention, constant read or None)
+    reads: list = field(default_factory=list)    # per group read: ("local", j) or ("ref", read)
+
+
+class _Plan:
+    """The reference group with the extra readouts cells need, and the cells."""
+
+    def __init__(self, groups: Sequence[Group], base: list, cells: list, width: int,
+                 extra: list):
+        self.groups, self.base, self.cells, self.width = groups, base, cells, width
+        self.extra = extra                      # readouts added to the reference run
+
+
+def plan(model: Any, groups: Sequence[Group]) -> Optional[_Plan]:
+    """The reuse plan of ``groups``, or None when they do not have its shape."""
+    if len(groups) < 2:
+        return None
+    ref = groups[0]
+    base = list(ref.interventions)
+    if any(not _is_add(iv) for iv in base):
+        return None
+    rows = ref.rows
+    width = max(len(r) for r in rows)
+    extra: dict = {}
+    cells = []
+    for gi, g in enumerate(groups[1:], 1):
+        if g.rows != rows or len(g.interventions) < len(base) or any(
+                a is not b for a, b in zip(g.interventions, base)):
+            return None
+        cell = _cell(model, gi, g, g.interventions[len(base):], width, extra)
+        if cell is None:
+            return None
+        cells.append(cell)
+    return _Plan(groups, base, cells, width, list(extra))
+
+
+def _layer(model: Any, name: str) -> int:
+    """The first layer whose computation a change at this site can alter (0 for embed)."""
+    return max(0, resolve_site(model, name).order[0])
+
+
+def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict) -> Optional[_Cell]:
+    rows = g.rows
+    if not edits:  # the reference run again: every readout is the reference run's
+        for rd in g.reads:
+            extra.setdefault(rd, None)
+        return _Cell(gi, [], 0, 0, [], [("ref", rd) for rd in g.reads])
+    edited = []
+    for iv in edits:
+        if not (_is_copy(iv) or _is_add(iv) or _is_set(iv)):
+            return None
+        edited.append(iv.rows[0] % len(rows))
+    local = sorted(set(edited))
+    first = {r: len(rows[r]) for r in local}
+
+    def need(r: int, positions: Optional[Sequence[int]]) -> None:
+        n = len(rows[r])
+        first[r] = min(first[r], 0 if positions is None else min(p % n for p in positions))
+
+    layer = min(_layer(model, iv.site) for iv in edits)
+    cell_edits = []
+    for iv in edits:
+        r = iv.rows[0] % len(rows)
+        need(r, iv.positions)
+        if _is_copy(iv):
+            src = iv.source.row % len(rows)
+            if src in first:
+                need(src, iv.source.positions)
+                cell_edits.append((iv, None))
+            else:  # an unedited source row: its value is the reference run's
+                read = Activations(resolve_site(model, iv.site).name, src, tuple(iv.source.positions))
+                extra.setdefault(read, None)
+                cell_edits.append((iv, read))
+        else:
+            cell_edits.append((iv, None))
+    reads = []
+    for rd in g.reads:
+        r = rd.row % len(rows)
+        if r in first:
+            need(r, rd.positions)
+            if isinstance(rd, Activations):
+                layer = min(layer, _layer(model, rd.site))
+            reads.append(("local", rd))
+        else:
+            extra.setdefault(rd, None)
+            reads.append(("ref", rd))
+    column = min(width - len(rows[r]) + first[r] for r in local)
+    return _Cell(gi, local, layer, column, cell_edits, reads)
+
+
+def _local_group(cell: _Cell, rows: list, base: list, layer: int, column: int, width: int,
+                 values: dict, model: Any) -> Group:
+    """The cell as a group of its own rows: edits re-indexed, constants filled in, and the
+    reference edits that still run (at layers and columns this batch computes)."""
+    where = {r: i for i, r in enumerate(cell.rows)}
+    ivs = []
+    for iv in base:
+        r = iv.rows[0] % len(rows)
+        if r not in where or (layer > 0 and _layer(model, iv.site) < layer):
+            continue
+        pad = width - len(rows[r])
+        keep = [j for j, p in enumerate(iv.positions) if p % len(rows[r]) + pad >= column]
+        if keep:
+            ivs.append(Intervention("add", iv.site, tuple(iv.positions[j] for j in keep),
+                                    rows=[where[r]], params={"vector": iv.params["vector"][keep]}))
+    for iv, read in cell.edits:
+        dst = where[iv.rows[0] % len(rows)]
+        if read is not None:
+            value = values[read]
+            if iv.heads is not None:
+                value = value[:, list(iv.heads)]
+            ivs.append(Intervention("interchange", iv.site, iv.positions, iv.heads, rows=[dst],
+                                    source=value))
+        elif _is_copy(iv):
+            src = Source(row=where[iv.source.row % len(rows)], positions=iv.source.positions)
+            ivs.append(iv.replace(rows=[dst], source=src))
+        else:
+            ivs.append(iv.replace(rows=[dst]))
+    reads = [_relocated(rd, where[rd.row % len(rows)]) for kind, rd in cell.reads if kind == "local"]
+    return Group([rows[r] for r in cell.rows], ivs, reads, key=cell.index)
+
+
+def _relocated(rd: Any, row: int) -> Any:
+    if isinstance(rd, Logprobs):
+        return Logprobs(row, rd.positions, rd.tokens)
+    if isinstance(rd, Distribution):
+        return Distribution(row, rd.positions)
+    return Activations(rd.site, row, rd.positions)
+
+
+def pack(cells: list, max_batch: int) -> list[list[_Cell]]:
+    """Cells batched by the layer they start at (then by column), at most ``max_batch`` rows."""
+    batches: list = []
+    size = 0
+    for cell in sorted((c for c in cells if c.rows), key=lambda c: (c.layer, c.column)):
+        n = len(cell.rows)
+        if batches and batches[-1][0].layer == cell.layer and size + n <= max_batch:
+            batches[-1].append(cell)
+            size += n
+        else:
+            batches.append([cell])
+            size = n
+    return batches
+
+
+def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
+        each: Callable[[list, Callable], list]) -> list[list[torch.Tensor]]:
+    """Run the reference group, then the cells batch by batch through ``each(batches,
+    compute)`` (progress, resume); returns every group's readouts as ``execute.run`` does."""
+    from transformers.cache_utils import DynamicCache
+
+    groups, rows, width = reuse.groups, reuse.groups[0].rows, reuse.width
+    batches = pack(reuse.cells, max_batch)
+    starts = sorted({b[0].layer for b in batches} - {0})
+    states = [Activations(f"resid_pre.{layer}", r, None) for layer in starts for r in range(len(rows))]
+    ref = groups[0]
+    augmented = Group(rows, list(ref.interventions), list(ref.reads) + reuse.extra + states, key=ref.key)
+    batch, layout = compile_batch(model, [augmented])
+    batch.cache = DynamicCache()   # filled by the run: the reference keys and values
+    got = split_results(layout, [torch.as_tensor(t).detach().float().cpu() for t in trace(batch)])[0]
+    n = len(ref.reads)
+    values = dict(zip(reuse.extra, got[n:n + len(reuse.extra)]))
+    pre = {(s.site, s.row): v for s, v in zip(states, got[n + len(reuse.extra):])}
+    cache = [(layer.keys, layer.values) for layer in batch.cache.layers]
+    fam = family_of(config(model))
+    compiled = []
+    for cells in batches:
+        layer = cells[0].layer
+        column = min(c.column for c in cells)
+        local = [_local_group(c, rows, reuse.base, layer, column, width, values, model) for c in cells]
+        b, lay = compile_batch(model, local, width=width, start=column)
+        index = torch.tensor([r for c in cells for r in c.rows])
+        compiled.append((cells, b, lay, index, column, layer))
+
+    def compute(part: list) -> list:
+        out = []
+        for b in part:
+            cells, _, _, index, column, layer = next(c for c in compiled if c[1] is b)
+            if column > 0:
+                b.cache = DynamicCache()
+                for i, (k, v) in enumerate(cache):
+                    b.cache.update(k[index, :, :column], v[index, :, :column], i)
+            if layer > 0:
+                value = torch.zeros(len(index), width - column, pre[(f"resid_pre.{layer}", 0)].shape[-1],
+                                    dtype=pre[(f"resid_pre.{layer}", 0)].dtype)
+                for i, r in enumerate(index.tolist()):
+                    pad = width - len(rows[r])
+                    lo = max(column, pad)
+                    value[i, lo - column:] = pre[(f"resid_pre.{layer}", r)][lo - pad:]
+                param = next(module(model).parameters())
+                b.skip = ([f"{fam.layers}.{i}" for i in range(layer)],
+                          value.to(device=param.device, dtype=param.dtype))
+            out.append(trace(b))
+            b.cache = None
+            b.skip = None
+        return out
+
+    outputs = each([c[1] for c in compiled], compute)
+    results: list = [None] * len(groups)
+    results[0] = got[:n]
+    for cell in reuse.cells:
+        if not cell.rows:
+            results[cell.index] = [values[rd] for _, rd in cell.reads]
+    for (cells, _, lay, _, _, _), flat in zip(compiled, outputs):
+        flat = [torch.as_tensor(t).detach().float().cpu() for t in flat]
+        for cell, local_values in zip(cells, split_results(lay, flat)):
+            it = iter(local_values)
+            results[cell.index] = [next(it) if kind == "local" else values[rd]
+                                   for kind, rd in cell.reads]
+    return results
