@@ -386,8 +386,6 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                              "samples": samples, "title": f"causal trace of {site} ({samples} noise draws)"})
 
 
-# -- outputs and command line -----------------------------------------------------------------
-
 def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, np.ndarray]],
              columns: dict[str, list]) -> dict[str, Path]:
     """Write ``results.npz``, ``results.json`` and one ``heatmap_<rep>.png`` per entry."""
@@ -424,6 +422,9 @@ def strongest(outputs: dict[str, dict[str, np.ndarray]], columns: dict[str, list
             for j, c in enumerate(columns[rep]):
                 rows.append((float(effects[layer, j]), rep, layer, "all" if c is None else c))
     return sorted(rows, key=lambda r: -r[0])[:top]
+
+
+from .paths import ioi, path_patch  # noqa: E402,F401 - the recipe's path patching
 
 
 @guarded

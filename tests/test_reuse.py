@@ -58,9 +58,11 @@ def test_sweeps_and_causal_tracing_equal_full_recomputation(tiny_models, arch, m
         np.testing.assert_allclose(fast, full, rtol=0, atol=1e-6)
 
 
-def test_cells_start_at_their_layer_and_position(tiny_models):
+def test_cells_start_at_their_layer_and_position(tiny_models, monkeypatch):
     """A copy at layer 1, position 3 of 8-token rows computes 5 columns from layer 1; the
-    unedited source row is not computed at all (its value comes from the reference run)."""
+    unedited source row is not computed at all (its value comes from the reference run).
+    (Batches cost nothing here, so each cell gets its own.)"""
+    monkeypatch.setitem(reuse.COSTS, "cpu", (0.0, 0.0))
     model = tiny_models["llama"]
     tok = model.tokenizer
     rows = [tok(s)["input_ids"] for s in ("The capital of Spain is the city", "The capital of Italy is the city")]
@@ -103,3 +105,20 @@ def tracer_intervention(kind, site, **params):
     from tracer.interventions import Intervention
 
     return Intervention(kind, site, (1,), rows=[0], params=params)
+
+
+def test_small_cells_share_a_batch_when_batches_cost_more_than_layers(tiny_models, monkeypatch):
+    """One row per cell: with the CPU costs, all cells of a 2-layer model run as one batch
+    from layer 0; with free batches, one batch per (layer, column)."""
+    model = tiny_models["llama"]
+    rows = [model.tokenizer(s)["input_ids"] for s in ("The cat sat on the mat", "The dog sat on the mat")]
+    reads = [Logprobs(0, (-1,), (5,))]
+    groups = [Group(rows, [], reads)] + [
+        Group(rows, [copy(f"resid_post.{layer}", 0, 1, (p,), (p,))], reads)
+        for layer in (0, 1) for p in (1, 2)]
+    shared = reuse.plan(model, groups)
+    width = len(rows[0])
+    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width)] == [4]
+    monkeypatch.setitem(reuse.COSTS, "cpu", (0.0, 0.0))
+    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width)] == [1, 1, 1, 1]
+    assert [len(b) for b in reuse.pack(shared.cells, 1, 2, width)] == [1, 1, 1, 1]
