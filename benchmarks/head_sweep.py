@@ -19,6 +19,7 @@ method added.  Llama-family models only (the plain-hook baselines hook Llama's m
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import threading
 import time
@@ -235,11 +236,10 @@ def compare(model: Any, name: str, groups: list, device: str, extra: bool = Fals
                ("hooks/layer", lambda: plain_hooks_per_layer(model, groups))]
     if extra:
         methods.append(("trace/head", lambda: trace_per_head(model, groups)))
-        try:
-            import pyvene  # noqa: F401
+        if importlib.util.find_spec("pyvene") is not None:
             methods.append(("pyvene/head", lambda: pyvene_per_head(model, groups)))
-        except ImportError:
-            pass
+        else:
+            print("pyvene is not installed (pip install --no-deps pyvene==0.1.8): no pyvene line")
     tol = 1e-5 if not device.startswith("cuda") else 5e-2
     times, want = {}, None
     for label, fn in methods:
@@ -264,7 +264,10 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--examples", type=int, nargs="*", default=[0, 1, 2],
                         help="which of the seed's examples (0 Winograd, 1 is_small, 2 emotions)")
-    parser.add_argument("--samples", type=int, default=3, help="noise draws in causal tracing")
+    parser.add_argument("--reps", nargs="*", default=list(interchange.REP_TYPES),
+                        help="rep types to sweep in the seed's examples")
+    parser.add_argument("--samples", type=int, default=3,
+                        help="noise draws in causal tracing (0: skip causal tracing)")
     parser.add_argument("--skip-per-head", action="store_true",
                         help="skip the slow one-trace-per-head and pyvene loops")
     args = parser.parse_args()
@@ -284,17 +287,19 @@ def main() -> None:
         s1, s2, conts, targets = interchange.SEED_EXAMPLES[i]
         recipe = interchange.InterchangeIntervention(
             model, interchange.InterchangeInterventionConfig([s1, s2], conts))
-        for rep in interchange.REP_TYPES:
+        for rep in args.reps:
             groups, _ = recipe.plan(targets, [rep], heads=None if rep == "lay" else "each")
             times = compare(model, f"seed {i} {rep}", groups, device,
                             extra=(rep == "qry" and i == 0 and not args.skip_per_head))
             for label, (s, _) in times.items():
                 totals.setdefault(label, 0.0)
                 totals[label] += s
-    base = totals["hooks"]
-    print("seed examples, all rep types: " + "  ".join(
+    base = totals.get("hooks", 1.0)
+    print("seed examples, these rep types: " + "  ".join(
         f"{label} {s:.2f}s {s / base:.2f}x" for label, s in totals.items() if label in
         ("reuse", "full", "hooks", "hooks/layer")))
+    if not args.samples:
+        return
     groups = interchange.causal_trace_plan(model, CAUSAL_PROMPT, "Eiffel Tower", " Paris",
                                            samples=args.samples)[0]
     compare(model, f"causal trace ({len(model.tokenizer(CAUSAL_PROMPT)['input_ids'])} tok)",

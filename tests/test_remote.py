@@ -352,7 +352,7 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
         model = tracer.load(path, remote=True)
         groups, _ = interchange.InterchangeIntervention(model, cfg).plan(["France", "Italy"], ["qry"],
                                                                           heads="each")
-        run = dict(remote=True, max_batch=8, max_request_rows=16, resume_dir=keep, progress=False)
+        run = dict(remote=True, max_batch=4, max_request_rows=8, resume_dir=keep, progress=False)
     """
     before = _requests()
     out = _client(setup + f"""
@@ -371,13 +371,14 @@ def test_server_stopped_mid_sweep_keeps_finished_requests_and_resumes(ndif, tmp_
         except Exception as error:
             print(json.dumps([type(error).__name__, str(error)]))
     """)
+    seen = _new_requests(before, 1)
+    _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)  # a new server, a new log
+    _sh("bash", str(SCRIPTS / "deploy.sh"), str(ndif), timeout=300)
     kind, message = out
     assert kind == "RemoteError"
     assert "request 2 of 3 failed; the 1 finished request(s) are saved" in message
     assert "unreachable" in message
-    assert _new_requests(before, 1) == 1
-    _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)  # a new server, a new log
-    _sh("bash", str(SCRIPTS / "deploy.sh"), str(ndif), timeout=300)
+    assert seen == 1
     out = _client(setup + """
         full = execute.run(model, groups, **run)
         local = execute.run(tracer.load(path), groups, max_batch=8, progress=False)

@@ -341,14 +341,23 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                         for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
-    shared = reuse.plan(model, groups) if exact_reuse and not remote else None
-    if shared is not None:
+    shared = reuse.plan(model, groups) if exact_reuse else None
+    if shared is not None and remote:
+        # one session: the reference run's states stay on the server for the cells
+        compiled = reuse.compile_plan(model, shared, max_batch) if max_request_rows is None else None
+        if compiled is not None:
+            ref_out, outputs = call(_session_reuse, model, compiled.ref,
+                                    [b for _, b, _ in compiled.cells], timeout=timeout)
+            return reuse.results(shared, compiled, ref_out, outputs)
+    elif shared is not None:
         def each(work: list, compute: Any) -> list:
             if resume_dir is not None:
                 return _resumable(model, work, [[i] for i in range(len(work))], compute,
                                   Path(resume_dir), progress, desc, "batch")
             return [compute([b])[0] for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
-        return reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
+        got = reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
+        if got is not None:
+            return got
     batches = list(pack(groups, max_batch))
     compiled = [compile_batch(model, [groups[i] for i in batch]) for batch in batches]
     work = [b for b, _ in compiled]
@@ -392,6 +401,39 @@ def _session(model: Any, work: list) -> list:
     return [list(o) for o in outputs]
 
 
+def _session_reuse(model: Any, ref: Batch, work: list, remote: bool = True) -> tuple[list, list]:
+    """A reuse plan (``tracer.reuse``) as one remote session: a one-token trace gives the
+    server's cache type, the reference run fills a cache of it, and every cell batch gathers
+    its constants, skipped layers' output and earlier keys and values from that run there."""
+    import nnsight
+
+    from .patches import prepare
+
+    # only trace-time objects (patches.Batch) travel: the server cannot import tracer.reuse
+    first = {k: v[:1, -1:] for k, v in ref.inputs.items() if k != "attention_mask"}
+    with torch.no_grad():
+        with model.session(remote=remote):
+            outputs = nnsight.save([])
+            with model.trace(first, use_cache=True):
+                seed = model.output.past_key_values
+            cache = type(seed)()  # without a config: full layers, even under sliding windows
+            with model.trace(ref.inputs, logits_to_keep=ref.keep, use_cache=True,
+                             past_key_values=cache):
+                ref_out = run_batch(model, ref)
+                outputs.append(nnsight.save(ref_out))
+            for batch in work:
+                own = prepare(batch, ref_out, cache)
+                if own is None:
+                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+                        outputs.append(nnsight.save(run_batch(model, batch)))
+                else:
+                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=True,
+                                     past_key_values=own):
+                        outputs.append(nnsight.save(run_batch(model, batch)))
+    outputs = [list(o) for o in outputs]
+    return outputs[0], outputs[1:]
+
+
 def _requests(work: list, max_rows: Optional[int]) -> list[list[int]]:
     """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
     chunks, chunk, rows = [], [], 0
@@ -414,12 +456,19 @@ def _request_key(model: Any, part: list) -> str:
     for batch in part:
         tensors = [batch.inputs[k] for k in sorted(batch.inputs)]
         tensors += [t for idx in (batch.token_idx, batch.dist_idx) if idx for t in idx]
+        for spec in (batch.skip_from, batch.cache_from):  # reuse: what a batch starts from
+            digest.update(repr([x for x in spec or () if not isinstance(x, torch.Tensor)]).encode())
+            tensors += [x for x in spec or () if isinstance(x, torch.Tensor)]
         for o in batch.ops:
             digest.update(o.site.name.encode())
-            for group in (o.copy_dst, o.copy_src, o.add_idx, o.read_idx):
+            for group in (o.copy_dst, o.copy_src, o.add_idx, o.read_idx, o.set_idx):
                 tensors += list(group or ())
-            if o.add_val is not None:
-                tensors.append(o.add_val)
+            for value in (o.add_val, o.set_val):
+                if value is not None:
+                    tensors.append(value)
+            if o.set_from is not None:
+                digest.update(str(o.set_from[0]).encode())
+                tensors += [t for t in o.set_from[1:] if t is not None]
             for record, rows, positions in o.records:
                 digest.update(repr((record, rows)).encode())
                 tensors += [t for t in (positions, *record.params.values()) if isinstance(t, torch.Tensor)]

@@ -29,6 +29,8 @@ class SiteOps:
         self.add_val: Optional[torch.Tensor] = None
         self.set_idx: Optional[tuple] = None     # constant values (a source run read earlier)
         self.set_val: Optional[torch.Tensor] = None
+        # set_val to gather from an earlier run's readouts: (slot, flat index, head index)
+        self.set_from: Optional[tuple] = None
         self.records: list = []      # (Intervention, batch rows, padded positions or None)
         self.read_idx: Optional[tuple] = None   # (rows, positions) flattened
 
@@ -68,6 +70,9 @@ class Batch:
         self.dist_idx = dist_idx     # (rows, kept positions)
         self.skip: Optional[tuple] = None
         self.cache: Any = None       # a transformers Cache: earlier columns' keys and values
+        # what ``prepare`` gathers from the reference run (``tracer.reuse``):
+        self.skip_from: Optional[tuple] = None   # (layer paths, slot, flat index (rows, cols))
+        self.cache_from: Optional[tuple] = None  # (reference rows, columns kept)
 
     @property
     def n_rows(self) -> int:
@@ -96,3 +101,32 @@ def run_batch(model: Any, batch: Batch) -> list:
             rows, pos = (t.to(logits.device) for t in batch.dist_idx)
             out.append(logits[rows, pos].float().log_softmax(-1))
     return out
+
+
+def _gather(slot: torch.Tensor, index: torch.Tensor, heads: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Rows of a flat readout (index -1: a zero row, for padding)."""
+    padded = torch.cat([slot, torch.zeros_like(slot[:1])])
+    index = index.to(padded.device)
+    return padded[index] if heads is None else padded[index, heads.to(padded.device)]
+
+
+def prepare(batch: Batch, outputs: list, cache: Any) -> Any:
+    """Fill a reuse batch from the reference run: its outputs (``run_batch``'s list) give
+    the constant values and the skipped layers' output; ``cache`` (the reference run's
+    transformers Cache) gives the earlier columns' keys and values.  Returns the batch's own
+    cache (a new one of the same type), or None.  Trace-time: runs inside NDIF sessions."""
+    for ops in batch.ops:
+        if ops.set_from is not None:
+            slot, index, heads = ops.set_from
+            ops.set_val = _gather(outputs[slot], index, heads)
+    if batch.skip_from is not None:
+        paths, slot, index = batch.skip_from
+        batch.skip = (paths, _gather(outputs[slot], index))
+    if batch.cache_from is None:
+        return None
+    rows, columns = batch.cache_from
+    own = type(cache)()
+    for i, layer in enumerate(cache.layers):
+        r = rows.to(layer.keys.device)
+        own.update(layer.keys[r, :, :columns], layer.values[r, :, :columns], i)
+    return own

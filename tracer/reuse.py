@@ -16,8 +16,10 @@ so each group (a *cell*) runs only:
 
 Rows keep the reference run's left padding, so sliding-window attention and position ids
 are what the full run computes; results equal the full recomputation (``exact_reuse=False``
-in ``tracer.execute.run``) to float rounding.  Client side; local runs only (a remote run
-computes the full plan in its one request).
+in ``tracer.execute.run``) to float rounding.  Client side: ``compile_plan`` lays out every
+batch before anything runs, with what each cell takes from the reference run (constants,
+the skipped layers' output, the cache) as indices that ``patches.prepare`` gathers, so a
+remote run is one NDIF session in which the reference run's states never leave the server.
 """
 
 from __future__ import annotations
@@ -134,9 +136,12 @@ def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict) -
 
 
 def _local_group(cell: _Cell, rows: list, base: list, layer: int, column: int, width: int,
-                 values: dict, model: Any) -> Group:
-    """The cell as a group of its own rows: edits re-indexed, constants filled in, and the
-    reference edits that still run (at layers and columns this batch computes)."""
+                 where_read: dict, model: Any, symbolic: dict) -> Group:
+    """The cell as a group of its own rows: edits re-indexed, the reference edits that still
+    run (at layers and columns this batch computes), and each copy from an unedited row as a
+    set whose values ``patches.prepare`` gathers from the reference run's readouts: its
+    (slot, flat index[, head]) entries are appended to ``symbolic[site]`` in the order the
+    compiler lays the sets out."""
     where = {r: i for i, r in enumerate(cell.rows)}
     ivs = []
     for iv in base:
@@ -151,11 +156,15 @@ def _local_group(cell: _Cell, rows: list, base: list, layer: int, column: int, w
     for iv, read in cell.edits:
         dst = where[iv.rows[0] % len(rows)]
         if read is not None:
-            value = values[read]
-            if iv.heads is not None:
-                value = value[:, list(iv.heads)]
+            slot, start = where_read[read]
+            heads = None if iv.heads is None else list(iv.heads)
+            entries = symbolic.setdefault(resolve_site(model, iv.site).name, [])
+            for j in range(len(iv.positions)):
+                entries.extend([(slot, start + j, None)] if heads is None else
+                               [(slot, start + j, h) for h in heads])
+            shape = (len(iv.positions),) + ((len(heads),) if heads else ()) + (1,)
             ivs.append(Intervention("interchange", iv.site, iv.positions, iv.heads, rows=[dst],
-                                    source=value))
+                                    source=torch.zeros(shape)))  # a placeholder: see prepare
         elif _is_copy(iv):
             src = Source(row=where[iv.source.row % len(rows)], positions=iv.source.positions)
             ivs.append(iv.replace(rows=[dst], source=src))
@@ -206,13 +215,23 @@ def pack(cells: list, max_batch: int, n_layers: int, width: int, device: str = "
     return batches[::-1]
 
 
-def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
-        each: Callable[[list, Callable], list]) -> list[list[torch.Tensor]]:
-    """Run the reference group, then the cells batch by batch through ``each(batches,
-    compute)`` (progress, resume); returns every group's readouts as ``execute.run`` does."""
-    from transformers.cache_utils import DynamicCache
+@dataclass
+class Compiled:
+    """A reuse plan as batches: the reference batch (it fills ``ref.cache``) and the cell
+    batches, whose constants, skipped layers and cache ``patches.prepare`` gathers from the
+    reference run's outputs."""
 
+    ref: Any
+    ref_layout: tuple
+    n_reads: int
+    where_read: dict
+    cells: list        # (cells, batch, layout) per batch
+
+
+def compile_plan(model: Any, reuse: _Plan, max_batch: int) -> Compiled:
+    """Every batch of a reuse plan, before anything runs (remote runs ship them all)."""
     groups, rows, width = reuse.groups, reuse.groups[0].rows, reuse.width
+    fam = family_of(config(model))
     param = next(module(model).parameters())
     batches = pack(reuse.cells, max_batch, dims_of(config(model)).n_layers, width, param.device.type)
     starts = sorted({min(c.layer for c in b) for b in batches} - {0})
@@ -220,55 +239,81 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
     ref = groups[0]
     augmented = Group(rows, list(ref.interventions), list(ref.reads) + reuse.extra + states, key=ref.key)
     batch, layout = compile_batch(model, [augmented])
-    batch.cache = DynamicCache()   # filled by the run: the reference keys and values
-    got = split_results(layout, [torch.as_tensor(t).detach().float().cpu() for t in trace(batch)])[0]
-    n = len(ref.reads)
-    values = dict(zip(reuse.extra, got[n:n + len(reuse.extra)]))
-    pre = {(s.site, s.row): v for s, v in zip(states, got[n + len(reuse.extra):])}
-    cache = [(layer.keys, layer.values) for layer in batch.cache.layers]
-    fam = family_of(config(model))
+    slots, places = layout
+    where_read = {rd: (slots.index(place[0]), place[1])
+                  for rd, place in zip(augmented.reads, places[0])}
     compiled = []
     for cells in batches:
         layer = min(c.layer for c in cells)
         column = min(c.column for c in cells)
-        local = [_local_group(c, rows, reuse.base, layer, column, width, values, model) for c in cells]
+        symbolic: dict = {}
+        local = [_local_group(c, rows, reuse.base, layer, column, width, where_read, model, symbolic)
+                 for c in cells]
         b, lay = compile_batch(model, local, width=width, start=column)
-        index = torch.tensor([r for c in cells for r in c.rows])
-        compiled.append((cells, b, lay, index, column, layer))
+        for ops in b.ops:
+            entries = symbolic.get(ops.site.name)
+            if entries:
+                if len(entries) != len(ops.set_val):
+                    return None  # user sets beside constants at one site: run in full
+                heads = None if entries[0][2] is None else torch.tensor([e[2] for e in entries])
+                ops.set_from = (entries[0][0], torch.tensor([e[1] for e in entries]), heads)
+                ops.set_val = None
+        index = [r for c in cells for r in c.rows]
+        if column > 0:
+            b.cache_from = (torch.tensor(index), column)
+        if layer > 0:
+            flat = torch.full((len(index), width - column), -1, dtype=torch.long)
+            for i, r in enumerate(index):
+                slot, start = where_read[Activations(f"resid_pre.{layer}", r, None)]
+                pad = width - len(rows[r])
+                for col in range(max(column, pad), width):
+                    flat[i, col - column] = start + col - pad
+            b.skip_from = ([f"{fam.layers}.{i}" for i in range(layer)], slot, flat)
+        compiled.append((cells, b, lay))
+    return Compiled(batch, layout, len(ref.reads), where_read, compiled)
+
+
+def results(reuse: _Plan, plan: Compiled, ref_out: list, outputs: list) -> list[list[torch.Tensor]]:
+    """Every group's readouts, as ``execute.run`` returns them, from the reference batch's
+    outputs and each cell batch's."""
+    cpu = lambda flat: [torch.as_tensor(t).detach().float().cpu() for t in flat]  # noqa: E731
+    ref_values = split_results(plan.ref_layout, cpu(ref_out))[0]
+    values = dict(zip(reuse.extra, ref_values[plan.n_reads:plan.n_reads + len(reuse.extra)]))
+    out: list = [None] * len(reuse.groups)
+    out[0] = ref_values[:plan.n_reads]
+    for cell in reuse.cells:
+        if not cell.rows:
+            out[cell.index] = [values[rd] for _, rd in cell.reads]
+    for (cells, _, lay), flat in zip(plan.cells, outputs):
+        for cell, local_values in zip(cells, split_results(lay, cpu(flat))):
+            it = iter(local_values)
+            out[cell.index] = [next(it) if kind == "local" else values[rd] for kind, rd in cell.reads]
+    return out
+
+
+def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
+        each: Callable[[list, Callable], list]) -> Optional[list[list[torch.Tensor]]]:
+    """Locally: the reference batch, then the cell batches through ``each(batches, compute)``
+    (progress, resume); every group's readouts, or None when the plan cannot be compiled."""
+    from transformers.cache_utils import DynamicCache
+
+    from .patches import prepare
+
+    plan = compile_plan(model, reuse, max_batch)
+    if plan is None:
+        return None
+    plan.ref.cache = DynamicCache()   # filled by the run: the reference keys and values
+    ref_out = trace(plan.ref)
+    by_batch = {id(b): b for _, b, _ in plan.cells}
 
     def compute(part: list) -> list:
         out = []
         for b in part:
-            cells, _, _, index, column, layer = next(c for c in compiled if c[1] is b)
-            if column > 0:
-                b.cache = DynamicCache()
-                for i, (k, v) in enumerate(cache):
-                    b.cache.update(k[index, :, :column], v[index, :, :column], i)
-            if layer > 0:
-                value = torch.zeros(len(index), width - column, pre[(f"resid_pre.{layer}", 0)].shape[-1],
-                                    dtype=pre[(f"resid_pre.{layer}", 0)].dtype)
-                for i, r in enumerate(index.tolist()):
-                    pad = width - len(rows[r])
-                    lo = max(column, pad)
-                    value[i, lo - column:] = pre[(f"resid_pre.{layer}", r)][lo - pad:]
-                b.skip = ([f"{fam.layers}.{i}" for i in range(layer)],
-                          value.to(device=param.device, dtype=param.dtype))
+            b = by_batch[id(b)]
+            b.cache = prepare(b, ref_out, plan.ref.cache)
             out.append(trace(b))
-            b.cache = None
-            b.skip = None
+            b.cache = b.skip = None
         return out
 
-    outputs = each([c[1] for c in compiled], compute)
-    results: list = [None] * len(groups)
-    results[0] = got[:n]
-    for cell in reuse.cells:
-        if not cell.rows:
-            results[cell.index] = [values[rd] for _, rd in cell.reads]
-    for (cells, _, lay, _, _, _), flat in zip(compiled, outputs):
-        flat = [torch.as_tensor(t).detach().float().cpu() for t in flat]
-        for cell, local_values in zip(cells, split_results(lay, flat)):
-            it = iter(local_values)
-            results[cell.index] = [next(it) if kind == "local" else values[rd]
-                                   for kind, rd in cell.reads]
-    return results
-
+    outputs = each([b for _, b, _ in plan.cells], compute)
+    return results(reuse, plan, ref_out, outputs)
