@@ -14,7 +14,7 @@ import torch
 
 import tracer
 from recipes import das, interchange, iti, steering
-from tracer import execute, files, plan
+from tracer import execute, files, plan, resume
 from tracer.files import SpecError
 from tracer.interventions import Intervention
 from tracer.sites import SiteError
@@ -232,7 +232,7 @@ def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path
     work = [plan.compile_batch(model, [g])[0] for g in groups]
     keep = tmp_path / "keep"
     keep.mkdir()
-    first = keep / f"{execute._request_key(model, work[:1])}.npz"
+    first = keep / f"{resume.request_key(model, work[:1])}.npz"
     first.write_bytes(b"not a zip file")
     with pytest.warns(UserWarning, match="unreadable .* discarded"):
         got = execute.run(model, groups, max_batch=2, remote=True, max_request_rows=2,

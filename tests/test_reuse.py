@@ -126,7 +126,7 @@ def test_small_cells_share_a_batch_when_batches_cost_more_than_layers(tiny_model
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "qwen3_moe"])
 def test_the_one_session_form_equals_full_recomputation(tiny_models, arch):
-    """What a remote run sends (tracer.execute._session_reuse: the reference states kept in
+    """What a remote run sends (tracer.reuse.session: the reference states kept in
     the session, cells gathering from them there), run as a local session."""
     model = tiny_models[arch]
     recipe = interchange.InterchangeIntervention(
@@ -134,7 +134,7 @@ def test_the_one_session_form_equals_full_recomputation(tiny_models, arch):
     groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["lay", "qry", "val"], heads="each")
     shared = reuse.plan(model, groups)
     compiled = reuse.compile_plan(model, shared, 8)
-    ref_out, outputs = execute._session_reuse(model, compiled.ref, [b for _, b, _ in compiled.cells],
-                                              remote=False)
+    ref_out, outputs = reuse.session(model, compiled.ref, [b for _, b, _ in compiled.cells],
+                                     remote=False)
     got = reuse.results(shared, compiled, ref_out, outputs)
     _close(execute.run(model, groups, progress=False, exact_reuse=False), got)

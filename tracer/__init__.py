@@ -9,8 +9,8 @@
         logits = model.lm_head.output.save()
 """
 
-from . import (execute, files, generation, interventions, metrics, plan, pyvene, selfcheck, sites,
-               testing, tokens)
+from . import (execute, files, generation, interventions, metrics, plan, pyvene, resume, reuse,
+               selfcheck, sites, testing, tokens)
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
                      RepresentationConfig)

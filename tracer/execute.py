@@ -18,18 +18,17 @@ their source travels with each request, and they import only what NDIF allows
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
 from . import reuse
+from .resume import requests_of, resumable
 from .selfcheck import ensure_checked
 
 
@@ -346,13 +345,13 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
         # one session: the reference run's states stay on the server for the cells
         compiled = reuse.compile_plan(model, shared, max_batch) if max_request_rows is None else None
         if compiled is not None:
-            ref_out, outputs = call(_session_reuse, model, compiled.ref,
+            ref_out, outputs = call(reuse.session, model, compiled.ref,
                                     [b for _, b, _ in compiled.cells], timeout=timeout)
             return reuse.results(shared, compiled, ref_out, outputs)
     elif shared is not None:
         def each(work: list, compute: Any) -> list:
             if resume_dir is not None:
-                return _resumable(model, work, [[i] for i in range(len(work))], compute,
+                return resumable(model, work, [[i] for i in range(len(work))], compute,
                                   Path(resume_dir), progress, desc, "batch")
             return [compute([b])[0] for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
         got = reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
@@ -364,7 +363,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     if remote:
         outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc, timeout)
     elif resume_dir is not None:  # an interrupted local run resumes from its finished batches
-        outputs = _resumable(model, work, [[i] for i in range(len(work))],
+        outputs = resumable(model, work, [[i] for i in range(len(work))],
                              lambda part: [_trace(model, b) for b in part], Path(resume_dir),
                              progress, desc, "batch")
     else:
@@ -401,149 +400,13 @@ def _session(model: Any, work: list) -> list:
     return [list(o) for o in outputs]
 
 
-def _session_reuse(model: Any, ref: Batch, work: list, remote: bool = True) -> tuple[list, list]:
-    """A reuse plan (``tracer.reuse``) as one remote session: a one-token trace gives the
-    server's cache type, the reference run fills a cache of it, and every cell batch gathers
-    its constants, skipped layers' output and earlier keys and values from that run there."""
-    import nnsight
-
-    from .patches import prepare
-
-    # only trace-time objects (patches.Batch) travel: the server cannot import tracer.reuse
-    first = {k: v[:1, -1:] for k, v in ref.inputs.items() if k != "attention_mask"}
-    with torch.no_grad():
-        with model.session(remote=remote):
-            outputs = nnsight.save([])
-            with model.trace(first, use_cache=True):
-                seed = model.output.past_key_values
-            cache = type(seed)()  # without a config: full layers, even under sliding windows
-            with model.trace(ref.inputs, logits_to_keep=ref.keep, use_cache=True,
-                             past_key_values=cache):
-                ref_out = run_batch(model, ref)
-                outputs.append(nnsight.save(ref_out))
-            for batch in work:
-                own = prepare(batch, ref_out, cache)
-                if own is None:
-                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
-                        outputs.append(nnsight.save(run_batch(model, batch)))
-                else:
-                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=True,
-                                     past_key_values=own):
-                        outputs.append(nnsight.save(run_batch(model, batch)))
-    outputs = [list(o) for o in outputs]
-    return outputs[0], outputs[1:]
-
-
-def _requests(work: list, max_rows: Optional[int]) -> list[list[int]]:
-    """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
-    chunks, chunk, rows = [], [], 0
-    for i, batch in enumerate(work):
-        if chunk and max_rows is not None and rows + batch.n_rows > max_rows:
-            chunks.append(chunk)
-            chunk, rows = [], 0
-        chunk.append(i)
-        rows += batch.n_rows
-    return chunks + [chunk] if chunk else chunks
-
-
-def _request_key(model: Any, part: list) -> str:
-    """A content hash of one request: the model and every index and tensor it carries."""
-    digest = hashlib.sha256()
-    try:
-        digest.update(model._remoteable_model_key().encode())
-    except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
-        digest.update(str(getattr(model, "repo_id", "")).encode())
-    for batch in part:
-        tensors = [batch.inputs[k] for k in sorted(batch.inputs)]
-        tensors += [t for idx in (batch.token_idx, batch.dist_idx) if idx for t in idx]
-        for spec in (batch.skip_from, batch.cache_from):  # reuse: what a batch starts from
-            digest.update(repr([x for x in spec or () if not isinstance(x, torch.Tensor)]).encode())
-            tensors += [x for x in spec or () if isinstance(x, torch.Tensor)]
-        for o in batch.ops:
-            digest.update(o.site.name.encode())
-            for group in (o.copy_dst, o.copy_src, o.add_idx, o.read_idx, o.set_idx):
-                tensors += list(group or ())
-            for value in (o.add_val, o.set_val):
-                if value is not None:
-                    tensors.append(value)
-            if o.set_from is not None:
-                digest.update(str(o.set_from[0]).encode())
-                tensors += [t for t in o.set_from[1:] if t is not None]
-            for record, rows, positions in o.records:
-                digest.update(repr((record, rows)).encode())
-                tensors += [t for t in (positions, *record.params.values()) if isinstance(t, torch.Tensor)]
-        for t in tensors:
-            digest.update(str(tuple(t.shape)).encode())
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file + rename)."""
-    from .files import atomic
-
-    with atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
 def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: Optional[str],
                   progress: bool, desc: str, timeout: Optional[float] = None) -> list:
     from .models import cache_dir
 
-    chunks = _requests(work, max_rows)
+    chunks = requests_of(work, max_rows)
     if len(chunks) == 1:  # one request: nothing to resume
         return call(_session, model, work, timeout=timeout)
     folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
-    return _resumable(model, work, chunks, lambda part: call(_session, model, part, timeout=timeout),
+    return resumable(model, work, chunks, lambda part: call(_session, model, part, timeout=timeout),
                       folder, progress, f"{desc} (requests)", "request")
-
-
-def _resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, progress: bool,
-               desc: str, unit: str) -> list:
-    """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
-    is read back from ``folder``; each newly finished one is saved there (atomically) before
-    the next starts; all are removed when the plan completes."""
-    from tqdm.auto import tqdm
-
-    from .files import remove_dead_temps
-
-    remove_dead_temps(folder)  # writes cut short by a killed run
-    outputs: list = [None] * len(work)
-    paths = [folder / f"{_request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
-    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,
-                                           disable=not progress or len(chunks) < 2)):
-        if path.is_file():  # finished by an earlier run: resume
-            try:
-                with np.load(path) as saved:
-                    for j, i in enumerate(chunk):
-                        count = int(saved[f"{j}.n"])
-                        outputs[i] = [saved[f"{j}.{k}"] for k in range(count)]
-                continue
-            except (OSError, ValueError, KeyError, EOFError) as error:
-                import warnings
-
-                warnings.warn(f"the saved result {path} is unreadable ({type(error).__name__}); "
-                              f"it is discarded and that {unit} is computed again", stacklevel=3)
-                path.unlink(missing_ok=True)
-        try:
-            got = compute([work[i] for i in chunk])
-        except RemoteError as error:
-            if n == 0:
-                raise
-            raise RemoteError(f"{unit} {n + 1} of {len(chunks)} failed; the {n} finished "
-                              f"{unit}(s) are saved in {folder} and a rerun resumes from "
-                              f"there. {error}") from error
-        arrays = {}
-        for j, (i, flat) in enumerate(zip(chunk, got)):
-            values = [torch.as_tensor(t).detach().float().cpu().numpy() for t in flat]
-            arrays[f"{j}.n"] = np.array(len(values))
-            arrays.update({f"{j}.{k}": v for k, v in enumerate(values)})
-            outputs[i] = values
-        _save_npz(path, arrays)
-    for path in paths:  # the plan is complete: its partial results are no longer needed
-        path.unlink(missing_ok=True)
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # other plans' results are still there
-    return outputs

@@ -317,3 +317,36 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
 
     outputs = each([b for _, b, _ in plan.cells], compute)
     return results(reuse, plan, ref_out, outputs)
+
+
+def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list, list]:
+    """A reuse plan (``tracer.reuse``) as one remote session: a one-token trace gives the
+    server's cache type, the reference run fills a cache of it, and every cell batch gathers
+    its constants, skipped layers' output and earlier keys and values from that run there."""
+    import nnsight
+
+    from .patches import prepare, run_batch
+
+    # only trace-time objects (patches.Batch) travel: the server cannot import tracer.reuse
+    first = {k: v[:1, -1:] for k, v in ref.inputs.items() if k != "attention_mask"}
+    with torch.no_grad():
+        with model.session(remote=remote):
+            outputs = nnsight.save([])
+            with model.trace(first, use_cache=True):
+                seed = model.output.past_key_values
+            cache = type(seed)()  # without a config: full layers, even under sliding windows
+            with model.trace(ref.inputs, logits_to_keep=ref.keep, use_cache=True,
+                             past_key_values=cache):
+                ref_out = run_batch(model, ref)
+                outputs.append(nnsight.save(ref_out))
+            for batch in work:
+                own = prepare(batch, ref_out, cache)
+                if own is None:
+                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
+                        outputs.append(nnsight.save(run_batch(model, batch)))
+                else:
+                    with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=True,
+                                     past_key_values=own):
+                        outputs.append(nnsight.save(run_batch(model, batch)))
+    outputs = [list(o) for o in outputs]
+    return outputs[0], outputs[1:]

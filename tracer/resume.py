@@ -1,0 +1,117 @@
+"""Plans split into chunks that survive interruption: each finished chunk (local batches or
+remote requests) is saved, atomically, under a key hashed from its content, and a rerun reads
+it back instead of computing it again."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+
+def requests_of(work: list, max_rows: Optional[int]) -> list[list[int]]:
+    """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
+    chunks, chunk, rows = [], [], 0
+    for i, batch in enumerate(work):
+        if chunk and max_rows is not None and rows + batch.n_rows > max_rows:
+            chunks.append(chunk)
+            chunk, rows = [], 0
+        chunk.append(i)
+        rows += batch.n_rows
+    return chunks + [chunk] if chunk else chunks
+
+
+def request_key(model: Any, part: list) -> str:
+    """A content hash of one request: the model and every index and tensor it carries."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(model._remoteable_model_key().encode())
+    except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
+        digest.update(str(getattr(model, "repo_id", "")).encode())
+    for batch in part:
+        tensors = [batch.inputs[k] for k in sorted(batch.inputs)]
+        tensors += [t for idx in (batch.token_idx, batch.dist_idx) if idx for t in idx]
+        for spec in (batch.skip_from, batch.cache_from):  # reuse: what a batch starts from
+            digest.update(repr([x for x in spec or () if not isinstance(x, torch.Tensor)]).encode())
+            tensors += [x for x in spec or () if isinstance(x, torch.Tensor)]
+        for o in batch.ops:
+            digest.update(o.site.name.encode())
+            for group in (o.copy_dst, o.copy_src, o.add_idx, o.read_idx, o.set_idx):
+                tensors += list(group or ())
+            for value in (o.add_val, o.set_val):
+                if value is not None:
+                    tensors.append(value)
+            if o.set_from is not None:
+                digest.update(str(o.set_from[0]).encode())
+                tensors += [t for t in o.set_from[1:] if t is not None]
+            for record, rows, positions in o.records:
+                digest.update(repr((record, rows)).encode())
+                tensors += [t for t in (positions, *record.params.values()) if isinstance(t, torch.Tensor)]
+        for t in tensors:
+            digest.update(str(tuple(t.shape)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file + rename)."""
+    from .files import atomic
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+
+def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, progress: bool,
+               desc: str, unit: str) -> list:
+    """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
+    is read back from ``folder``; each newly finished one is saved there (atomically) before
+    the next starts; all are removed when the plan completes."""
+    from tqdm.auto import tqdm
+
+    from .execute import RemoteError  # execute imports this module
+    from .files import remove_dead_temps
+
+    remove_dead_temps(folder)  # writes cut short by a killed run
+    outputs: list = [None] * len(work)
+    paths = [folder / f"{request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
+    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,
+                                           disable=not progress or len(chunks) < 2)):
+        if path.is_file():  # finished by an earlier run: resume
+            try:
+                with np.load(path) as saved:
+                    for j, i in enumerate(chunk):
+                        count = int(saved[f"{j}.n"])
+                        outputs[i] = [saved[f"{j}.{k}"] for k in range(count)]
+                continue
+            except (OSError, ValueError, KeyError, EOFError) as error:
+                import warnings
+
+                warnings.warn(f"the saved result {path} is unreadable ({type(error).__name__}); "
+                              f"it is discarded and that {unit} is computed again", stacklevel=3)
+                path.unlink(missing_ok=True)
+        try:
+            got = compute([work[i] for i in chunk])
+        except RemoteError as error:
+            if n == 0:
+                raise
+            raise RemoteError(f"{unit} {n + 1} of {len(chunks)} failed; the {n} finished "
+                              f"{unit}(s) are saved in {folder} and a rerun resumes from "
+                              f"there. {error}") from error
+        arrays = {}
+        for j, (i, flat) in enumerate(zip(chunk, got)):
+            values = [torch.as_tensor(t).detach().float().cpu().numpy() for t in flat]
+            arrays[f"{j}.n"] = np.array(len(values))
+            arrays.update({f"{j}.{k}": v for k, v in enumerate(values)})
+            outputs[i] = values
+        save_npz(path, arrays)
+    for path in paths:  # the plan is complete: its partial results are no longer needed
+        path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # other plans' results are still there
+    return outputs
