@@ -16,3 +16,27 @@ def save_tiny(model, folder):
     from tracer.testing import save_tiny as save
 
     return save(model, folder)
+
+
+def subject_patch_probs(model, base, source, subject, layer, answers):
+    """P(answer) after ``base`` with layer ``layer``'s output at the subject's first token
+    taken from ``source``, by two plain forward hooks (no tracer)."""
+    import tracer
+
+    module, tok = tracer.sites.module(model), model.tokenizer
+    pos = tracer.tokens.find(tok, base, subject)[0]
+    block = module.model.layers[layer]
+    box = []
+    h = block.register_forward_hook(lambda m, a, out: box.append(out[:, pos].clone()))
+    with torch.no_grad():
+        module(**tok(source, return_tensors="pt"))
+    h.remove()
+
+    def patch(m, a, out):
+        out[:, pos] = box[0]
+
+    h = block.register_forward_hook(patch)
+    with torch.no_grad():
+        probs = module(**tok(base, return_tensors="pt")).logits[0, -1].softmax(-1)
+    h.remove()
+    return {a: float(probs[tok(a, add_special_tokens=False)["input_ids"][0]]) for a in answers}

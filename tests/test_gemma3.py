@@ -11,6 +11,8 @@ import tracer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from patching import layer_sweep  # noqa: E402
 
+from helpers import subject_patch_probs  # noqa: E402
+
 pytestmark = pytest.mark.gemma3
 
 BASE, SOURCE = "The capital of France is", "The capital of Italy is"
@@ -55,22 +57,7 @@ def test_subject_patch_moves_paris_to_rome_early_not_late(sweep):
 
 @pytest.mark.parametrize("layer", [3, 14])
 def test_batched_sweep_row_equals_a_plain_hook_patch(gemma3, sweep, layer):
-    module, tok = tracer.sites.module(gemma3), gemma3.tokenizer
-    pos = tracer.tokens.find(tok, BASE, " France")[0]
-    block = module.model.layers[layer]
-    box = []
-    h = block.register_forward_hook(lambda m, a, out: box.append(out[:, pos].clone()))
-    with torch.no_grad():
-        module(**tok(SOURCE, return_tensors="pt"))
-    h.remove()
-
-    def patch(m, a, out):
-        out[:, pos] = box[0]
-
-    h = block.register_forward_hook(patch)
-    with torch.no_grad():
-        probs = module(**tok(BASE, return_tensors="pt")).logits[0, -1].softmax(-1)
-    h.remove()
-    for answer in (" Paris", " Rome"):
-        want = float(probs[tok(answer, add_special_tokens=False)["input_ids"][0]])
-        assert abs(sweep["patched"][answer][layer] - want) < 1e-5
+    """Row L of the one-batch sweep equals a single plain-hook patch at layer L."""
+    want = subject_patch_probs(gemma3, BASE, SOURCE, " France", layer, [" Paris", " Rome"])
+    for answer, p in want.items():
+        assert abs(sweep["patched"][answer][layer] - p) < 1e-5
