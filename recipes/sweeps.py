@@ -1,4 +1,4 @@
-"""Command line for the patching sweeps: ``python -m recipes.sweeps {sweep,causal-trace,path-patch}``.
+"""Command line for the patching sweeps: ``python -m recipes.sweeps {sweep,causal-trace,path-patch,attribute}``.
 
 Each command validates its output folder before any work, shows a progress bar over batches,
 and writes ``NAME.npz``, ``NAME.json`` and a labelled ``NAME.png`` heatmap into ``--out``
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import tracer
 from tracer.files import writable_dir
 
-from . import interchange
+from . import attribution, interchange
 from .cli import guarded
 
 
@@ -63,6 +63,18 @@ def parser() -> argparse.ArgumentParser:
                    help="site names, or KIND.LAYER.HEAD for one head (e.g. head_q.9.1)")
     p.add_argument("--metric", default="logit_diff", choices=["prob", "logprob", "logit_diff"])
     _common(p)
+    p = sub.add_parser("attribute", formatter_class=fmt,
+                       help="attribution patching: every patch effect of a sweep from gradients")
+    p.add_argument("--base", required=True)
+    p.add_argument("--source", required=True, help="same token count as --base")
+    p.add_argument("--answers", nargs="+", required=True)
+    p.add_argument("--site", default="resid_pre")
+    p.add_argument("--method", default="atp", choices=["atp", "gradrop"],
+                   help="atp: signed first-order estimates; gradrop: AtP*'s GradDrop magnitudes")
+    p.add_argument("--heads", action="store_true", help="layer x head (head sites)")
+    p.add_argument("--metric", default="logprob", choices=["prob", "logprob", "logit_diff"])
+    p.add_argument("--verify", type=int, default=0, help="cells to check with exact patches")
+    _common(p)
     return top
 
 
@@ -91,6 +103,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           site=args.site, layers=args.layers, noise=args.noise,
                                           samples=args.samples, seed=args.seed, remote=args.remote,
                                           resume_dir=resume, **common)
+    elif args.command == "attribute":
+        result = attribution.attribute(model, args.base, args.source, args.answers, site=args.site,
+                                       metric=args.metric, method=args.method, layers=args.layers,
+                                       heads=args.heads, verify=args.verify)
     else:
         if args.base is None:
             bases, sources, answers = interchange.ioi()

@@ -18,6 +18,8 @@ def test_each_command_writes_npz_json_and_png(tmp_path, capsys):
         "path_patch": ["path-patch", "--base", "The capital of Spain is", "--source",
                        "The capital of Italy is", "--answers", " Rome", " Madrid",
                        "--receivers", "head_q.1.2", "final"],
+        "attribute": ["attribute", "--base", "The capital of Spain is", "--source",
+                      "The capital of Italy is", "--answers", " Rome", "--method", "gradrop"],
     }
     for name, argv in runs.items():
         out = tmp_path / name

@@ -236,10 +236,17 @@ class Site:
         """
         if self.kind == "router":
             return self._router_logits()
+        return self.view(self.raw())
+
+    def raw(self) -> torch.Tensor:
+        """The module's own tensor the site lives in (the one autograd sees: gradients are
+        read there, then ``view``-ed)."""
         node = envoy(self.model, self.module_path)
         value = node.output if self.port == "output" else node.input
-        if isinstance(value, (tuple, list)):
-            value = value[0]
+        return value[0] if isinstance(value, (tuple, list)) else value
+
+    def view(self, value: torch.Tensor) -> torch.Tensor:
+        """The site's part of its module's tensor (or of a gradient of that tensor)."""
         if self.raw_path or self.kind not in HEAD_SITES:
             return value
         d = self.dims

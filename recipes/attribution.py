@@ -1,0 +1,196 @@
+"""Attribution patching: every patch effect of a sweep estimated from gradients.
+
+``attribute(model, base, source, answers, site=...)`` estimates, for every layer and position
+(or head), the change of ``metric`` when ``site`` there is patched from the source run into
+the base run, as ``sweep`` measures it exactly, from one forward pass on the source and one
+forward and backward pass on the base (Nanda 2023, "attribution patching"):
+
+    AtP(l, p) = (a_source - a_base)[l, p] . d metric / d a[l, p]   (at the base run)
+
+Plain AtP is first order and fails where the model saturates (the patch moves far).  AtP*
+(Kramar et al. 2024) adds GradDrop against cancellation between paths: L more backward
+passes, pass l with no gradient through layer l's attention and MLP, and the estimate is the
+magnitude ``1/(L-1) sum_l |AtP_l|``.  (Its other part, the QK fix, recomputes attention
+patterns for query and key patches; it is not implemented, so query and key sites are
+refused with ``method="gradrop"``.)  All passes run as rows of one batch: one trace.
+``verify=k`` patches ``k`` cells exactly (the largest estimates) and warns when their rank
+order disagrees with the estimates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import tracer
+from tracer import checks
+
+from .results import SweepResult
+
+METHODS = ("atp", "gradrop")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, int]],
+              site: str = "resid_pre", metric: Union[str, Callable] = "logprob",
+              method: str = "atp", layers: Optional[Sequence[int]] = None,
+              heads: bool = False, verify: int = 0) -> SweepResult:
+    """Estimated patch effects of ``site`` (source into base), layer x position, or layer x
+    head (all positions together) with ``heads=True`` on a head site.
+
+    ``method``: ``"atp"`` (signed first-order estimates of the metric's change) or
+    ``"gradrop"`` (AtP*'s GradDrop magnitudes).  ``metric`` as in ``sweep`` (default
+    ``"logprob"`` of the first answer).  Base and source need the same number of tokens.
+    Local models only.
+    """
+    from .interchange import _answer_ids, _layers, _model, metric_fn, sweep
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
+    model = _model(model)
+    if tracer.execute.is_remote(model):
+        raise ValueError("attribute runs on local models only (its backward passes are not "
+                         "sent to NDIF); load the model without remote=True")
+    tok = model.tokenizer
+    b_ids = tok(checks.text("base", base))["input_ids"]
+    s_ids = tok(checks.text("source", source))["input_ids"]
+    if len(b_ids) != len(s_ids):
+        raise ValueError(f"base and source must have the same number of tokens; got "
+                         f"{len(b_ids)} and {len(s_ids)}")
+    dims = tracer.sites.dims_of(model.config)
+    layers = _layers(layers, dims.n_layers)
+    sites = [tracer.site(model, site, layer=layer) for layer in layers]
+    if heads and sites[0].n_heads is None:
+        raise ValueError(f"heads=True needs a head site; {site!r} has no heads")
+    if method == "gradrop" and sites[0].kind in ("head_q", "head_k"):
+        raise ValueError("gradrop on query or key sites needs AtP*'s QK fix, which is not "
+                         "implemented; use method='atp' or another site")
+    answer_ids = _answer_ids(tok, answers, model.config.vocab_size)
+    name, fn = metric_fn(metric, len(answer_ids))
+    n = len(b_ids)
+    drops = list(range(dims.n_layers)) if method == "gradrop" else []
+    grads, base_acts, src_acts = _passes(model, b_ids, s_ids, sites, drops, answer_ids, name, fn)
+    est = []
+    for s in sites:
+        diff = (s.view(src_acts[s.name])[0] - s.view(base_acts[s.name])[0]).float()  # (n, ...)
+        per = (diff[None] * s.view(grads[s.name]).float()).sum(-1)   # (rows, n[, H])
+        if heads:
+            per = per.sum(1)                                            # (rows, H)
+        elif per.dim() == 3:
+            per = per.sum(-1)                                           # all heads at a position
+        value = per[1:].abs().sum(0) / max(1, dims.n_layers - 1) if drops else per[0]
+        est.append(value.detach().cpu().numpy())
+    values_np = np.stack(est)
+    cols = list(range(sites[0].n_heads)) if heads else [f"{p}:{tok.decode([b_ids[p]])}" for p in range(n)]
+    axis = "head" if heads else "position"
+    result = SweepResult(values_np, ("layer", axis), {"layer": layers, axis: cols},
+                         f"{'|AtP*| ' if drops else 'AtP '}{name}",
+                         meta={"base": base, "source": source, "site": site, "method": method,
+                               "answers": [str(a) for a in answers],
+                               "title": f"attribution ({method}) of patching {site}: {name}"})
+    if verify:
+        _verify(model, result, base, source, answers, site, metric, layers, heads, verify, sweep)
+    return result
+
+
+def _metric(name: str, fn: Callable, lp: torch.Tensor) -> torch.Tensor:
+    """The metric on torch log-probabilities ``(rows, answers)``, differentiably."""
+    table = {"prob": lambda x: x[:, 0].exp(), "logprob": lambda x: x[:, 0],
+             "logit_diff": lambda x: x[:, 0] - x[:, 1]}
+    out = table[name](lp) if name in table else fn(lp)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError("attribute needs a metric that works on torch tensors "
+                        "('prob', 'logprob', 'logit_diff' or a torch function)")
+    return out
+
+
+def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answer_ids: list,
+            name: str, fn: Callable) -> tuple[dict, dict, dict]:
+    """The source run's and the base run's tensors at ``sites`` (module tensors, see
+    ``Site.raw``), and the metric's gradients there: row 0 plain, row 1 + l with no gradient
+    through layer l's attention and MLP (GradDrop), all in one forward and backward.  The
+    weights are frozen meanwhile: gradients flow from the embeddings, not into weights."""
+    import nnsight
+
+    module = tracer.sites.module(model)
+    device = next(module.parameters()).device
+    dims = tracer.sites.dims_of(model.config)
+    order = sorted(sites, key=lambda s: s.order)
+    with torch.no_grad(), model.trace(torch.tensor([s_ids]).to(device)):
+        src = nnsight.save([s.raw() for s in order])
+    drop_sites = {}
+    for layer in (range(dims.n_layers) if drops else ()):
+        for kind in ("attn_out", "mlp_out"):
+            s = tracer.site(model, kind, layer=layer)
+            drop_sites[s.name] = s
+    every = {s.name: s for s in order}
+    every.update({k: v for k, v in drop_sites.items() if k not in every})
+    walk = sorted(every.values(), key=lambda s: s.order)
+    wanted = {s.name for s in order}
+    embed = tracer.site(model, "embed")
+    rows = 1 + len(drops)
+    ids = torch.tensor([b_ids] * rows).to(device)
+    answer = torch.tensor(answer_ids)
+    frozen = [p for p in module.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad(), model.trace(ids):
+            embed.raw().requires_grad_(True)
+            acts = {s.name: s.raw() for s in walk}
+            base = nnsight.save([acts[s.name] for s in order])
+            lp = model.output.logits[:, -1].float().log_softmax(-1)[:, answer.to(device)]
+            total = _metric(name, fn, lp).sum()
+            got = nnsight.save([])
+            with total.backward():
+                for s in reversed(walk):
+                    g = acts[s.name].grad
+                    if s.name in drop_sites:
+                        g = g.clone()
+                        g[1 + s.layer] = 0  # row 1 + l: no gradient through layer l's sublayers
+                        acts[s.name].grad = g
+                    if s.name in wanted:
+                        got.append(g.save())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    grads = {s.name: g.detach() for s, g in zip([s for s in reversed(walk) if s.name in wanted], got)}
+    return grads, {s.name: v.detach() for s, v in zip(order, base)}, \
+        {s.name: v.detach() for s, v in zip(order, src)}
+
+
+def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Sequence,
+            site: str, metric: Any, layers: list, heads: bool, k: int, sweep: Callable) -> None:
+    """Exact patches of the ``k`` cells with the largest estimates; warns when the estimates
+    do not order them as the exact effects do (Spearman < 0.5, or a sign flip for AtP)."""
+    checks.integer("verify", k, low=1)
+    values = result.values
+    flat = np.argsort(-np.abs(np.nan_to_num(values)), axis=None)[:k]
+    cells = [np.unravel_index(i, values.shape) for i in flat]
+    exact = sweep(model, base, source, answers, site=site, metric=metric,
+                  layers=sorted({layers[c[0]] for c in cells}),
+                  heads=[int(c[1]) for c in cells] if heads else None, progress=False)
+    exact_layers = list(exact.labels["layer"])
+    got = np.array([exact.values[exact_layers.index(layers[c[0]]),
+                                 (list(exact.labels["head"]).index(int(c[1])) if heads else int(c[1]))]
+                    for c in cells])
+    shift = got - exact.baselines["base"]
+    est = np.array([values[c] for c in cells])
+    result.meta["verified"] = {"cells": [[int(layers[c[0]]), int(c[1])] for c in cells],
+                               "estimate": est.tolist(), "exact": shift.tolist()}
+    rho = _spearman(np.abs(est), np.abs(shift)) if len(cells) > 2 else float("nan")
+    flips = int(np.sum(np.sign(est) != np.sign(shift))) if result.meta["method"] == "atp" else 0
+    result.meta["verified"]["spearman"] = rho
+    if (not np.isnan(rho) and rho < 0.5) or flips:
+        warnings.warn(f"attribution disagrees with exact patches on {len(cells)} sampled cells: "
+                      f"rank correlation {rho:.2f}" + (f", {flips} sign flips" if flips else "") +
+                      "; trust the exact sweep (interchange.sweep) there", stacklevel=3)
