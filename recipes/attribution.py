@@ -61,11 +61,7 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
         raise ValueError("attribute runs on local models only (its backward passes are not "
                          "sent to NDIF); load the model without remote=True")
     tok = model.tokenizer
-    b_ids = tok(checks.text("base", base))["input_ids"]
-    s_ids = tok(checks.text("source", source))["input_ids"]
-    if len(b_ids) != len(s_ids):
-        raise ValueError(f"base and source must have the same number of tokens; got "
-                         f"{len(b_ids)} and {len(s_ids)}")
+    b_ids, s_ids = tracer.tokens.paired_ids(tok, base, source)
     dims = tracer.sites.dims_of(model.config)
     layers = _layers(layers, dims.n_layers)
     sites = [tracer.site(model, site, layer=layer) for layer in layers]

@@ -280,11 +280,7 @@ def sweep(model: Any, base: str, source: str, answers: Sequence[Union[str, int]]
     """
     model = _model(model)
     tok = model.tokenizer
-    b_ids = tok(checks.text("base", base))["input_ids"]
-    s_ids = tok(checks.text("source", source))["input_ids"]
-    if len(b_ids) != len(s_ids):
-        raise ValueError(f"base and source must have the same number of tokens to patch position "
-                         f"by position; got {len(b_ids)} and {len(s_ids)}")
+    b_ids, s_ids = tracer.tokens.paired_ids(tok, base, source)
     n = len(b_ids)
     dims = tracer.sites.dims_of(model.config)
     layers = _layers(layers, dims.n_layers)
