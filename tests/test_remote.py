@@ -424,41 +424,8 @@ def test_intervenable_model_remote_equals_local_in_one_request(ndif):
 
 
 @pytest.mark.remote
-def test_a_mixture_of_experts_family_remote_equals_local(ndif):
-    """A tiny Qwen3-MoE (q/k norms, a router, a dense layer) deployed in tiny-llama's place:
-    a head sweep and the router logits, remotely in one request, equal the local run."""
-    folder = LAB / "models" / "tiny-qwen3-moe"
-    if not (folder / "config.json").exists():
-        tracer.testing.save_tiny("qwen3_moe", folder)
-    _sh("bash", str(SCRIPTS / "deploy.sh"), str(folder), timeout=300)
-    try:
-        before = _requests()
-        out = _client(f"""
-            from recipes import interchange
-            from tracer.plan import Activations, Group
-            res = {{}}
-            for name, remote in (("local", False), ("remote", True)):
-                model = tracer.load({str(folder)!r}, remote=remote)
-                ids = model.tokenizer("The capital of Spain is")["input_ids"]
-                sweep = interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
-                                          [" Rome"], site="head_out", heads="each", progress=False,
-                                          remote=remote)
-                router = tracer.execute.run(model, [Group([ids], [], [Activations("router.0", 0)])],
-                                            progress=False, remote=remote)[0][0]
-                res[name] = [sweep.values.tolist(), router.tolist()]
-            print(json.dumps(res))
-        """)
-        assert _new_requests(before, 2) == 2  # one for the sweep, one for the router read
-        for a, b in zip(out["local"], out["remote"]):
-            assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
-        assert torch.tensor(out["local"][1]).shape[-1] == 4  # experts
-    finally:
-        _sh("bash", str(SCRIPTS / "deploy.sh"), str(ndif), timeout=300)
-
-
-@pytest.mark.remote
 def test_a_request_past_its_time_limit_is_a_clear_error(ndif):
-    """INTERLACE_NDIF_TIMEOUT far below what a request takes (last in this file: the given-up
+    """INTERLACE_NDIF_TIMEOUT far below what a request takes (late in this file: the given-up
     request may still finish on the server)."""
     out = _client(f"""
         import os
@@ -473,3 +440,34 @@ def test_a_request_past_its_time_limit_is_a_clear_error(ndif):
     """)
     assert out["type"] == "RemoteError"
     assert "gave no answer within 0.01 s (timeout=, INTERLACE_NDIF_TIMEOUT)" in out["message"]
+
+
+@pytest.mark.remote
+def test_a_mixture_of_experts_family_remote_equals_local(ndif):
+    """A tiny Qwen3-MoE (q/k norms, a router, a dense layer) deployed in tiny-llama's place
+    (last in this file: tiny-llama is not deployed again): a head sweep and the router
+    logits, remotely in one request each, equal the local run."""
+    folder = LAB / "models" / "tiny-qwen3-moe"
+    if not (folder / "config.json").exists():
+        tracer.testing.save_tiny("qwen3_moe", folder)
+    _sh("bash", str(SCRIPTS / "deploy.sh"), str(folder), timeout=300)
+    before = _requests()
+    out = _client(f"""
+        from recipes import interchange
+        from tracer.plan import Activations, Group
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(folder)!r}, remote=remote)
+            ids = model.tokenizer("The capital of Spain is")["input_ids"]
+            sweep = interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
+                                      [" Rome"], site="head_out", heads="each", progress=False,
+                                      remote=remote)
+            router = tracer.execute.run(model, [Group([ids], [], [Activations("router.0", 0)])],
+                                        progress=False, remote=remote)[0][0]
+            res[name] = [sweep.values.tolist(), router.tolist()]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 2) == 2  # one for the sweep, one for the router read
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
+    assert torch.tensor(out["local"][1]).shape[-1] == 4  # experts
