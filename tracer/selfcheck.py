@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -33,6 +34,7 @@ from .sites import HEAD_SITES, config, module as module_of, site, valid_sites
 # Layouts an unknown model type may share, tried in this order.
 LAYOUTS = ("llama", "gpt2", "gpt_neox")
 _CHECKED: dict[str, "CheckReport"] = {}
+_SEEN: dict[int, Any] = {}  # id(config) -> weak reference: configs already checked
 _TOL = 1e-4
 
 
@@ -82,13 +84,19 @@ def check_model(model: Any, *, force: bool = False) -> CheckReport:
 
 
 def ensure_checked(model: Any) -> None:
-    """The automatic check run when a model is loaded: once per config per process; a model
-    without a transformers config (any torch module) is not checked."""
+    """The automatic check run when a model is loaded and by the engine: once per config per
+    process (a config object seen before costs one lookup: this runs on every forward of the
+    pyvene front end); a model without a transformers config (any torch module) is not
+    checked."""
     try:
-        config(model)
+        cfg = config(model)
     except AttributeError:
         return
+    seen = _SEEN.get(id(cfg))
+    if seen is not None and seen() is cfg:
+        return
     check_model(model)
+    _SEEN[id(cfg)] = weakref.ref(cfg)
 
 
 def _key(cfg: Any) -> str:
@@ -241,8 +249,9 @@ def _reads(tiny: Any, row: Family) -> list[str]:
     top = module_of(tiny)
     seen: dict[str, torch.Tensor] = {}
     handles = []
+    resolved = {name: site(tiny, name) for name in names}
     for name in names:
-        s = site(tiny, name)
+        s = resolved[name]
         target = top.get_submodule(s.module_path)
 
         def grab(value, name=name):
@@ -266,7 +275,7 @@ def _reads(tiny: Any, row: Family) -> list[str]:
             continue
         if name.startswith("router"):
             hooked = hooked.unflatten(0, value.shape[:2])
-        s = site(tiny, name)
+        s = resolved[name]
         where = f"{s.module_path}.{s.port}"
         if s.kind in HEAD_SITES and row.qkv_layout == "interleaved" and s.kind != "head_out":
             continue  # NeoX interleaves heads in one tensor: the head-locality check covers it

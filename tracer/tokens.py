@@ -92,16 +92,18 @@ def encode(tokenizer: Any, texts: Sequence[str]) -> dict:
     return build_inputs([tokenizer(t)["input_ids"] for t in texts], pad_id(tokenizer))
 
 
-def paired_ids(tokenizer: Any, base: str, source: str) -> tuple[list[int], list[int]]:
+def paired_ids(tokenizer: Any, base: str, source: str,
+               why: str = "they need the same number of tokens to patch position by position"
+               ) -> tuple[list[int], list[int]]:
     """Token ids of a base prompt and its source prompt, which must have the same number of
-    tokens (patches pair them position by position)."""
+    tokens (patches pair them position by position); ``why`` ends the error."""
     from .checks import text
 
     b_ids = list(tokenizer(text("base", base))["input_ids"])
     s_ids = list(tokenizer(text("source", source))["input_ids"])
     if len(b_ids) != len(s_ids):
-        raise ValueError(f"base and source must have the same number of tokens to patch position "
-                         f"by position; got {len(b_ids)} and {len(s_ids)}")
+        raise ValueError(f"base {base!r} and source {source!r} have {len(b_ids)} and "
+                         f"{len(s_ids)} tokens; {why}")
     return b_ids, s_ids
 
 
