@@ -8,11 +8,13 @@ forward and backward pass on the base (Nanda 2023, "attribution patching"):
     AtP(l, p) = (a_source - a_base)[l, p] . d metric / d a[l, p]   (at the base run)
 
 Plain AtP is first order and fails where the model saturates (the patch moves far).  AtP*
-(Kramar et al. 2024) adds GradDrop against cancellation between paths: L more backward
+(Kramar et al. 2024) adds two corrections.  The QK fix (``recipes.qkfix``) takes query and
+key patches through the exact softmax: the attention pattern the patch gives is computed,
+only the rest is linear.  GradDrop fights cancellation between paths: L more backward
 passes, pass l with no gradient through layer l's attention and MLP, and the estimate is the
-magnitude ``1/(L-1) sum_l |AtP_l|``.  (Its other part, the QK fix, recomputes attention
-patterns for query and key patches; it is not implemented, so query and key sites are
-refused with ``method="gradrop"``.)  All passes run as rows of one batch: one trace.
+magnitude ``1/(L-1) sum_l |AtP_l|``.  ``method``: ``"atp"`` (plain), ``"qk"`` (QK fix,
+signed), ``"gradrop"`` (GradDrop), ``"atp*"`` (both); the QK fix changes only ``head_q`` and
+``head_k`` estimates.  All passes run as rows of one batch: one trace.
 ``verify=k`` patches ``k`` cells exactly (the largest estimates) and warns when their rank
 order disagrees with the estimates.
 """
@@ -28,9 +30,10 @@ import torch
 import tracer
 from tracer import checks
 
+from . import qkfix
 from .results import SweepResult
 
-METHODS = ("atp", "gradrop")
+METHODS = ("atp", "qk", "gradrop", "atp*")
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,8 +50,9 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     """Estimated patch effects of ``site`` (source into base), layer x position, or layer x
     head (all positions together) with ``heads=True`` on a head site.
 
-    ``method``: ``"atp"`` (signed first-order estimates of the metric's change) or
-    ``"gradrop"`` (AtP*'s GradDrop magnitudes).  ``metric`` as in ``sweep`` (default
+    ``method``: ``"atp"`` (signed first-order estimates of the metric's change), ``"qk"``
+    (signed, query and key patches through the exact softmax), ``"gradrop"`` (GradDrop
+    magnitudes) or ``"atp*"`` (QK fix and GradDrop).  ``metric`` as in ``sweep`` (default
     ``"logprob"`` of the first answer).  Base and source need the same number of tokens.
     Local models only.
     """
@@ -67,18 +71,21 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     sites = [tracer.site(model, site, layer=layer) for layer in layers]
     if heads and sites[0].n_heads is None:
         raise ValueError(f"heads=True needs a head site; {site!r} has no heads")
-    if method == "gradrop" and sites[0].kind in ("head_q", "head_k"):
-        raise ValueError("gradrop on query or key sites needs AtP*'s QK fix, which is not "
-                         "implemented; use method='atp' or another site")
     answer_ids = _answer_ids(tok, answers, model.config.vocab_size)
     name, fn = metric_fn(metric, len(answer_ids))
     n = len(b_ids)
-    drops = list(range(dims.n_layers)) if method == "gradrop" else []
-    grads, base_acts, src_acts = _passes(model, b_ids, s_ids, sites, drops, answer_ids, name, fn)
+    drops = list(range(dims.n_layers)) if method in ("gradrop", "atp*") else []
+    qk = method in ("qk", "atp*") and sites[0].kind in ("head_q", "head_k")
+    grads, base_acts, src_acts, attn = _passes(model, b_ids, s_ids, sites, drops, answer_ids,
+                                               name, fn, qk)
     est = []
     for s in sites:
-        diff = (s.view(src_acts[s.name])[0] - s.view(base_acts[s.name])[0]).float()  # (n, ...)
-        per = (diff[None] * s.view(grads[s.name]).float()).sum(-1)   # (rows, n[, H])
+        if qk:
+            b_read, s_read, g_out, out = attn[s.layer]
+            per = qkfix.estimates(b_read, s_read, g_out, out, s.kind, s.name).float()
+        else:
+            diff = (s.view(src_acts[s.name])[0] - s.view(base_acts[s.name])[0]).float()  # (n, ...)
+            per = (diff[None] * s.view(grads[s.name]).float()).sum(-1)   # (rows, n[, H])
         if heads:
             per = per.sum(1)                                            # (rows, H)
         elif per.dim() == 3:
@@ -110,28 +117,39 @@ def _metric(name: str, fn: Callable, lp: torch.Tensor) -> torch.Tensor:
 
 
 def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answer_ids: list,
-            name: str, fn: Callable) -> tuple[dict, dict, dict]:
+            name: str, fn: Callable, qk: bool = False) -> tuple[dict, dict, dict, dict]:
     """The source run's and the base run's tensors at ``sites`` (module tensors, see
     ``Site.raw``), and the metric's gradients there: row 0 plain, row 1 + l with no gradient
     through layer l's attention and MLP (GradDrop), all in one forward and backward.  The
-    weights are frozen meanwhile: gradients flow from the embeddings, not into weights."""
+    weights are frozen meanwhile: gradients flow from the embeddings, not into weights.
+    With ``qk``, also per site layer: the attention function's inputs in both runs, and the
+    gradients and values at the heads' outputs (``qkfix.estimates``' arguments)."""
     import nnsight
 
     module = tracer.sites.module(model)
     device = next(module.parameters()).device
     dims = tracer.sites.dims_of(model.config)
     order = sorted(sites, key=lambda s: s.order)
+    qk_layers = sorted({s.layer for s in order}) if qk else []
+    calls = {layer: qkfix.attention_call(model, layer) for layer in qk_layers}
     with torch.no_grad(), model.trace(torch.tensor([s_ids]).to(device)):
-        src = nnsight.save([s.raw() for s in order])
+        src, src_attn = [], {}
+        for s in order:  # a query or key projection runs before its attention function
+            src.append(s.raw())
+            if s.layer in calls:
+                src_attn[s.layer] = qkfix.read(calls[s.layer])
+        src, src_attn = nnsight.save(src), nnsight.save(src_attn)
     drop_sites = {}
     for layer in (range(dims.n_layers) if drops else ()):
         for kind in ("attn_out", "mlp_out"):
             s = tracer.site(model, kind, layer=layer)
             drop_sites[s.name] = s
+    outs = {layer: tracer.site(model, "head_out", layer=layer) for layer in qk_layers}
     every = {s.name: s for s in order}
     every.update({k: v for k, v in drop_sites.items() if k not in every})
+    every.update({s.name: s for s in outs.values()})
     walk = sorted(every.values(), key=lambda s: s.order)
-    wanted = {s.name for s in order}
+    wanted = {s.name for s in order} | {s.name for s in outs.values()}
     embed = tracer.site(model, "embed")
     rows = 1 + len(drops)
     ids = torch.tensor([b_ids] * rows).to(device)
@@ -142,7 +160,13 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
     try:
         with torch.enable_grad(), model.trace(ids):
             embed.raw().requires_grad_(True)
-            acts = {s.name: s.raw() for s in walk}
+            acts, base_attn = {}, {}
+            for s in walk:
+                if s.kind == "head_out" and s.layer in calls:  # the attention function first
+                    base_attn[s.layer] = qkfix.read(calls[s.layer])
+                acts[s.name] = s.raw()
+            base_attn = nnsight.save(base_attn)
+            outs_base = nnsight.save([acts[s.name] for s in outs.values()])
             base = nnsight.save([acts[s.name] for s in order])
             lp = model.output.logits[:, -1].float().log_softmax(-1)[:, answer.to(device)]
             total = _metric(name, fn, lp).sum()
@@ -160,8 +184,13 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
         for p in frozen:
             p.requires_grad_(True)
     grads = {s.name: g.detach() for s, g in zip([s for s in reversed(walk) if s.name in wanted], got)}
+    attn = {}
+    for (layer, out), value in zip(outs.items(), outs_base):
+        detach = lambda d: {k: v.detach() if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+        attn[layer] = (detach(base_attn[layer]), detach(src_attn[layer]),
+                       out.view(grads[out.name]), out.view(value.detach())[0])
     return grads, {s.name: v.detach() for s, v in zip(order, base)}, \
-        {s.name: v.detach() for s, v in zip(order, src)}
+        {s.name: v.detach() for s, v in zip(order, src)}, attn
 
 
 def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Sequence,
@@ -186,7 +215,7 @@ def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Se
     result.meta["verified"] = {"cells": [[int(layers[c[0]]), int(c[1])] for c in cells],
                                "estimate": est.tolist(), "exact": shift.tolist()}
     rho = _spearman(np.abs(est), np.abs(shift)) if len(cells) > 2 else float("nan")
-    flips = int(np.sum(np.sign(est) != np.sign(shift))) if result.meta["method"] == "atp" else 0
+    flips = int(np.sum(np.sign(est) != np.sign(shift))) if result.meta["method"] in ("atp", "qk") else 0
     result.meta["verified"]["spearman"] = rho
     if (not np.isnan(rho) and rho < 0.5) or flips:
         warnings.warn(f"attribution disagrees with exact patches on {len(cells)} sampled cells: "

@@ -69,8 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="same token count as --base")
     p.add_argument("--answers", nargs="+", required=True)
     p.add_argument("--site", default="resid_pre")
-    p.add_argument("--method", default="atp", choices=["atp", "gradrop"],
-                   help="atp: signed first-order estimates; gradrop: AtP*'s GradDrop magnitudes")
+    p.add_argument("--method", default="atp", choices=["atp", "qk", "gradrop", "atp*"],
+                   help="atp: signed first-order estimates; qk: query and key patches through "
+                        "the exact softmax (AtP*'s QK fix); gradrop: GradDrop magnitudes; "
+                        "atp*: both corrections")
     p.add_argument("--heads", action="store_true", help="layer x head (head sites)")
     p.add_argument("--metric", default="logprob", choices=["prob", "logprob", "logit_diff"])
     p.add_argument("--verify", type=int, default=0, help="cells to check with exact patches")
