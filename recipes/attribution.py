@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import checks
+from tracer import checks, gradients
 
 from . import qkfix
 from .results import SweepResult
@@ -54,16 +54,17 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     (signed, query and key patches through the exact softmax), ``"gradrop"`` (GradDrop
     magnitudes) or ``"atp*"`` (QK fix and GradDrop).  ``metric`` as in ``sweep`` (default
     ``"logprob"`` of the first answer).  Base and source need the same number of tokens.
-    Local models only.
+    On a remote model both passes are one NDIF request (named metrics only).
     """
     from .interchange import _answer_ids, _layers, _model, metric_fn
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
     model = _model(model)
-    if tracer.execute.is_remote(model):
-        raise ValueError("attribute runs on local models only (its backward passes are not "
-                         "sent to NDIF); load the model without remote=True")
+    remote = tracer.execute.is_remote(model)
+    if remote and callable(metric):
+        raise ValueError(f"a remote attribute needs a named metric ({', '.join(gradients.METRICS)}): "
+                         f"a Python function cannot be shipped to NDIF")
     tok = model.tokenizer
     b_ids, s_ids = tracer.tokens.paired_ids(tok, base, source)
     dims = tracer.sites.dims_of(model.config)
@@ -77,7 +78,7 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     drops = list(range(dims.n_layers)) if method in ("gradrop", "atp*") else []
     qk = method in ("qk", "atp*") and sites[0].kind in ("head_q", "head_k")
     grads, base_acts, src_acts, attn = _passes(model, b_ids, s_ids, sites, drops, answer_ids,
-                                               name, fn, qk)
+                                               None if callable(metric) else name, fn, qk, remote)
     est = []
     for s in sites:
         if qk:
@@ -105,92 +106,76 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
     return result
 
 
-def _metric(name: str, fn: Callable, lp: torch.Tensor) -> torch.Tensor:
-    """The metric on torch log-probabilities ``(rows, answers)``, differentiably."""
-    table = {"prob": lambda x: x[:, 0].exp(), "logprob": lambda x: x[:, 0],
-             "logit_diff": lambda x: x[:, 0] - x[:, 1]}
-    out = table[name](lp) if name in table else fn(lp)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError("attribute needs a metric that works on torch tensors "
-                        "('prob', 'logprob', 'logit_diff' or a torch function)")
-    return out
-
-
 def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answer_ids: list,
-            name: str, fn: Callable, qk: bool = False) -> tuple[dict, dict, dict, dict]:
+            name: Optional[str], fn: Optional[Callable], qk: bool = False,
+            remote: bool = False) -> tuple[dict, dict, dict, dict]:
     """The source run's and the base run's tensors at ``sites`` (module tensors, see
     ``Site.raw``), and the metric's gradients there: row 0 plain, row 1 + l with no gradient
-    through layer l's attention and MLP (GradDrop), all in one forward and backward.  The
-    weights are frozen meanwhile: gradients flow from the embeddings, not into weights.
-    With ``qk``, also per site layer: the attention function's inputs in both runs, and the
-    gradients and values at the heads' outputs (``qkfix.estimates``' arguments)."""
+    through layer l's attention and MLP (GradDrop), all in one forward and backward
+    (``tracer.gradients``).  Locally the weights are frozen meanwhile (gradients flow from the
+    embeddings, not into weights); remotely both traces are one NDIF session, whose weights
+    are frozen already.  With ``qk``, also per site layer: the attention function's inputs
+    in both runs, and the gradients and values at the heads' outputs (``qkfix.estimates``'
+    arguments)."""
     import nnsight
 
     module = tracer.sites.module(model)
-    device = next(module.parameters()).device
+    device = "cpu" if remote else next(module.parameters()).device
     dims = tracer.sites.dims_of(model.config)
     order = sorted(sites, key=lambda s: s.order)
-    qk_layers = sorted({s.layer for s in order}) if qk else []
-    calls = {layer: qkfix.attention_call(model, layer) for layer in qk_layers}
-    with torch.no_grad(), model.trace(torch.tensor([s_ids]).to(device)):
-        src, src_attn = [], {}
-        for s in order:  # a query or key projection runs before its attention function
-            src.append(s.raw())
-            if s.layer in calls:
-                src_attn[s.layer] = qkfix.read(calls[s.layer])
-        src, src_attn = nnsight.save(src), nnsight.save(src_attn)
+    fam = order[0].family
+    attention = {s.layer: f"{fam.layers}.{s.layer}.{fam.attn}" for s in order} if qk else {}
     drop_sites = {}
     for layer in (range(dims.n_layers) if drops else ()):
         for kind in ("attn_out", "mlp_out"):
             s = tracer.site(model, kind, layer=layer)
             drop_sites[s.name] = s
-    outs = {layer: tracer.site(model, "head_out", layer=layer) for layer in qk_layers}
+    outs = {layer: tracer.site(model, "head_out", layer=layer) for layer in attention}
     every = {s.name: s for s in order}
     every.update({k: v for k, v in drop_sites.items() if k not in every})
     every.update({s.name: s for s in outs.values()})
     walk = sorted(every.values(), key=lambda s: s.order)
     wanted = {s.name for s in order} | {s.name for s in outs.values()}
-    embed = tracer.site(model, "embed")
     rows = 1 + len(drops)
-    ids = torch.tensor([b_ids] * rows).to(device)
-    answer = torch.tensor(answer_ids)
-    frozen = [p for p in module.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
+    src_ids, ids = torch.tensor([s_ids]).to(device), torch.tensor([b_ids] * rows).to(device)
+    answer = torch.tensor(answer_ids).to(device)
+
+    def traces() -> tuple:
+        gradients.instrument(model, attention)
+        with torch.no_grad(), model.trace(src_ids):
+            src = nnsight.save(gradients.source_pass(order, attention))
         with torch.enable_grad(), model.trace(ids):
-            embed.raw().requires_grad_(True)
-            acts, base_attn = {}, {}
-            for s in walk:
-                if s.kind == "head_out" and s.layer in calls:  # the attention function first
-                    base_attn[s.layer] = qkfix.read(calls[s.layer])
-                acts[s.name] = s.raw()
-            base_attn = nnsight.save(base_attn)
-            outs_base = nnsight.save([acts[s.name] for s in outs.values()])
-            base = nnsight.save([acts[s.name] for s in order])
-            lp = model.output.logits[:, -1].float().log_softmax(-1)[:, answer.to(device)]
-            total = _metric(name, fn, lp).sum()
-            got = nnsight.save([])
-            with total.backward():
-                for s in reversed(walk):
-                    g = acts[s.name].grad
-                    if s.name in drop_sites:
-                        g = g.clone()
-                        g[1 + s.layer] = 0  # row 1 + l: no gradient through layer l's sublayers
-                        acts[s.name].grad = g
-                    if s.name in wanted:
-                        got.append(g.save())
-    finally:
+            got = nnsight.save(gradients.base_pass(model, walk, wanted, set(drop_sites),
+                                                   attention, answer, name, fn))
+        return src, got
+
+    def session() -> tuple:
+        with model.session(remote=True):
+            gradients.instrument(model, attention)  # on the server, before its traces
+            with model.trace(src_ids):
+                src = nnsight.save(gradients.source_pass(order, attention))
+            with model.trace(ids):
+                got = nnsight.save(gradients.base_pass(model, walk, wanted, set(drop_sites),
+                                                       attention, answer, name, fn))
+        return src, got
+
+    if remote:
+        (src, src_attn), (acts, base_attn, got) = tracer.execute.call(session)
+    else:
+        frozen = [p for p in module.parameters() if p.requires_grad]
         for p in frozen:
-            p.requires_grad_(True)
-    grads = {s.name: g.detach() for s, g in zip([s for s in reversed(walk) if s.name in wanted], got)}
-    attn = {}
-    for (layer, out), value in zip(outs.items(), outs_base):
-        detach = lambda d: {k: v.detach() if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
-        attn[layer] = (detach(base_attn[layer]), detach(src_attn[layer]),
-                       out.view(grads[out.name]), out.view(value.detach())[0])
-    return grads, {s.name: v.detach() for s, v in zip(order, base)}, \
-        {s.name: v.detach() for s, v in zip(order, src)}, attn
+            p.requires_grad_(False)
+        try:
+            (src, src_attn), (acts, base_attn, got) = traces()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+    grads = {s.name: g.detach().cpu() for s, g in zip([s for s in reversed(walk) if s.name in wanted], got)}
+    cpu = lambda d: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+    attn = {layer: (cpu(base_attn[layer]), cpu(src_attn[layer]), out.view(grads[out.name]),
+                    out.view(acts[out.name].detach().cpu())[0]) for layer, out in outs.items()}
+    return grads, {s.name: acts[s.name].detach().cpu() for s in order}, \
+        {s.name: v.detach().cpu() for s, v in zip(order, src)}, attn
 
 
 def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Sequence,

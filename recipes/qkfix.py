@@ -21,29 +21,6 @@ from typing import Any
 
 import torch
 
-import tracer
-
-
-def attention_call(model: Any, layer: int) -> Any:
-    """The operation of layer ``layer``'s attention module that calls the attention
-    function (nnsight's ``.source``), whose inputs hold queries, keys, values and mask."""
-    fam = tracer.sites.site(model, "attn_out", layer=layer).family
-    env = tracer.sites.envoy(model, f"{fam.layers}.{layer}.{fam.attn}")
-    names = [n for n in env.source.names if n.startswith("attention_interface_")]
-    if not names:
-        raise ValueError(f"the QK fix needs the attention function call inside "
-                         f"{fam.layers}.{layer}.{fam.attn}; this model's attention has none")
-    # attention_interface_0 is the assignment of the function, the last one its call
-    return getattr(env.source, max(names, key=lambda n: int(n.rsplit("_", 1)[1])))
-
-
-def read(call: Any) -> dict:
-    """Inside a trace: the attention function's tensors for the invoke's first row."""
-    args, kwargs = call.inputs
-    return {"q": args[1][0], "k": args[2][0], "v": args[3][0], "mask": args[4],
-            "scaling": kwargs.get("scaling"), "softcap": kwargs.get("softcap"),
-            "sinks": kwargs.get("s_aux")}
-
 
 def _scores(q: torch.Tensor, k: torch.Tensor, base: dict, n: int) -> torch.Tensor:
     """Pre-softmax scores ``(H, n, n)`` of queries ``q`` against keys ``k`` (already one per
@@ -74,7 +51,7 @@ def estimates(base: dict, source: dict, grad_out: torch.Tensor, out: torch.Tenso
               kind: str, where: str) -> torch.Tensor:
     """QK-fixed estimates for patching ``kind`` (``head_q`` or ``head_k``) from the source run.
 
-    ``base``/``source``: ``read`` of the two runs; ``grad_out``: ``(rows, n, H, dh)`` metric
+    ``base``/``source``: ``tracer.gradients.attention_read`` of the two runs; ``grad_out``: ``(rows, n, H, dh)`` metric
     gradients at the heads' outputs (a row per GradDrop pass); ``out``: the base run's head
     outputs ``(n, H, dh)``, to check the recomputed pattern.  Returns ``(rows, n, heads)``:
     per position and query head (``head_q``) or key-value head (``head_k``).

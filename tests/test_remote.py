@@ -143,6 +143,25 @@ def test_sweep_and_causal_trace_remote_equal_local_one_request_each(ndif):
 
 
 @pytest.mark.remote
+def test_attribution_remote_equals_local_one_request_each(ndif):
+    before = _requests()
+    out = _client(f"""
+        from recipes import attribution
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            args = (model, "The capital of Spain is", "The capital of Italy is", [" Rome"])
+            plain = attribution.attribute(*args, site="resid_pre")
+            star = attribution.attribute(*args, site="head_k", method="atp*", heads=True)
+            res[name] = [plain.values.tolist(), star.values.tolist()]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 2) == 2  # source run, base run and backward: one request
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.remote
 def test_sites_and_interventions_in_a_users_remote_trace(ndif):
     out = _client(f"""
         from tracer import interventions as iv

@@ -33,7 +33,7 @@ from .selfcheck import ensure_checked
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
-              "tracer.pyvene.interventions")
+              "tracer.gradients", "tracer.pyvene.interventions")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})
 
