@@ -33,6 +33,7 @@ def _reference(model, arch, kind, answer, drop=None):
     ref = copy.deepcopy(model._module)
     if arch not in testing.MOE_ARCHS:  # float64 (A_patched - A cancels digits); grouped_mm has none
         ref = ref.double()
+    ref.requires_grad_(True)  # another test may have frozen the shared model (pyvene's API does)
     ref.config._attn_implementation = "eager"
     tok, cfg = model.tokenizer, ref.config
     b = tok(BASE, return_tensors="pt")["input_ids"]
