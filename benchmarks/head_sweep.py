@@ -10,6 +10,11 @@ For each it runs (and first checks equal, to 1e-5 in fp32):
   4. plain hooks, one batch per layer;
   5. for the seed's qry sweep: one nnsight trace per head, and pyvene 0.1.8 per head when
      installed (pip install --no-deps pyvene).
+And TransformerLens 4.3's patching functions when installed (its bridge over a copy of the
+same transformers module, one forward per cell): get_act_patch_resid_pre (layer x position)
+and get_act_patch_attn_head_q_all_pos (layer x head) on a 20-token pair, beside the engine
+and plain hooks on the same sweeps, checked equal to 1e-4 in log-probability (TransformerLens
+runs eager attention, the model sdpa).
 It prints seconds, the ratio to plain hooks in one batch, and the peak resident memory each
 method added.  Llama-family models only (the plain-hook baselines hook Llama's modules).
 
@@ -223,6 +228,65 @@ def pyvene_per_head(model: Any, groups: list) -> list[list]:
     return results
 
 
+def _sweep_groups(model: Any, base: list, source: list, answer: int, site: str,
+                  per_head: bool) -> list:
+    """``interchange.sweep``'s plan: layer x position, or layer x head (all positions)."""
+    reads = [plan.Logprobs(r, (-1,), (answer,)) for r in (0, 1)]
+    dims = tracer.sites.dims_of(model.config)
+    groups = [plan.Group([base, source], [], reads, key="clean")]
+    everywhere = tuple(range(len(base)))
+    for layer in range(dims.n_layers):
+        name = tracer.site(model, site, layer=layer).name
+        for c in range(dims.n_heads if per_head else len(base)):
+            pos, hs = (everywhere, (c,)) if per_head else ((c,), None)
+            groups.append(plan.Group([base, source], [plan.copy(name, 0, 1, pos, pos, hs)],
+                                     reads[:1], key=(layer, c)))
+    return groups
+
+
+def transformer_lens_lines(model: Any, device: str) -> None:
+    """TransformerLens 4.3's patching functions vs the engine and plain hooks, same sweeps."""
+    import copy
+
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    tok = model.tokenizer
+    # a copy: the bridge switches its model to eager attention
+    hf = copy.deepcopy(tracer.sites.module(model))
+    bridge = TransformerBridge.boot_transformers(hf.config._name_or_path or "model", hf_model=hf,
+                                                 tokenizer=tok, device=device)
+    base = tok(CAUSAL_PROMPT)["input_ids"]
+    source = tok(CAUSAL_PROMPT.replace("Eiffel Tower", "Colosseum"))["input_ids"]
+    answer = tok(" Paris", add_special_tokens=False)["input_ids"][0]
+    to = lambda ids: torch.tensor([ids], device=device)  # noqa: E731
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[0, -1].float().log_softmax(-1)[answer]
+
+    for label, site, per_head, fn in (("resid_pre", "resid_pre", False, patching.get_act_patch_resid_pre),
+                                      ("head_q", "head_q", True, patching.get_act_patch_attn_head_q_all_pos)):
+        groups = _sweep_groups(model, base, source, answer, site, per_head)
+
+        def lens() -> np.ndarray:
+            with torch.no_grad():
+                _, cache = bridge.run_with_cache(to(source))
+                return fn(bridge, to(base), cache, metric).float().cpu().numpy()
+        times, want = {}, None
+        for name, run in (("reuse", lambda: execute.run(model, groups, progress=False)),
+                          ("hooks", lambda: plain_hooks(model, groups)), ("TL 4.3", lens)):
+            out, seconds, mb = timed(run, device)
+            got = out if name == "TL 4.3" else np.array([float(r[0]) for r in out[1:]]).reshape(-1, len(groups[1:]) // model.config.num_hidden_layers)
+            if want is None:
+                want = got
+            err = float(np.abs(got - want).max())
+            assert err <= (1e-4 if device == "cpu" else 5e-2), f"TL {label}: {name} differs by {err:.2e}"
+            times[name] = (seconds, mb)
+        base_s = times["hooks"][0]
+        cells = "  ".join(f"{n} {s:7.2f}s {s / base_s:5.2f}x {mb:6.0f}MB" for n, (s, mb) in times.items())
+        print(f"{'TL sweep ' + label + f' ({len(base)} tok)':<26} groups={len(groups):4d}  {cells}", flush=True)
+
+
 def _flat(results: list) -> np.ndarray:
     return np.concatenate([np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in r])
                            for r in results])
@@ -304,6 +368,10 @@ def main() -> None:
                                            samples=args.samples)[0]
     compare(model, f"causal trace ({len(model.tokenizer(CAUSAL_PROMPT)['input_ids'])} tok)",
             groups, device)
+    if importlib.util.find_spec("transformer_lens") is not None:
+        transformer_lens_lines(model, device)
+    else:
+        print("TransformerLens is not installed (pip install transformer-lens==4.3.0): no TL lines")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
-def guarded(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[Optional[Sequence[str]]], int]:
+def guarded(main: Callable[..., int]) -> Callable[..., int]:
     """Wrap a recipe's ``main(argv)``: a user error prints ``error: ...`` on stderr and
     returns 2 (``--debug`` re-raises it with its traceback); Ctrl-C returns 130."""
     from tracer.execute import RemoteError
@@ -16,12 +16,12 @@ def guarded(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[Optiona
     user_errors = (ValueError, IndexError, TypeError, KeyError, OSError, ModelLoadError, RemoteError)
 
     @functools.wraps(main)
-    def run(argv: Optional[Sequence[str]] = None) -> int:
+    def run(argv: Optional[Sequence[str]] = None, **kwargs: Any) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         debug = "--debug" in argv
         argv = [a for a in argv if a != "--debug"]
         try:
-            return main(argv)
+            return main(argv, **kwargs)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -138,12 +138,13 @@ def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
 
 
 @guarded
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.das") -> int:
     """``python -m recipes.das``: train the MLP, then DAS and its controls; prints IIA."""
-    p = argparse.ArgumentParser(prog="python -m recipes.das", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--layer", type=int, default=0, help="hidden layer (0 holds a + b)")
     p.add_argument("--dim", type=int, default=16, help="rotated dims interchanged")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of each rotation")
     # dest is not "save": importing nnsight gives every object a .save, so argparse would
     # see that attribute as already set and leave the default out
     p.add_argument("--save", dest="save_dir", help="folder to save the trained rotation (safetensors + JSON)")

@@ -424,23 +424,29 @@ from .paths import ioi, path_patch  # noqa: E402,F401 - the recipe's path patchi
 
 
 @guarded
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.interchange") -> int:
     """``python -m recipes.interchange --sents A B --conts X Y --targets a b --rep-types ...``"""
-    parser = argparse.ArgumentParser(prog="python -m recipes.interchange",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Swap a target word's representations between "
-                                                 "two prompts, layer by layer and head by head.")
+                                                 "two prompts, layer by layer and head by head.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="smollm2, a folder, a .gguf or a hub id")
-    parser.add_argument("--sents", nargs=2, required=True, metavar=("SENT1", "SENT2"))
-    parser.add_argument("--conts", nargs="+", required=True)
-    parser.add_argument("--targets", nargs=2, required=True, metavar=("TARGET1", "TARGET2"))
+    parser.add_argument("--sents", nargs=2, required=True, metavar=("SENT1", "SENT2"),
+                        help="the two prompts")
+    parser.add_argument("--conts", nargs="+", required=True,
+                        help="continuations scored after each prompt")
+    parser.add_argument("--targets", nargs=2, required=True, metavar=("TARGET1", "TARGET2"),
+                        help="the word of each prompt whose representations are swapped")
     parser.add_argument("--rep-types", nargs="+", default=["lay", "qry", "key", "val"],
-                        choices=list(REP_TYPES))
+                        choices=list(REP_TYPES),
+                        help="lay: the layer's output; qry/key/val/out: attention heads' parts")
     parser.add_argument("--heads", nargs="*", default=None,
                         help="'each', or head indices; omit to swap all heads together")
     parser.add_argument("--together", action="store_true",
                         help="also run all rep types applied together, as the seed does")
-    parser.add_argument("--max-batch", type=int, default=None)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="rows per batch (default: from free memory)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where transformers puts it)")
     parser.add_argument("--remote", action="store_true",
                         help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
     parser.add_argument("--occurrence", type=int, default=-1,

@@ -245,27 +245,31 @@ def _table(report: dict) -> str:
 
 
 @guarded
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.iti") -> int:
     """``python -m recipes.iti fit ...`` / ``python -m recipes.iti generate ...``"""
-    parser = argparse.ArgumentParser(prog="python -m recipes.iti", description=__doc__.splitlines()[0])
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="probe every head, build and save the intervention")
-    f.add_argument("--model", default="smollm2")
+    f = sub.add_parser("fit", help="probe every head, build and save the intervention", formatter_class=fmt)
+    f.add_argument("--model", default="smollm2", help="model name or path (embedded: smollm2)")
     f.add_argument("--data", default=None, help="JSON/CSV file or hub dataset (default: the shipped pairs)")
-    f.add_argument("--statement-column", default="statement")
-    f.add_argument("--label-column", default="label")
-    f.add_argument("--top-k", type=int, default=16)
-    f.add_argument("--alpha", type=float, default=15.0)
-    f.add_argument("--direction", default="mass_mean", choices=["mass_mean", "probe"])
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--out", default="iti")
-    f.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    f.add_argument("--statement-column", default="statement", help="the data's text column")
+    f.add_argument("--label-column", default="label", help="the data's 0/1 truth column")
+    f.add_argument("--top-k", type=int, default=16, help="heads steered (best validation probes)")
+    f.add_argument("--alpha", type=float, default=15.0,
+                   help="strength, in standard deviations of each head's activations along its direction")
+    f.add_argument("--direction", default="mass_mean", choices=["mass_mean", "probe"],
+                   help="mass_mean: mean true minus mean false (the ITI paper's best); probe: the probe's weight")
+    f.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
+    f.add_argument("--out", default="iti", help="output folder (config.json + tensors.safetensors, plots)")
+    f.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                   help="also upload the folder to this Hugging Face repo")
     f.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
-    g = sub.add_parser("generate", help="unsteered and steered answers to a prompt")
+    g = sub.add_parser("generate", help="unsteered and steered answers to a prompt", formatter_class=fmt)
     g.add_argument("--intervention", required=True, help="a folder or a hub repo id")
-    g.add_argument("--prompt", nargs="+", required=True)
+    g.add_argument("--prompt", nargs="+", required=True, help="one or more prompts")
     g.add_argument("--model", default=None, help="default: the model the intervention was fitted on")
-    g.add_argument("--max-new-tokens", type=int, default=40)
+    g.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per prompt")
     g.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
     args = parser.parse_args(argv)
     if args.remote:

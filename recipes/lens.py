@@ -368,6 +368,11 @@ class SteeringVector(Method):
     def direction(self, model, phrase):
         return self.vector
 
+    def save(self, folder: Union[str, Path], model: Any) -> Path:
+        """The vector as an ``add`` at ``resid_post.layer`` (the one folder format)."""
+        iv = Intervention("add", f"resid_post.{self.layer}", params={"vector": self.vector})
+        return InterventionSet([iv], model_info(model), {"method": self.name, "layer": self.layer}).save(folder)
+
     def bottleneck(self):
         raise ValueError("a steering vector has no encoder/decoder, so no bottleneck")
 
@@ -400,8 +405,35 @@ class Probe(Method):
     def direction(self, model, phrase):
         return self.weight
 
+    def save(self, folder: Union[str, Path], model: Any, meta: Optional[dict] = None) -> Path:
+        """The probe's weight as an ``add`` direction at ``resid_post.layer``; bias in meta."""
+        iv = Intervention("add", f"resid_post.{self.layer}", params={"vector": self.weight})
+        return InterventionSet([iv], model_info(model), {"method": self.name, "layer": self.layer,
+                                                        "bias": self.bias, **(meta or {})}).save(folder)
+
     def bottleneck(self):
         raise ValueError("a probe has no decoder, so no bottleneck")
+
+
+def load_method(folder: Union[str, Path], model: Any, layer: Optional[int] = None) -> Method:
+    """A saved method: a tuned lens, a steering vector or probe (Interlace folders), or an
+    SAE (SAELens folder).  Safetensors and JSON only."""
+    folder = Path(folder)
+    if (folder / "sae_weights.safetensors").is_file():
+        return SAE.load(folder, layer)
+    if (folder / "tuned_lens.json").is_file():
+        return TunedLens.load(folder, model)
+    spec = InterventionSet.load(folder, model)
+    kind = spec.meta.get("method") or spec.meta.get("lens")
+    if kind == "tuned":
+        return TunedLens.load(folder, model)
+    vector = spec.interventions[0].params["vector"] if spec.interventions else None
+    if kind == "steering" and vector is not None:
+        return SteeringVector(spec.meta["layer"], vector)
+    if kind == "probing" and vector is not None:
+        return Probe(spec.meta["layer"], vector, spec.meta.get("bias", 0.0))
+    raise ValueError(f"{folder} holds no saved method (a tuned lens, steering vector, probe or "
+                     f"SAELens SAE); its meta names {kind!r}")
 
 
 def _first_token(model: Any, phrase: str) -> int:

@@ -60,8 +60,17 @@ def save_vector(folder: str | Path, model: Any, vector: torch.Tensor, layer: int
 
 
 def make_method(model: Any, method: str, layer: int, phrase: str, sae_path: Optional[str] = None,
-                progress: bool = False) -> lens.Method:
-    """Build (train where needed) one method at ``layer`` for ``phrase``."""
+                progress: bool = False, path: Optional[str] = None) -> lens.Method:
+    """Build (train where needed) one method at ``layer`` for ``phrase``, or load it from
+    ``path`` (a folder ``save_method`` wrote, or a SAELens folder): trained once, reused."""
+    path = path or sae_path
+    if path:
+        built = lens.load_method(path, model, layer)
+        if built.name != method:
+            raise ValueError(f"{path} holds a {built.name!r} method, not {method!r}")
+        if built.layer != layer:
+            raise ValueError(f"{path} was made at layer {built.layer}, not --layer-idx {layer}")
+        return built
     if method == "logit":
         return lens.LogitLens(model, layer)
     if method == "tuned":
@@ -105,12 +114,29 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
 
 # -- judging ------------------------------------------------------------------------
 
-def keyword_success(text: str, phrase: str) -> float:
-    """1 when the phrase (or any of its words of 4+ letters) appears, else 0."""
+def keyword_match(text: str, phrase: str) -> Optional[str]:
+    """What of the phrase ``text`` contains as whole words, case-insensitively: the phrase
+    itself, else the first of its words found; None when neither appears."""
+    import re
+
     checks.text("the intervention phrase", phrase)
-    low = text.lower()
-    words = [w for w in phrase.lower().split() if len(w) >= 4]
-    return float(phrase.lower() in low or any(w in low for w in words))
+    for candidate in [phrase.strip()] + phrase.split():
+        if re.search(r"(?<!\w)" + re.escape(candidate) + r"(?!\w)", text, flags=re.IGNORECASE):
+            return candidate
+    return None
+
+
+def keyword_success(text: str, phrase: str) -> float:
+    """1 when the phrase or any of its words appears (whole words, any case), else 0."""
+    return float(keyword_match(text, phrase) is not None)
+
+
+def degenerate(text: str) -> bool:
+    """A degenerate output: four words or more, one word making up half of them or more
+    (" San San San ...", "wis wis wis")."""
+    words = [w.strip(".,;:!?\"'").lower() for w in text.split()]
+    words = [w for w in words if w]
+    return len(words) >= 4 and max(words.count(w) for w in set(words)) * 2 >= len(words)
 
 
 def continuation_logprobs(model: Any, records: Sequence[dict], batch_size: int = 25,
@@ -142,12 +168,19 @@ def evaluate(model: Any, records: Sequence[dict], phrase: str,
     ``success(text, phrase)`` and ``coherence(text, logprobs)`` are pluggable judges (an LLM
     judge, a classifier); the defaults run offline.
     """
+    if not records:
+        raise ValueError("no outputs to evaluate")
     lps = continuation_logprobs(model, records)
     succ = [success(r["output"], phrase) for r in records]
     coh = [coherence(r["output"], lp) if coherence else fluency(lp) for r, lp in zip(records, lps)]
     every = [x for lp in lps for x in lp]
+    matched = [keyword_match(r["output"], phrase) for r in records]
     return {"success": sum(succ) / len(succ), "coherence": sum(coh) / len(coh),
-            "perplexity": perplexity(every) if every else float("nan"), "n": len(records)}
+            "perplexity": perplexity(every) if every else float("nan"), "n": len(records),
+            # which part of the phrase the default judge found, and the outputs that repeat one word
+            "matched_phrase": sum(m == phrase.strip() for m in matched),
+            "matched_word": sum(m is not None and m != phrase.strip() for m in matched),
+            "degenerate": sum(degenerate(r["output"]) for r in records)}
 
 
 def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: str = "San Francisco",
@@ -210,15 +243,24 @@ def write_table(rows: Sequence[dict], out: str | Path) -> Path:
 
 # -- command line --------------------------------------------------------------------
 
+def save_method(built: lens.Method, folder: str | Path, model: Any) -> Path:
+    """Save a trained method for ``--method-path`` (the logit lens has nothing to save)."""
+    if isinstance(built, lens.SAE):
+        return built.save(folder)
+    if isinstance(built, (lens.TunedLens, lens.SteeringVector, lens.Probe)):
+        return built.save(folder, model)
+    raise ValueError(f"the {built.name!r} method has nothing to save (it is not trained)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help="model name or path (default: embedded SmolLM2)")
-    p.add_argument("--intervention-phrase", default="San Francisco")
-    p.add_argument("--layer-idx", type=int, default=8)
-    p.add_argument("--generation-length", type=int, default=30)
-    p.add_argument("--device", default=None)
+    p.add_argument("--model", default="smollm2", help="model name or path (embedded: smollm2)")
+    p.add_argument("--intervention-phrase", default="San Francisco", help="the feature to raise")
+    p.add_argument("--layer-idx", type=int, default=8, help="layer whose output stream is steered")
+    p.add_argument("--generation-length", type=int, default=30, help="new tokens per prompt")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where transformers puts it)")
     p.add_argument("--remote", action="store_true",
                    help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts (default: all 50)")
 
 
 def _load(a: argparse.Namespace) -> Any:
@@ -228,46 +270,125 @@ def _load(a: argparse.Namespace) -> Any:
     return tracer.load(a.model, device=a.device)
 
 
-@guarded
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m recipes.steering [--method ...]`` or ``python -m recipes.steering eval ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["eval"]:
-        p = argparse.ArgumentParser(prog="python -m recipes.steering eval",
-                                    description="success / coherence / perplexity per method x alpha")
-        _common(p)
-        p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-        p.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-        p.add_argument("--out", default="results/steering")
-        a = p.parse_args(argv[1:])
-        writable_dir(a.out)
-        model = _load(a)
-        texts = prompts()[: a.limit] if a.limit else None
-        rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
-                     a.generation_length, texts, a.out)
-        for r in rows:
-            print(f"{r['method']:10s} alpha={r['alpha']!s:5s} success={r['success']:.2f} "
-                  f"coherence={r['coherence']:.3f} perplexity={r['perplexity']:.1f}")
-        print(f"wrote {a.out}/table.csv, table.json, success_vs_perplexity.png")
-        return 0
-    p = argparse.ArgumentParser(prog="python -m recipes.steering", description=__doc__.split("\n\n")[0])
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def _fit(argv: Sequence[str], prog: str, kind: str) -> int:
+    """``vector`` / ``probe``: fit on the shipped contrast texts and save the folder."""
+    p = _parser(prog, f"fit a {'steering vector (CAA: mean difference)' if kind == 'steering' else 'probe'} "
+                      f"for the phrase at one layer and save it (use it with steer --method-path)")
     _common(p)
-    p.add_argument("--method", choices=METHODS, default="steering")
+    p.add_argument("--out", required=True, help="folder to write (config.json + tensors.safetensors)")
+    a = p.parse_args(argv)
+    writable_dir(a.out)
+    model = _load(a)
+    if kind == "steering":
+        built, extra = lens.SteeringVector.fit(model, a.intervention_phrase, a.layer_idx), ""
+        built.save(a.out, model)
+    else:
+        built, acc = lens.Probe.fit(model, a.intervention_phrase, a.layer_idx)
+        built.save(a.out, model, {"phrase": a.intervention_phrase, "heldout_balanced_accuracy": acc})
+        extra = f"; held-out balanced accuracy {acc:.3f} (chance 0.5)"
+    print(f"wrote {a.out} ({kind} at layer {a.layer_idx} for {a.intervention_phrase!r}{extra})")
+    return 0
+
+
+def _score(argv: Sequence[str], prog: str) -> int:
+    """``score``: judge the outputs a ``steer --out`` run saved, without generating again."""
+    p = _parser(prog, "score saved outputs (a steer --out JSON) for success, coherence and "
+                      "perplexity without regenerating")
+    p.add_argument("outputs", help="the JSON file steer --out wrote")
+    p.add_argument("--model", default=None, help="default: the model the outputs were generated with")
+    p.add_argument("--intervention-phrase", default=None, help="default: the run's phrase")
+    p.add_argument("--device", default=None, help="cpu, cuda, ...")
+    p.add_argument("--remote", action="store_true", help="run on NDIF")
+    p.add_argument("--out", default=None, help="write the scores as JSON here")
+    a = p.parse_args(argv)
+    if a.out:
+        writable_file(a.out)
+    try:
+        saved = json.loads(Path(a.outputs).read_text())
+        records, run_args = saved["outputs"], saved.get("args", {})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{a.outputs} is not a steer --out file (JSON with 'outputs'): {error}") from None
+    a.model = a.model or run_args.get("model") or "smollm2"
+    phrase = a.intervention_phrase or run_args.get("intervention_phrase") or "San Francisco"
+    scores = evaluate(_load(a), records, phrase)
+    print(json.dumps(scores))
+    if a.out:
+        with atomic(a.out) as tmp:
+            tmp.write_text(json.dumps({"outputs_file": a.outputs, "phrase": phrase, "scores": scores}, indent=2))
+    return 0
+
+
+def _eval(argv: Sequence[str], prog: str) -> int:
+    p = _parser(prog, "success / coherence / perplexity per method x alpha")
+    _common(p)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods compared")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                   help="strengths, in units of the layer's median stream norm")
+    p.add_argument("--out", default="results/steering", help="output folder")
+    a = p.parse_args(argv)
+    writable_dir(a.out)
+    model = _load(a)
+    texts = prompts()[: a.limit] if a.limit else None
+    rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
+                 a.generation_length, texts, a.out)
+    for r in rows:
+        print(f"{r['method']:10s} alpha={r['alpha']!s:5s} success={r['success']:.2f} "
+              f"coherence={r['coherence']:.3f} perplexity={r['perplexity']:.1f}")
+    print(f"wrote {a.out}/table.csv, table.json, success_vs_perplexity.png")
+    return 0
+
+
+@guarded
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.steering") -> int:
+    """``python -m recipes.steering [--method ...]``, or its steps ``eval`` (every method x
+    alpha), ``vector`` / ``probe`` (fit and save), ``score`` (judge saved outputs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # under interlace each step has its own name already ("interlace steering-vector")
+    name = (lambda step: prog) if prog.startswith("interlace") else (lambda step: f"{prog} {step}")
+    steps = {"eval": lambda rest: _eval(rest, name("eval")),
+             "vector": lambda rest: _fit(rest, name("vector"), "steering"),
+             "probe": lambda rest: _fit(rest, name("probe"), "probing"),
+             "score": lambda rest: _score(rest, name("score"))}
+    if argv[:1] and argv[0] in steps:
+        return steps[argv[0]](argv[1:])
+    p = _parser(prog, __doc__.split("\n\n")[0])
+    _common(p)
+    p.add_argument("--method", choices=METHODS, default="steering", help="interpretability method")
     p.add_argument("--alpha", type=float, default=0.5,
-                   help="strength, in units of the layer's median stream norm")
+                   help="strength, in units of the layer's median stream norm (seed 002's raw "
+                        "alpha is in the method's feature units; see --alpha-units)")
+    p.add_argument("--alpha-units", choices=["norm", "raw"], default="norm",
+                   help="norm: alpha x median stream norm along the unit feature direction; raw: "
+                        "alpha x the feature's own direction (decode(e_f) - decode(0)), as seed 002")
     p.add_argument("--test-clean", action="store_true", help="no method, no intervention")
     p.add_argument("--test-bottleneck", action="store_true", help="x -> decode(encode(x)), no intervention")
     p.add_argument("--prompting", action="store_true", help="ask for the phrase in the prompt instead")
-    p.add_argument("--sae-path", help="a SAELens-format folder to use instead of training an SAE")
+    p.add_argument("--method-path", "--sae-path", dest="method_path", default=None,
+                   help="a saved method to use instead of training one: a folder --save-method "
+                        "(or vector / probe) wrote, or a SAELens SAE folder")
+    p.add_argument("--save-method", default=None, help="save the trained method to this folder")
     p.add_argument("--out", help="write the outputs and their scores as JSON here")
     a = p.parse_args(argv)
     if a.out:
         writable_file(a.out)
+    if a.save_method:
+        writable_dir(a.save_method)
     model = _load(a)
     texts = prompts()[: a.limit] if a.limit else None
     built = None if a.test_clean or a.prompting else make_method(
-        model, a.method, a.layer_idx, a.intervention_phrase, a.sae_path, progress=True)
-    recs = run(model, a.method, a.intervention_phrase, a.alpha, a.layer_idx, a.generation_length,
+        model, a.method, a.layer_idx, a.intervention_phrase, progress=True, path=a.method_path)
+    if built is not None and a.save_method:
+        print(f"saved the {built.name} method to {save_method(built, a.save_method, model)}")
+    alpha = a.alpha
+    if built is not None and a.alpha_units == "raw":  # the same edit, in our units
+        alpha = a.alpha * float(built.direction(model, a.intervention_phrase).float().norm()) / \
+            float(lens.stream_norm(model, a.layer_idx))
+    recs = run(model, a.method, a.intervention_phrase, alpha, a.layer_idx, a.generation_length,
                texts, a.test_clean, a.test_bottleneck, a.prompting, built)
     for r in recs[:5]:
         print(f"{r['prompt']!r} -> {r['output']!r}")

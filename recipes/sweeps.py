@@ -28,10 +28,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
     """The three commands and their options (defaults shown in --help)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    top = argparse.ArgumentParser(prog="python -m recipes.sweeps", description=__doc__.splitlines()[0],
+    top = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
                                   formatter_class=fmt)
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", formatter_class=fmt,
@@ -41,17 +41,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", nargs="+", required=True, help="answers scored after the prompt")
     p.add_argument("--site", default="resid_post", help="site kind or alias (resid_post, head_out, ...)")
     p.add_argument("--heads", nargs="*", default=None, help="'each' or head indices: a layer x head grid")
-    p.add_argument("--metric", default="prob", choices=["prob", "logprob", "logit_diff"])
+    p.add_argument("--metric", default="prob", choices=["prob", "logprob", "logit_diff"],
+                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
     _common(p)
     p = sub.add_parser("causal-trace", formatter_class=fmt,
                        help="ROME causal tracing: noise on the subject, restore one state at a time")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="the clean prompt")
     p.add_argument("--subject", required=True, help="the words noised (must occur in the prompt)")
-    p.add_argument("--answer", required=True)
-    p.add_argument("--site", default="resid_post")
+    p.add_argument("--answer", required=True, help="the answer whose probability is traced")
+    p.add_argument("--site", default="resid_post", help="the site restored (resid_post, mlp_out, attn_out, ...)")
     p.add_argument("--samples", type=int, default=10, help="noise draws averaged")
     p.add_argument("--noise", type=float, default=None, help="noise std (default: 3x the embeddings' std)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     _common(p)
     p = sub.add_parser("path-patch", formatter_class=fmt,
                        help="path patching from every head to receivers (default: the shipped IOI set)")
@@ -61,20 +62,22 @@ def parser() -> argparse.ArgumentParser:
                    help="answers shared by all prompts (default: IOI's IO and S names per prompt)")
     p.add_argument("--receivers", nargs="+", default=["final"],
                    help="site names, or KIND.LAYER.HEAD for one head (e.g. head_q.9.1)")
-    p.add_argument("--metric", default="logit_diff", choices=["prob", "logprob", "logit_diff"])
+    p.add_argument("--metric", default="logit_diff", choices=["prob", "logprob", "logit_diff"],
+                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
     _common(p)
     p = sub.add_parser("attribute", formatter_class=fmt,
                        help="attribution patching: every patch effect of a sweep from gradients")
-    p.add_argument("--base", required=True)
-    p.add_argument("--source", required=True, help="same token count as --base")
-    p.add_argument("--answers", nargs="+", required=True)
-    p.add_argument("--site", default="resid_pre")
+    p.add_argument("--base", required=True, help="the prompt patched into")
+    p.add_argument("--source", required=True, help="the prompt patched from (same token count as --base)")
+    p.add_argument("--answers", nargs="+", required=True, help="answers scored after the prompt")
+    p.add_argument("--site", default="resid_pre", help="site kind or alias (resid_pre, head_out, head_q, ...)")
     p.add_argument("--method", default="atp", choices=["atp", "qk", "gradrop", "atp*"],
                    help="atp: signed first-order estimates; qk: query and key patches through "
                         "the exact softmax (AtP*'s QK fix); gradrop: GradDrop magnitudes; "
                         "atp*: both corrections")
     p.add_argument("--heads", action="store_true", help="layer x head (head sites)")
-    p.add_argument("--metric", default="logprob", choices=["prob", "logprob", "logit_diff"])
+    p.add_argument("--metric", default="logprob", choices=["prob", "logprob", "logit_diff"],
+                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
     p.add_argument("--verify", type=int, default=0, help="cells to check with exact patches")
     _common(p)
     return top
@@ -88,9 +91,10 @@ def _receiver(text: str):
 
 
 @guarded
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.sweeps") -> int:
     """Parse, check the output folder, run, write NPZ/JSON/PNG."""
-    args = parser().parse_args(argv)
+    # under interlace each command is its own: "interlace sweep", not "interlace sweep sweep"
+    args = parser("interlace" if prog.startswith("interlace") else prog).parse_args(argv)
     out = writable_dir(args.out, "--out")
     model = tracer.load(args.model, remote=args.remote, device=None if args.remote else args.device)
     common = dict(max_batch=args.max_batch, progress=True)

@@ -1,0 +1,104 @@
+"""The ``interlace`` command: dispatch, seed 002's spellings, help on every option, the
+steering steps (fit and save a vector, reuse it, score saved outputs) and the judges."""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recipes import command, steering
+from tracer import testing
+
+
+def test_seed_002_spellings_become_ours():
+    argv = ["-method", "logit", "-model", "gpt2", "-intervention_phrase", "San Francisco",
+            "-alpha", "-6", "-layer_idx", "18", "--test_clean", "-h", "--out=a_b.json"]
+    assert command.normalize(argv) == [
+        "--method", "logit", "--model", "openai-community/gpt2", "--intervention-phrase",
+        "San Francisco", "--alpha", "-6", "--layer-idx", "18", "--test-clean", "-h", "--out=a_b.json"]
+
+
+def test_help_lists_every_command_and_unknown_ones_are_refused(capsys):
+    assert command.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in command.COMMANDS)
+    assert command.main(["sweeep"]) == 2
+    assert "unknown command 'sweeep'" in capsys.readouterr().err
+
+
+def _parsers(argv):
+    """Every argparse parser ``interlace argv`` builds (caught at parse time)."""
+    seen = []
+    real = argparse.ArgumentParser.parse_args
+
+    def catch(self, args=None, namespace=None):
+        seen.append(self)
+        raise SystemExit(0)
+    argparse.ArgumentParser.parse_args = catch
+    try:
+        with pytest.raises(SystemExit):
+            command.main(argv)
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    out = []
+    while seen:
+        p = seen.pop()
+        out.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                seen.extend(action.choices.values())
+    return out
+
+
+@pytest.mark.parametrize("name", list(command.COMMANDS))
+def test_every_option_has_help_and_shows_its_default(name):
+    prefix = ["fit"] if name == "iti" else []
+    for p in _parsers([name] + prefix):
+        assert p.prog.startswith("interlace"), p.prog
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{p.prog}: {action.option_strings or action.dest} has no help"
+        assert p.formatter_class is argparse.ArgumentDefaultsHelpFormatter, p.prog
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("interlace", path=str(Path(sys.executable).parent))
+    assert exe, "pip install -e . installs the interlace console script"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "causal-trace" in proc.stdout
+
+
+def test_steer_in_seed_spelling_then_vector_reuse_and_score(tmp_path, capsys):
+    folder = testing.save_tiny("llama", tmp_path / "tiny")
+    common = ["-model", str(folder), "-intervention_phrase", "Paris", "-layer_idx", "1",
+              "-generation_length", "3", "--limit", "2"]
+    out = tmp_path / "run.json"
+    assert command.main(common + ["-method", "steering", "-alpha", "2", "--alpha_units", "raw",
+                                  "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert len(saved["outputs"]) == 2 and {"matched_word", "degenerate"} <= set(saved["scores"])
+    vec = tmp_path / "vec"
+    assert command.main(["steering-vector", "--model", str(folder), "--intervention-phrase", "Paris",
+                         "--layer-idx", "1", "--out", str(vec)]) == 0
+    reuse = tmp_path / "reuse.json"
+    assert command.main(["steer"] + common + ["-method", "steering", "-alpha", "2", "--alpha_units",
+                                              "raw", "--method-path", str(vec), "--out", str(reuse)]) == 0
+    assert json.loads(reuse.read_text())["outputs"] == saved["outputs"]  # same vector, same text
+    assert command.main(["steer"] + common + ["-method", "probing", "--method-path", str(vec)]) == 2
+    assert "holds a 'steering' method, not 'probing'" in capsys.readouterr().err
+    scores = tmp_path / "scores.json"
+    assert command.main(["eval", str(out), "--out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["scores"] == pytest.approx(saved["scores"])
+
+
+def test_judge_matches_whole_words_and_flags_degenerate_outputs():
+    assert steering.keyword_match("we met in san francisco", "San Francisco") == "San Francisco"
+    assert steering.keyword_match(" San San San San", "San Francisco") == "San"
+    assert steering.keyword_match("Franciscans and sandals", "San Francisco") is None
+    assert steering.degenerate(" San San San San") and steering.degenerate("wis wis wis the")
+    assert not steering.degenerate("The city by the bay is foggy")
