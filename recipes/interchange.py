@@ -399,8 +399,10 @@ def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, n
                         "probs": {k: v.tolist() for k, v in output.items()}}
         heatmap(effects, list(range(effects.shape[0])),
                 ["all" if c is None else c for c in columns[rep]], out / f"heatmap_{rep}.png",
-                title=f"{rep}: effect of swapping the targets", xlabel="head", ylabel="layer",
-                cbar="effect (TV distance)")
+                title=f"{config.get('model', '')}: swapping {config['targets'][0]!r} <-> "
+                      f"{config['targets'][1]!r} ({rep})\n{config['sents'][0]!r}\n{config['sents'][1]!r}",
+                xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
+                scale="unit")
     paths = {"npz": out / "results.npz", "json": out / "results.json"}
     with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)

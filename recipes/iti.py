@@ -287,8 +287,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
         spec.save(out)
         val = report["val_acc"]
         heatmap(val, range(val.shape[0]), range(val.shape[1]), out / "probe_accuracy.png",
-                title=f"ITI probe accuracy (validation), top {args.top_k} used", xlabel="head",
-                ylabel="layer", cbar="accuracy")
+                title=f"{args.model}: ITI probe accuracy per head (validation split)", xlabel="head",
+                ylabel="layer", cbar="balanced accuracy", scale="unit", marks=report["chosen"],
+                mark_label=f"the {args.top_k} heads steered", line=0.5)
         result = evaluate(model, spec, report["splits"]["test"], remote=args.remote)
         result["best_val_acc"] = float(val.max())
         result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))

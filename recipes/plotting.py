@@ -3,27 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from tracer.files import atomic
 
 
+SCALES = ("auto", "unit", "symmetric")
+
+
 def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path: str | Path,
             title: str = "", xlabel: str = "", ylabel: str = "", cbar: str = "",
-            cmap: str = "viridis") -> Path:
-    """Write ``values`` (rows x cols) as a labelled heatmap PNG; returns the path."""
+            cmap: str = "viridis", scale: str = "auto", marks: Sequence[tuple] = (),
+            mark_label: str = "", line: Optional[float] = None) -> Path:
+    """Write ``values`` (rows x cols) as a labelled heatmap PNG; returns the path.
+
+    ``scale``: ``"auto"`` (the data's range), ``"unit"`` (fixed 0..1, for effects and
+    probabilities: noise stays dark) or ``"symmetric"`` (around 0, a diverging map, for
+    differences).  ``marks``: (row, col) cells outlined (e.g. chosen heads), named
+    ``mark_label`` in the legend; ``line``: a value marked on the colorbar (e.g. chance).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
 
     values = np.asarray(values, dtype=float)
     rows, cols = values.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * cols + 2.5), max(3.0, 0.22 * rows + 1.5)))
-    im = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest")
-    ax.set_title(title, fontsize=10)
+    limits: dict = {}
+    if scale == "unit":
+        limits = {"vmin": 0.0, "vmax": 1.0}
+    elif scale == "symmetric":
+        top = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+        limits, cmap = {"vmin": -top or -1.0, "vmax": top or 1.0}, "RdBu_r"
+    im = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest", **limits)
+    for n, (r, c) in enumerate(marks):
+        ax.add_patch(matplotlib.patches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red",
+                                                  linewidth=1.2, label=mark_label if n == 0 else None))
+    if marks and mark_label:
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    ax.set_title(title, fontsize=9, wrap=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     step_c = max(1, cols // 24)
@@ -33,7 +57,11 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
                        fontsize=7, ha="right" if cols > 8 else "center")
     ax.set_yticks(range(0, rows, step_r))
     ax.set_yticklabels([str(r) for r in list(row_labels)[::step_r]], fontsize=7)
-    fig.colorbar(im, ax=ax, label=cbar)
+    bar = fig.colorbar(im, ax=ax, label=cbar)
+    if line is not None:
+        bar.ax.axhline(line, color="red", linewidth=1.5)
+        bar.ax.text(-0.15, line, f"chance {line:g}", transform=bar.ax.get_yaxis_transform(),
+                    color="red", fontsize=7, va="center", ha="right")
     fig.tight_layout()
     path = Path(path)
     with atomic(path) as tmp:

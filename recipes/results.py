@@ -42,11 +42,28 @@ class SweepResult:
         self.plot(paths["png"])
         return paths
 
-    def plot(self, path: Union[str, Path], title: Optional[str] = None) -> Path:
-        """The result as a heatmap PNG."""
+    def plot(self, path: Union[str, Path], title: Optional[str] = None, scale: Optional[str] = None) -> Path:
+        """The result as a heatmap PNG: the title names the prompts, the colorbar the
+        quantity and answer; ``scale`` as ``plotting.heatmap`` (default: 0..1 for
+        probabilities, symmetric around 0 for signed estimates, else the data's range)."""
         from .plotting import heatmap
 
         a0, a1 = self.axes
-        return heatmap(self.values, self.labels[a0], self.labels[a1], path,
-                       title=title or self.meta.get("title", ""), xlabel=a1, ylabel=a0,
-                       cbar=self.metric)
+        meta = self.meta
+        lines = [title or meta.get("title", "")]
+        if "base" in meta and "source" in meta:
+            lines.append(f"base {meta['base']!r}, source {meta['source']!r}")
+        elif "prompt" in meta:
+            lines.append(f"prompt {meta['prompt']!r}, subject {meta.get('subject', '')!r}")
+        answers = meta.get("answers")
+        cbar = self.metric
+        if answers and "logit_diff" in self.metric and len(answers) > 1:
+            cbar += f" (logit {answers[0]!r} - logit {answers[1]!r})"
+        elif answers and not self.metric.startswith("P("):
+            cbar += f" of {answers[0]!r}"
+        if scale is None:
+            signed = float(np.nanmin(self.values)) < 0 if np.isfinite(self.values).any() else False
+            scale = "unit" if self.metric.startswith("P(") or self.metric == "prob" else \
+                ("symmetric" if signed else "auto")
+        return heatmap(self.values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
+                       xlabel=a1, ylabel=a0, cbar=cbar, scale=scale)

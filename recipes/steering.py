@@ -203,12 +203,14 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
         rows.append({"method": name, "alpha": alpha, **evaluate(model, recs, phrase),
                      "example": recs[0]["output"]})
     if out is not None:
-        write_table(rows, out)
+        name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
+        write_table(rows, out, title=f"{Path(str(name)).name}: steering toward {phrase!r} at layer {layer}")
     return rows
 
 
-def write_table(rows: Sequence[dict], out: str | Path) -> Path:
-    """``table.csv``, ``table.json`` and ``success_vs_perplexity.png`` under ``out``."""
+def write_table(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
+    """``table.csv``, ``table.json`` and ``success_vs_perplexity.png`` under ``out``: success
+    and coherence against perplexity per method (labels: alpha), the clean run marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,17 +225,27 @@ def write_table(rows: Sequence[dict], out: str | Path) -> Path:
         w.writerows([{k: r.get(k) for k in keys} for r in rows])
     with atomic(out / "table.json") as tmp:
         tmp.write_text(json.dumps(list(rows), indent=2))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["method"] for r in rows):
-        pts = [r for r in rows if r["method"] == name]
-        ax.plot([r["perplexity"] for r in pts], [r["success"] for r in pts], "o-", label=name)
-        for r in pts:
-            if r["alpha"] is not None:
-                ax.annotate(f"{r['alpha']:g}", (r["perplexity"], r["success"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("perplexity under the unsteered model")
-    ax.set_ylabel("intervention success")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    clean = [r for r in rows if r["method"] == "clean"]
+    for ax, key, label in zip(axes, ("success", "coherence"),
+                              ("intervention success (share of outputs naming the phrase)",
+                               "coherence (mean token probability)")):
+        for name in dict.fromkeys(r["method"] for r in rows):
+            pts = [r for r in rows if r["method"] == name]
+            style = "k*" if name == "clean" else "o-"
+            ax.plot([r["perplexity"] for r in pts], [r[key] for r in pts], style, label=name,
+                    markersize=10 if name == "clean" else 5)
+            for r in pts:
+                if r["alpha"] and name not in ("clean", "prompting"):
+                    ax.annotate(f"{r['alpha']:g}", (r["perplexity"], r[key]), fontsize=7)
+        if clean:
+            ax.axvline(clean[0]["perplexity"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("perplexity under the unsteered model (clean: dotted)")
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "steering: success and coherence vs perplexity (labels: alpha)", fontsize=9)
     fig.tight_layout()
     with atomic(out / "success_vs_perplexity.png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -33,17 +33,17 @@ def test_help_lists_every_command_and_unknown_ones_are_refused(capsys):
 def _parsers(argv):
     """Every argparse parser ``interlace argv`` builds (caught at parse time)."""
     seen = []
-    real = argparse.ArgumentParser.parse_args
+    real = argparse.ArgumentParser.parse_known_args  # parse_args calls it too
 
     def catch(self, args=None, namespace=None):
         seen.append(self)
         raise SystemExit(0)
-    argparse.ArgumentParser.parse_args = catch
+    argparse.ArgumentParser.parse_known_args = catch
     try:
         with pytest.raises(SystemExit):
             command.main(argv)
     finally:
-        argparse.ArgumentParser.parse_args = real
+        argparse.ArgumentParser.parse_known_args = real
     out = []
     while seen:
         p = seen.pop()

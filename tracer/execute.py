@@ -28,7 +28,7 @@ import torch
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
 from . import reuse
-from .resume import requests_of, resumable
+from .resume import requests_of, resumable, steps
 from .selfcheck import ensure_checked
 
 
@@ -307,13 +307,14 @@ REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not gi
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
-        progress: bool = True, desc: str = "batches", remote: Optional[bool] = None,
+        progress: Any = True, desc: str = "batches", remote: Optional[bool] = None,
         max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None,
         timeout: Optional[float] = None, exact_reuse: bool = True) -> list[list[torch.Tensor]]:
     """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
     group's order.
 
-    Locally each batch is one trace (a progress bar counts them).  With ``remote=True`` every
+    Locally each batch is one trace (a progress bar counts them; ``progress`` may be a
+    callable ``(done, total, desc)`` instead, as ``resume.steps`` says).  With ``remote=True`` every
     batch is a trace of one ``model.session(remote=True)``: one request to NDIF, or as few as
     ``max_request_rows`` allows, resumable from ``resume_dir`` (default
     ``$INTERLACE_CACHE/remote``).  Locally, ``resume_dir`` keeps each finished batch there
@@ -324,8 +325,6 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     patched copies of it computes only what each patch can change (``tracer.reuse``);
     ``exact_reuse=False`` recomputes every group in full.
     """
-    from tqdm.auto import tqdm
-
     if not groups:
         return []
     ensure_checked(model)
@@ -353,7 +352,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             if resume_dir is not None:
                 return resumable(model, work, [[i] for i in range(len(work))], compute,
                                   Path(resume_dir), progress, desc, "batch")
-            return [compute([b])[0] for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
+            return [compute([b])[0] for b in steps(work, desc, progress)]
         got = reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
         if got is not None:
             return got
@@ -367,7 +366,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                              lambda part: [_trace(model, b) for b in part], Path(resume_dir),
                              progress, desc, "batch")
     else:
-        outputs = [_trace(model, b) for b in tqdm(work, desc=desc, disable=not progress or len(work) < 2)]
+        outputs = [_trace(model, b) for b in steps(work, desc, progress)]
     results: list = [None] * len(groups)
     for batch, (_, layout), flat in zip(batches, compiled, outputs):
         flat = [torch.as_tensor(t).detach().float().cpu() for t in flat]

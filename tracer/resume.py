@@ -65,21 +65,34 @@ def save_npz(path: Path, arrays: dict) -> None:
 
 
 
+def steps(items: list, desc: str, progress: Any) -> Any:
+    """Iterate ``items`` with a tqdm bar (``progress=True``; none for a single item),
+    silently (``False``), or calling ``progress(done, total, desc)`` before each item and
+    once at the end (a callable: a web app's progress bar)."""
+    if callable(progress):
+        def counted() -> Any:
+            for i, item in enumerate(items):
+                progress(i, len(items), desc)
+                yield item
+            progress(len(items), len(items), desc)
+        return counted()
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not progress or len(items) < 2)
+
+
 def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, progress: bool,
                desc: str, unit: str) -> list:
     """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
     is read back from ``folder``; each newly finished one is saved there (atomically) before
     the next starts; all are removed when the plan completes."""
-    from tqdm.auto import tqdm
-
     from .execute import RemoteError  # execute imports this module
     from .files import remove_dead_temps
 
     remove_dead_temps(folder)  # writes cut short by a killed run
     outputs: list = [None] * len(work)
     paths = [folder / f"{request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
-    for n, (chunk, path) in enumerate(tqdm(list(zip(chunks, paths)), desc=desc,
-                                           disable=not progress or len(chunks) < 2)):
+    for n, (chunk, path) in enumerate(steps(list(zip(chunks, paths)), desc, progress)):
         if path.is_file():  # finished by an earlier run: resume
             try:
                 with np.load(path) as saved:

@@ -1,0 +1,337 @@
+"""The Interlace web app: seed 000's Space (interchange interventions), and more.
+
+``interlace app`` (or ``make app``) serves it with Streamlit (``pip install -e '.[app]'``):
+
+- **Interchange**: the Space's form (two prompts, continuations, target words, rep types,
+  heads, layers) and its three examples; every head of every layer in few batched passes.
+- **Sweep**: patch one site from a source prompt into a base prompt, layer x position or
+  layer x head.
+- **Causal tracing**: ROME's noise-the-subject, restore-one-state sweep.
+- **Open results**: any folder a recipe wrote (NPZ, JSON, CSV, PNG).
+
+Runs show a progress bar; results are interactive heatmaps (hover: layer, head or position
+token, value), the strongest effects as a table, and downloads (NPZ, JSON, CSV).  The model
+is the embedded SmolLM2 unless the sidebar names another (a folder, a .gguf, a hub id on
+disk) or an NDIF host (``INTERLACE_APP_MODEL`` / ``INTERLACE_NDIF_HOST`` set the defaults).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from recipes import interchange
+from recipes.results import SweepResult
+
+EXAMPLES = {"Winograd (seed)": 0, "is_small (seed)": 1, "emotions (seed)": 2}
+
+
+def parse_layers(text: str, n_layers: int) -> Optional[list[int]]:
+    """``"all"`` / empty -> None; ``"0-5, 9"`` -> [0..5, 9]; an error names the bad part."""
+    text = text.strip().lower()
+    if text in ("", "all"):
+        return None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"layers: {part!r} is not a layer or a range like 3-7")
+        a, b = int(lo), int(hi or lo)
+        if not 0 <= a <= b < n_layers:
+            raise ValueError(f"layers: {part!r} is outside 0-{n_layers - 1}")
+        out.extend(range(a, b + 1))
+    return sorted(set(out))
+
+
+def long_table(values: np.ndarray, rows: list, cols: list, row_name: str, col_name: str,
+               value_name: str) -> list[dict]:
+    """A heatmap's cells as records (one per cell), for charts, tables and CSV."""
+    return [{row_name: str(r), col_name: str(c), value_name: float(values[i, j]),
+             "_row": i, "_col": j}
+            for i, r in enumerate(rows) for j, c in enumerate(cols)]
+
+
+def heatmap_chart(records: list[dict], row_name: str, col_name: str, value_name: str,
+                  title: str, domain: Optional[tuple] = None) -> Any:
+    """An Altair heatmap whose tooltip shows the row, the column and the value."""
+    import altair as alt
+
+    scale = alt.Scale(scheme="viridis", domain=list(domain)) if domain else alt.Scale(scheme="viridis")
+    rows = list(dict.fromkeys(r[row_name] for r in records))
+    cols = list(dict.fromkeys(r[col_name] for r in records))
+    return (alt.Chart(alt.Data(values=records), title=title)
+            .mark_rect()
+            .encode(x=alt.X(f"{col_name}:O", sort=cols, title=col_name),
+                    y=alt.Y(f"{row_name}:O", sort=rows, title=row_name),
+                    color=alt.Color(f"{value_name}:Q", scale=scale, title=value_name),
+                    tooltip=[alt.Tooltip(f"{row_name}:O"), alt.Tooltip(f"{col_name}:O"),
+                             alt.Tooltip(f"{value_name}:Q", format=".4f")])
+            .properties(height=max(200, 14 * len(rows))))
+
+
+def csv_bytes(records: list[dict]) -> bytes:
+    import csv
+
+    keys = [k for k in records[0] if not k.startswith("_")] if records else []
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue().encode()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def run_interchange(model: Any, sents: list[str], conts: list[str], targets: list[str],
+                    reps: list[str], each_head: bool, layers: Optional[list[int]],
+                    progress: Any = False) -> dict:
+    """The Space's run: per rep type, the effect of swapping the targets (layer x head)."""
+    recipe = interchange.InterchangeIntervention(
+        model, interchange.InterchangeInterventionConfig(sents=sents, conts=conts))
+    outputs, columns = {}, {}
+    for i, rep in enumerate(reps):
+        per_head = each_head and rep in interchange.HEAD_REPS
+        step = (lambda done, total, desc, i=i: progress(i + done / max(total, 1), len(reps), rep)) \
+            if callable(progress) else False
+        outputs[rep] = recipe.run(targets=targets, rep_types=[rep], multihead=not per_head,
+                                  heads="each" if per_head else None, layers=layers, progress=step)
+        columns[rep] = ["all" if c is None else c for c in recipe.columns]
+    return {"outputs": outputs, "columns": columns, "layers": layers or list(range(recipe.num_layers)),
+            "config": {"sents": sents, "conts": conts, "targets": targets, "rep_types": reps,
+                       "heads": "each" if each_head else "all together"}}
+
+
+def interchange_records(run: dict) -> dict[str, list[dict]]:
+    """Per rep type, the effect heatmap's cells (layer x head)."""
+    out = {}
+    for rep, output in run["outputs"].items():
+        effects = interchange.effects_table(output)
+        out[rep] = long_table(effects, run["layers"], run["columns"][rep], "layer", "head", "effect")
+    return out
+
+
+# -- the page ------------------------------------------------------------------------
+
+def _model(st: Any, name: str, remote: bool, host: str) -> Any:
+    import tracer
+
+    @st.cache_resource(show_spinner="loading the model ...")
+    def load(name: str, remote: bool, host: str) -> Any:
+        if remote:
+            tracer.execute.configure(host or None)
+        return tracer.load(name, remote=remote)
+    return load(name, remote, host)
+
+
+def _bar(st: Any) -> Any:
+    bar = st.progress(0.0, text="starting ...")
+
+    def update(done: float, total: int, desc: str) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{desc}: {done:.0f} of {total}")
+    return update
+
+
+def _show_sweep(st: Any, result: SweepResult, key: str) -> None:
+    a0, a1 = result.axes
+    records = long_table(result.values, list(result.labels[a0]), list(result.labels[a1]), a0, a1,
+                         result.metric)
+    st.altair_chart(heatmap_chart(records, a0, a1, result.metric, result.meta.get("title", "")),
+                    width="stretch")
+    st.caption("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items()))
+    top = sorted(records, key=lambda r: -abs(r[result.metric]))[:10]
+    st.dataframe([{k: v for k, v in r.items() if not k.startswith("_")} for r in top])
+    arrays = {"values": result.values, **{f"labels_{k}": np.asarray([str(x) for x in v])
+                                          for k, v in result.labels.items()}}
+    cols = st.columns(3)
+    cols[0].download_button("NPZ", npz_bytes(arrays), f"{key}.npz", key=f"{key}-npz")
+    cols[1].download_button("JSON", json.dumps(result.to_dict(), indent=2), f"{key}.json", key=f"{key}-json")
+    cols[2].download_button("CSV", csv_bytes(records), f"{key}.csv", key=f"{key}-csv")
+
+
+def interchange_tab(st: Any, get_model: Any) -> None:
+    st.markdown("Swap a target word's representations between two prompts, at every layer "
+                "(and head), and see how the continuations' preference moves.")
+    example = st.selectbox("Example", list(EXAMPLES) + ["custom"], key="ic-example")
+    s1, s2, conts, targets = interchange.SEED_EXAMPLES[EXAMPLES[example]] if example in EXAMPLES \
+        else ("", "", [], ["", ""])
+    with st.form("interchange"):
+        sent1 = st.text_area("Prompt 1", s1, key=f"ic-s1-{example}")
+        sent2 = st.text_area("Prompt 2", s2, key=f"ic-s2-{example}")
+        cont_text = st.text_input("Continuations (comma-separated)", ", ".join(conts), key=f"ic-c-{example}")
+        c1, c2 = st.columns(2)
+        t1 = c1.text_input("Target word in prompt 1", targets[0], key=f"ic-t1-{example}")
+        t2 = c2.text_input("Target word in prompt 2", targets[1], key=f"ic-t2-{example}")
+        reps = st.multiselect("Rep types", list(interchange.REP_TYPES), ["lay", "qry", "key", "val"],
+                              help="lay: the layer's output; qry/key/val/out: attention heads' parts",
+                              key="ic-reps")
+        heads = st.radio("Heads", ["each head", "all heads together"], horizontal=True, key="ic-heads")
+        layer_text = st.text_input("Layers", "all", help="all, or e.g. 0-5, 12", key="ic-layers")
+        go = st.form_submit_button("Run")
+    if go:
+        try:
+            model = get_model()
+            layers = parse_layers(layer_text, interchange.tracer.sites.dims_of(model.config).n_layers)
+            conts_list = [c.strip() for c in cont_text.split(",") if c.strip()]
+            st.session_state["ic-run"] = run_interchange(model, [sent1, sent2], conts_list, [t1, t2],
+                                                         reps, heads == "each head", layers, _bar(st))
+        except (ValueError, IndexError, KeyError, OSError) as error:
+            st.error(str(error))
+    run = st.session_state.get("ic-run")
+    if run:
+        records = interchange_records(run)
+        cfg = run["config"]
+        for rep, recs in records.items():
+            title = f"{rep}: swapping {cfg['targets'][0]!r} <-> {cfg['targets'][1]!r} (effect: TV distance)"
+            st.altair_chart(heatmap_chart(recs, "layer", "head", "effect", title, (0.0, 1.0)),
+                            width="stretch")
+        top = interchange.strongest(run["outputs"], {r: [None if c == "all" else c for c in cols]
+                                                     for r, cols in run["columns"].items()})
+        st.subheader("Strongest effects")
+        st.dataframe([{"effect": e, "rep": r, "layer": layer, "head": str(h)} for e, r, layer, h in top])
+        arrays = {f"{rep}/{k}": v for rep, out in run["outputs"].items() for k, v in out.items()}
+        cols = st.columns(3)
+        cols[0].download_button("NPZ", npz_bytes(arrays), "interchange.npz", key="ic-npz")
+        cols[1].download_button("JSON", json.dumps({"config": cfg, "effects": records}, indent=2),
+                                "interchange.json", key="ic-json")
+        cols[2].download_button("CSV", csv_bytes([dict(r, rep=rep) for rep, recs in records.items() for r in recs]),
+                                "interchange.csv", key="ic-csv")
+
+
+def sweep_tab(st: Any, get_model: Any) -> None:
+    with st.form("sweep"):
+        base = st.text_input("Base prompt (patched into)", "The capital of Spain is", key="sw-base")
+        source = st.text_input("Source prompt (patched from; same token count)", "The capital of Italy is",
+                               key="sw-source")
+        answers = st.text_input("Answers (comma-separated; the first is scored)", " Rome, Madrid", key="sw-ans")
+        site = st.selectbox("Site", ["resid_post", "resid_pre", "attn_out", "mlp_out", "head_out",
+                                     "head_q", "head_k", "head_v"], key="sw-site")
+        metric = st.selectbox("Metric", ["prob", "logprob", "logit_diff"], key="sw-metric")
+        go = st.form_submit_button("Run sweep")
+    if go:
+        try:
+            ans = [a if a.startswith(" ") else " " + a.strip() for a in answers.split(",") if a.strip()]
+            st.session_state["sw-run"] = interchange.sweep(
+                get_model(), base, source, ans, site=site, metric=metric,
+                heads="each" if site.startswith("head_") else None, progress=_bar(st))
+        except (ValueError, IndexError, KeyError, OSError) as error:
+            st.error(str(error))
+    if st.session_state.get("sw-run") is not None:
+        _show_sweep(st, st.session_state["sw-run"], "sweep")
+
+
+def causal_tab(st: Any, get_model: Any) -> None:
+    with st.form("causal"):
+        prompt = st.text_input("Prompt", "The Eiffel Tower is located in the city of", key="ct-prompt")
+        subject = st.text_input("Subject (noised)", "Eiffel Tower", key="ct-subject")
+        answer = st.text_input("Answer", " Paris", key="ct-answer")
+        samples = st.number_input("Noise draws", 1, 50, 3, key="ct-samples")
+        go = st.form_submit_button("Run causal tracing")
+    if go:
+        try:
+            st.session_state["ct-run"] = interchange.causal_trace(
+                get_model(), prompt, subject, answer, samples=int(samples), progress=_bar(st))
+        except (ValueError, IndexError, KeyError, OSError) as error:
+            st.error(str(error))
+    if st.session_state.get("ct-run") is not None:
+        _show_sweep(st, st.session_state["ct-run"], "causal_trace")
+
+
+def viewer_tab(st: Any) -> None:
+    folder = st.text_input("Result folder", "results", key="rv-folder",
+                           help="any folder a recipe wrote: NPZ arrays are drawn, JSON shown, CSV tabled, PNG shown")
+    path = Path(folder)
+    if not path.is_dir():
+        st.info(f"{folder} is not a folder")
+        return
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".json", ".csv", ".png"))
+    if not files:
+        st.info(f"{folder} holds no NPZ, JSON, CSV or PNG file")
+    for p in files:
+        with st.expander(p.name, expanded=p.suffix == ".npz"):
+            if p.suffix == ".png":
+                st.image(str(p))
+            elif p.suffix == ".csv":
+                import csv
+
+                with open(p, newline="") as f:
+                    st.dataframe(list(csv.DictReader(f)))
+            elif p.suffix == ".json":
+                try:
+                    st.json(json.loads(p.read_text()), expanded=False)
+                except ValueError as error:
+                    st.error(f"{p.name} is not JSON: {error}")
+            else:
+                with np.load(p, allow_pickle=False) as data:
+                    for name in data.files:
+                        arr = data[name]
+                        if arr.dtype.kind in "fiu" and arr.ndim >= 2:
+                            grid = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr
+                            recs = long_table(grid, list(range(grid.shape[0])), list(range(grid.shape[1])),
+                                              "row", "column", "value")
+                            st.altair_chart(heatmap_chart(recs, "row", "column", "value", f"{p.name}: {name}"),
+                                            width="stretch")
+                        else:
+                            st.write(f"{name}: shape {arr.shape}", arr if arr.size <= 50 else arr.ravel()[:50])
+
+
+def page() -> None:
+    import streamlit as st
+
+    st.set_page_config(page_title="Interlace", layout="wide")
+    st.title("Interlace: causal interventions")
+    name = st.sidebar.text_input("Model", os.environ.get("INTERLACE_APP_MODEL", "smollm2"),
+                                 help="smollm2 (embedded), gemma3-270m, a folder, a .gguf, a hub id on disk")
+    remote = st.sidebar.checkbox("Run on NDIF", False)
+    host = st.sidebar.text_input("NDIF host", os.environ.get("INTERLACE_NDIF_HOST", ""), disabled=not remote)
+
+    def get_model() -> Any:
+        return _model(st, name, remote, host)
+
+    tabs = st.tabs(["Interchange", "Sweep", "Causal tracing", "Open results"])
+    with tabs[0]:
+        interchange_tab(st, get_model)
+    with tabs[1]:
+        sweep_tab(st, get_model)
+    with tabs[2]:
+        causal_tab(st, get_model)
+    with tabs[3]:
+        viewer_tab(st)
+
+
+def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
+    """Serve the app: ``streamlit run`` this file (extra options go to Streamlit)."""
+    import argparse
+    import subprocess
+    import sys
+
+    p = argparse.ArgumentParser(prog=prog, description="serve the Interlace web app (Streamlit)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="smollm2", help="the model the app starts with")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on")
+    p.add_argument("--host", default=None, help="NDIF host for remote runs (INTERLACE_NDIF_HOST)")
+    args, rest = p.parse_known_args(argv)
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print("error: the app needs Streamlit: pip install -e '.[app]'", file=sys.stderr)
+        return 2
+    env = dict(os.environ, INTERLACE_APP_MODEL=args.model)
+    if args.host:
+        env["INTERLACE_NDIF_HOST"] = args.host
+    cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
+           "--server.port", str(args.port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", *rest]
+    return subprocess.call(cmd, env=env)
+
+
+if __name__ == "__main__":
+    page()

@@ -1,0 +1,99 @@
+"""The web app (recipes/app.py) through Streamlit's own app-testing API on a tiny model:
+the Space's Winograd example, a sweep, causal tracing and the result viewer."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from recipes import app, interchange  # noqa: E402
+from tracer import testing  # noqa: E402
+
+APP = app.__file__
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return testing.save_tiny("llama", tmp_path_factory.mktemp("app") / "tiny")
+
+
+def _app(monkeypatch, folder):
+    monkeypatch.setenv("INTERLACE_APP_MODEL", str(folder))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _charts(at):
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def _cells(at, i):
+    """The i-th chart's data (Streamlit ships it beside the spec, as Arrow)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return convert_arrow_bytes_to_pandas_df(at.get("vega_lite_chart")[i].proto.data.data)
+
+
+def test_winograd_example_draws_a_heatmap_per_rep_type(monkeypatch, tiny_folder):
+    at = _app(monkeypatch, tiny_folder)
+    assert at.selectbox(key="ic-example").value == "Winograd (seed)"
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    charts = _charts(at)
+    assert len(charts) == 4  # lay, qry, key, val
+    assert all("successful" in c["title"]["text"] if isinstance(c["title"], dict) else "successful" in c["title"]
+               for c in charts)
+    tooltip = [t["field"] for t in charts[1]["encoding"]["tooltip"]]
+    assert tooltip == ["layer", "head", "effect"]
+    cells = _cells(at, 1)
+    # every head of both layers, with effects the recipe computes itself
+    s1, s2, conts, targets = interchange.SEED_EXAMPLES[0]
+    cfg = interchange.InterchangeInterventionConfig([s1, s2], conts)
+    want = interchange.effects_table(interchange.InterchangeIntervention(str(tiny_folder), cfg).run(
+        targets, ["qry"], multihead=False, heads="each", progress=False))
+    got = cells.pivot(index="_row", columns="_col", values="effect").to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert len(at.dataframe) == 1 and len(at.get("download_button")) == 3
+
+
+def test_sweep_and_causal_tracing_tabs(monkeypatch, tiny_folder):
+    at = _app(monkeypatch, tiny_folder)
+    at.text_input(key="sw-base").input("The capital of Spain is")
+    at.text_input(key="sw-source").input("The capital of Italy is")
+    at.button[1].click().run()
+    assert not at.exception and not at.error
+    at.button[2].click().run()
+    assert not at.exception and not at.error
+    charts = _charts(at)
+    assert len(charts) == 2
+    assert [t["field"] for t in charts[0]["encoding"]["tooltip"]][:2] == ["layer", "position"]
+
+
+def test_bad_input_is_shown_not_raised(monkeypatch, tiny_folder):
+    at = _app(monkeypatch, tiny_folder)
+    at.text_input(key="ic-layers").input("0-99")
+    at.button[0].click().run()
+    assert not at.exception and "outside 0-1" in at.error[0].value
+
+
+def test_viewer_opens_a_saved_result_folder(monkeypatch, tiny_folder, tmp_path):
+    result = interchange.sweep(str(tiny_folder), "The capital of Spain is", "The capital of Italy is",
+                               [" Rome"], progress=False)
+    result.save(tmp_path, name="sweep")
+    at = _app(monkeypatch, tiny_folder)
+    at.text_input(key="rv-folder").input(str(tmp_path)).run()
+    assert not at.exception
+    assert len(_charts(at)) == 1 and [e.label for e in at.expander] == ["sweep.json", "sweep.npz", "sweep.png"]
+
+
+def test_parse_layers():
+    assert app.parse_layers("all", 4) is None and app.parse_layers("0-1, 3", 4) == [0, 1, 3]
+    with pytest.raises(ValueError, match="outside 0-3"):
+        app.parse_layers("2-5", 4)
+    with pytest.raises(ValueError, match="not a layer"):
+        app.parse_layers("x", 4)
