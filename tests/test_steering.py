@@ -30,7 +30,7 @@ def kl(p, q):
 def test_lens_bottlenecks_keep_the_distribution(smollm2):
     base = last_logprobs(smollm2, [])
     logit = lens.LogitLens(smollm2, LAYER)
-    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[::4], steps=60)
+    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[::8], steps=20)
     kls = {"logit": kl(base, last_logprobs(smollm2, [logit.bottleneck()])),
            "tuned": kl(base, last_logprobs(smollm2, [tuned.bottleneck()]))}
     print("bottleneck KL", kls)
