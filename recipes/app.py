@@ -310,7 +310,6 @@ def page() -> None:
 def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
     """Serve the app: ``streamlit run`` this file (extra options go to Streamlit)."""
     import argparse
-    import subprocess
     import sys
 
     p = argparse.ArgumentParser(prog=prog, description="serve the Interlace web app (Streamlit)",
@@ -330,7 +329,9 @@ def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
            "--server.port", str(args.port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", *rest]
-    return subprocess.call(cmd, env=env)
+    # this process becomes the server: Ctrl-C and a terminate reach Streamlit itself
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 if __name__ == "__main__":

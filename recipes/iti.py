@@ -132,16 +132,27 @@ def directions(x: torch.Tensor, y: np.ndarray, probes: Probe, kind: str = "mass_
     return d, spread
 
 
-def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int = 16,
-        alpha: float = 15.0, direction: str = "mass_mean", seed: int = 0,
+TOP_KS = (4, 8, 16, 32)                    # tried when top_k is not given
+ALPHAS = (0.0, 1.0, 2.5, 5.0, 10.0, 15.0)  # tried when alpha is not given; 0 = no shift
+
+
+def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Optional[int] = None,
+        alpha: Optional[float] = None, direction: str = "mass_mean", seed: int = 0,
         model_name: Optional[str] = None, remote: Optional[bool] = None) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
-    (probe accuracies, chosen heads, splits)."""
+    (probe accuracies, chosen heads, splits).
+
+    ``top_k`` / ``alpha`` not given are chosen on the validation split (``TOP_KS`` x
+    ``ALPHAS``, all candidates scored in one plan): the pair that most often prefers the true
+    statement of a validation pair, ties to the weaker shift.  Alpha 0 is a candidate, so the
+    default never does worse than the model on validation; ``report["selection"]`` lists
+    every candidate's score."""
     dims = tracer.sites.dims_of(model.config)
     n_probes = dims.n_layers * dims.n_heads
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_probes:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_probes):
         raise ValueError(f"top_k must be between 1 and {n_probes} (layers x heads); got {top_k}")
-    checks.finite("alpha", alpha)
+    if alpha is not None:
+        checks.finite("alpha", alpha)
     statements = data if isinstance(data, Statements) else load_statements(data)
     if len(statements.text) < 10 or len(set(statements.label.tolist())) < 2:
         raise ValueError(f"ITI needs true and false statements to fit probes: got "
@@ -155,22 +166,58 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: int 
     val_acc = probes.accuracy(acts["val"], parts["val"].label)
     test_acc = probes.accuracy(acts["test"], parts["test"].label)
     n_layers, n_heads = val_acc.shape
-    order = np.argsort(-val_acc, axis=None, kind="stable")[:top_k]
-    chosen = sorted((int(i) // n_heads, int(i) % n_heads) for i in order)
+    ranked = np.argsort(-val_acc, axis=None, kind="stable")
     dirs, spread = directions(acts["train"], parts["train"].label, probes, direction)
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in chosen:
-        by_layer.setdefault(layer, []).append(head)
-    interventions = []
-    for layer, heads in by_layer.items():
-        shift = torch.stack([alpha * spread[layer, h] * dirs[layer, h] for h in heads])
-        interventions.append(Intervention("add", f"head_out.{layer}", None, heads,
-                                          {"vector": shift, "alpha": 1.0}))
-    meta = {"method": "iti", "model": model_name, "top_k": top_k, "alpha": alpha,
-            "direction": direction, "seed": seed,
-            "heads": [{"layer": l, "head": h, "val_acc": float(val_acc[l, h])} for l, h in chosen]}
-    report = {"val_acc": val_acc, "test_acc": test_acc, "chosen": chosen, "splits": parts}
-    return InterventionSet(interventions, model_info(model), meta), report
+
+    def build(k: int, a: float) -> tuple[list, InterventionSet]:
+        chosen = sorted((int(i) // n_heads, int(i) % n_heads) for i in ranked[:k])
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in chosen:
+            by_layer.setdefault(layer, []).append(head)
+        interventions = []
+        for layer, heads in by_layer.items():
+            shift = torch.stack([a * spread[layer, h] * dirs[layer, h] for h in heads])
+            interventions.append(Intervention("add", f"head_out.{layer}", None, heads,
+                                              {"vector": shift, "alpha": 1.0}))
+        meta = {"method": "iti", "model": model_name, "top_k": k, "alpha": a,
+                "direction": direction, "seed": seed,
+                "heads": [{"layer": l, "head": h, "val_acc": float(val_acc[l, h])} for l, h in chosen]}
+        return chosen, InterventionSet(interventions, model_info(model), meta)
+
+    selection = None
+    if top_k is None or alpha is None:
+        ks = [top_k] if top_k is not None else [k for k in TOP_KS if k <= n_probes] or [n_probes]
+        alphas = [alpha] if alpha is not None else list(ALPHAS)
+        cands = [(k, a) for a in alphas for k in ks]
+        scores = preference(model, parts["val"], [build(k, a)[1] for k, a in cands], remote=remote)
+        selection = [{"top_k": k, "alpha": a, "val_prefers_true": sc} for (k, a), sc in zip(cands, scores)]
+        # the best; ties go to the weaker shift (smaller alpha, then fewer heads)
+        best = max(range(len(cands)), key=lambda i: (scores[i], -cands[i][1], -cands[i][0]))
+        top_k, alpha = cands[best]
+    chosen, spec = build(top_k, alpha)
+    if selection is not None:
+        spec.meta["selected_on_validation"] = True
+    report = {"val_acc": val_acc, "test_acc": test_acc, "chosen": chosen, "splits": parts,
+              "selection": selection, "top_k": top_k, "alpha": alpha}
+    return spec, report
+
+
+def preference(model: Any, statements: Statements, specs: Sequence[Optional[InterventionSet]],
+               remote: Optional[bool] = None) -> list[float]:
+    """For each spec (None: the model as is), how often the true statement of a (true, false)
+    pair gets the higher log-probability; all specs in one plan."""
+    truth = {int(p): i for i, (p, l) in enumerate(zip(statements.pair, statements.label)) if l == 1}
+    lie = {int(p): i for i, (p, l) in enumerate(zip(statements.pair, statements.label)) if l == 0}
+    pairs = sorted(set(truth) & set(lie))
+    if not pairs:
+        raise ValueError("the split has no (true, false) pairs to compare")
+    groups = [g for s in specs for g in _scored(model, statements.text, s, "tokens")]
+    results = execute.run(model, groups, max_batch=64, remote=remote, progress=False)
+    n, out = len(statements.text), []
+    for j in range(len(specs)):
+        lp = [float(r[0].sum()) for r in results[j * n:(j + 1) * n]]
+        out.append(float(np.mean([lp[truth[p]] > lp[lie[p]] for p in pairs])))
+    return out
 
 
 def _scored(model: Any, texts: Sequence[str], spec: Optional[InterventionSet],
@@ -213,15 +260,10 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
 def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: Optional[bool] = None) -> dict:
     """True-vs-false preference on held-out pairs with and without ``spec``, and the cost on
     neutral text."""
-    truth = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 1}
-    lie = {int(p): i for i, (p, l) in enumerate(zip(test.pair, test.label)) if l == 0}
-    pairs = sorted(set(truth) & set(lie))
-    if not pairs:
-        raise ValueError("the test split has no (true, false) pairs to compare")
-    report = {"pairs": len(pairs)}
-    for name, s in (("without", None), ("with", spec)):
-        lp = statement_logprobs(model, test.text, s, remote=remote)
-        report[f"prefers_true_{name}"] = float(np.mean([lp[truth[p]] > lp[lie[p]] for p in pairs]))
+    pairs = set(int(p) for p, l in zip(test.pair, test.label) if l == 1) & \
+        set(int(p) for p, l in zip(test.pair, test.label) if l == 0)
+    without, with_ = preference(model, test, [None, spec], remote=remote)
+    report = {"pairs": len(pairs), "prefers_true_without": without, "prefers_true_with": with_}
     report.update(neutral_cost(model, spec, remote=remote))
     return report
 
@@ -255,9 +297,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
     f.add_argument("--data", default=None, help="JSON/CSV file or hub dataset (default: the shipped pairs)")
     f.add_argument("--statement-column", default="statement", help="the data's text column")
     f.add_argument("--label-column", default="label", help="the data's 0/1 truth column")
-    f.add_argument("--top-k", type=int, default=16, help="heads steered (best validation probes)")
-    f.add_argument("--alpha", type=float, default=15.0,
-                   help="strength, in standard deviations of each head's activations along its direction")
+    f.add_argument("--top-k", type=int, default=None,
+                   help=f"heads steered (best validation probes); default: chosen on the validation "
+                        f"split from {list(TOP_KS)}")
+    f.add_argument("--alpha", type=float, default=None,
+                   help=f"strength, in standard deviations of each head's activations along its "
+                        f"direction; default: chosen on the validation split from {list(ALPHAS)}")
     f.add_argument("--direction", default="mass_mean", choices=["mass_mean", "probe"],
                    help="mass_mean: mean true minus mean false (the ITI paper's best); probe: the probe's weight")
     f.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
@@ -289,13 +334,21 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
         heatmap(val, range(val.shape[0]), range(val.shape[1]), out / "probe_accuracy.png",
                 title=f"{args.model}: ITI probe accuracy per head (validation split)", xlabel="head",
                 ylabel="layer", cbar="balanced accuracy", scale="unit", marks=report["chosen"],
-                mark_label=f"the {args.top_k} heads steered", line=0.5)
+                mark_label=f"the {report['top_k']} heads steered", line=0.5)
         result = evaluate(model, spec, report["splits"]["test"], remote=args.remote)
         result["best_val_acc"] = float(val.max())
         result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))
         with atomic(out / "eval.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
-        print(f"top-{args.top_k} heads (layer, head): {report['chosen']}")
+        if report["selection"]:
+            print("chosen on the validation split (share of pairs preferring the true statement):")
+            for row in report["selection"]:
+                mark = " <-" if (row["top_k"], row["alpha"]) == (report["top_k"], report["alpha"]) else ""
+                print(f"  K={row['top_k']:<3} alpha={row['alpha']:<5g} {row['val_prefers_true']:.3f}{mark}")
+        print(f"top-{report['top_k']} heads (layer, head), alpha {report['alpha']:g}: {report['chosen']}")
+        if report["alpha"] == 0:
+            print("no shift improved the validation preference, so alpha 0 was chosen: the saved "
+                  "intervention changes nothing (pass --alpha to force one)")
         print(f"best validation probe accuracy {val.max():.3f}; chosen heads' mean test accuracy "
               f"{result['mean_test_acc_of_chosen']:.3f}")
         print(_table(result))

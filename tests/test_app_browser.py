@@ -4,6 +4,7 @@ Winograd example runs, and its heatmaps are on the page."""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def served(tmp_path):
     exe = Path(sys.executable).parent / "interlace"
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([str(exe), "app", "--model", str(folder), "--port", str(port),
-                             "--server.address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT)
+                             "--server.address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group, killed as one
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
@@ -51,13 +53,18 @@ def served(tmp_path):
         except OSError:
             pass
         if time.time() > deadline or proc.poll() is not None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"the app did not start:\n{(tmp_path / 'app.log').read_text()[-3000:]}")
         time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 def test_winograd_example_in_headless_chromium(served, tmp_path):

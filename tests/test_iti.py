@@ -77,6 +77,23 @@ def test_fit_builds_a_valid_intervention(tiny_models, tmp_path):
         iti.fit(model, top_k=9)
 
 
+def test_top_k_and_alpha_default_to_the_best_on_validation(tiny_models):
+    model = tiny_models["llama"]
+    spec, report = iti.fit(model)
+    sel = report["selection"]
+    assert len(sel) == len(iti.ALPHAS) * len([k for k in iti.TOP_KS if k <= 8])
+    best = max(r["val_prefers_true"] for r in sel)
+    chosen = next(r for r in sel if (r["top_k"], r["alpha"]) == (report["top_k"], report["alpha"]))
+    assert chosen["val_prefers_true"] == best and spec.meta["alpha"] == report["alpha"]
+    # alpha 0 is the model as is: the choice is never worse than no intervention on validation
+    (plain,) = iti.preference(model, report["splits"]["val"], [None])
+    assert all(r["val_prefers_true"] == pytest.approx(plain) for r in sel if r["alpha"] == 0)
+    assert best >= plain
+    # a given value is kept and only the other is searched
+    _, fixed = iti.fit(model, top_k=2)
+    assert fixed["top_k"] == 2 and {r["top_k"] for r in fixed["selection"]} == {2}
+
+
 def test_cli_fit_and_generate(tiny_models, tmp_path, capsys):
     folder = tmp_path / "model"
     tracer.testing.save_tiny(tiny_models["llama"], folder)
