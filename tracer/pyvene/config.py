@@ -123,7 +123,12 @@ def _side(value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
         if depth(value) != 3 or len(value) != 2:
             raise ValueError("h.pos unit locations must be [heads[batch][units], "
                              "positions[batch][units]] per intervention")
-        heads = shared(value[0], "heads")
+        rows = [list(r) for r in value[0]]
+        if len(rows) not in (1, batch):
+            raise ValueError(f"h.pos unit locations give heads for {len(rows)} rows but the batch "
+                             f"has {batch}")
+        # one head list for all rows, or (pyvene allows it) one per row: PerRow
+        heads = rows[0] if all(r == rows[0] for r in rows) else PerRow(rows)
         return _positions(value[1], batch), heads
     if isinstance(value, int):
         value = [value]
@@ -139,6 +144,17 @@ def _side(value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
         rows = value if depth(value) == 2 else [value]
         return None, shared(rows, "heads")
     return _positions(value if depth(value) == 2 else [value] * batch, batch), None
+
+class PerRow(list):
+    """Heads that differ between batch rows: one head list per row."""
+
+    def groups(self) -> list[tuple[list, list[int]]]:
+        """(heads, the rows using them), in first-seen order."""
+        out: dict = {}
+        for i, heads in enumerate(self):
+            out.setdefault(tuple(heads), []).append(i)
+        return [(list(h), rows) for h, rows in out.items()]
+
 
 def shared(rows: Sequence, what: str) -> list:
     first = list(rows[0])

@@ -27,7 +27,7 @@ from torch import nn
 from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
-from .config import UNITS, RepresentationConfig, locations, representations, shared
+from .config import UNITS, PerRow, RepresentationConfig, locations, representations, shared
 from .interventions import BaseIntervention, LambdaIntervention
 from .training import Training
 
@@ -207,9 +207,10 @@ class IntervenableModel(Training, nn.Module):
         return sub
 
     def _bound(self, locs: list, sources: Optional[list], source_representations: Any,
-               subspaces: Any, layout: dict) -> list[Intervention]:
-        """One ``Intervention`` record per representation (config order) on the base rows of
-        the combined batch; sources are other rows of the same batch."""
+               subspaces: Any, layout: dict) -> list[list[Intervention]]:
+        """Per representation (config order), its ``Intervention`` records on the base rows of
+        the combined batch (one, or one per head list when heads differ between rows);
+        sources are other rows of the same batch."""
         constants = self._constant_sources(source_representations)
         blocks = (self._source_blocks(sources) if source_representations is None
                   else [None] * len(self._units))
@@ -230,9 +231,12 @@ class IntervenableModel(Training, nn.Module):
                 source = Source(row=rows, positions=src_pos)
             else:
                 source = constants[k]
-            bound.append(Intervention(self.interventions[unit["key"]], unit["site"], pos,
-                                      locs[k][2] if unit["heads"] else None, rows=base_rows,
-                                      source=source, subspaces=self._subspaces(subspaces, k)))
+            heads = locs[k][2] if unit["heads"] else None
+            record = Intervention(self.interventions[unit["key"]], unit["site"], pos,
+                                  None if isinstance(heads, PerRow) else heads, rows=base_rows, source=source, subspaces=self._subspaces(subspaces, k))
+            if isinstance(heads, PerRow) and isinstance(record.kind, it.CollectIntervention):
+                raise ValueError("CollectIntervention needs the same heads in every batch row")
+            bound.append(_per_row_heads(record, heads) if isinstance(heads, PerRow) else [record])
         return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
@@ -258,13 +262,13 @@ class IntervenableModel(Training, nn.Module):
         inputs, layout = self._combine(blocks)
         layout["source_block"] = {b: 1 + j for j, b in enumerate(used)}
         bound = self._bound(locs, sources, source_representations, subspaces, layout)
-        self._check_sources(bound)
+        self._check_sources([r for rs in bound for r in rs])
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if self.remote and grad:
             raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
         if self.remote and not self._is_lm():
             raise ValueError("remote runs need a language model served by NDIF")
-        ordered = [bound[k] for k in self._exec]
+        ordered = [r for k in self._exec for r in bound[k]]
         if self.remote:
             ordered = [u.replace(kind=_shippable(u.kind)) for u in ordered]
         collect = [i for i, u in enumerate(ordered) if isinstance(u.kind, it.CollectIntervention)]
@@ -336,6 +340,9 @@ class IntervenableModel(Training, nn.Module):
                 pos = None if pos is None else tuple(p - pad if p >= 0 else p for p in pos)
                 groups.append(Group([ids[r, pad:].tolist()], [],
                                     [Activations(self._units[k]["site"], 0, pos)], key=k))
+        if any(isinstance(loc[2], PerRow) for loc in locs):
+            raise ValueError("generate needs the same heads in every batch row; give per-row "
+                             "heads to forward, or one head list to generate")
         got = execute.run(self.model, groups, progress=False) if groups else []
         for k in reading:
             value = torch.stack([r[0] for g, r in zip(groups, got) if g.key == k])
@@ -465,6 +472,27 @@ class IntervenableModel(Training, nn.Module):
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
         return cls(reps, model, tokenizer=tokenizer)
+
+
+def _per_row_heads(record: Intervention, heads: "PerRow") -> list[Intervention]:
+    """A record whose heads differ between rows, as one record per head list (its rows,
+    their positions and their source rows)."""
+    out = []
+    n = len(record.rows)
+    for hs, idx in heads.groups():
+        if len(heads) == 1:
+            idx = list(range(n))
+        take = lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == n else x  # noqa: E731
+        src = record.source
+        if isinstance(src, Source):
+            row = src.row if not isinstance(src.row, (list, tuple)) else [src.row[i] for i in idx]
+            src = Source(row=row, positions=take(src.positions), site=src.site)
+        elif isinstance(src, torch.Tensor):
+            raise ValueError("source_representations with different heads per batch row are not "
+                             "supported; give every row the same heads")
+        out.append(record.replace(rows=[record.rows[i] for i in idx], positions=take(record.positions),
+                                  heads=hs, source=src))
+    return out
 
 
 def _shift(positions: Any, pad: int, rows: int) -> Any:
