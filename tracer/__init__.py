@@ -16,7 +16,9 @@ from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresen
                      RepresentationConfig)
 from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention,
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
-                                 LambdaIntervention, LowRankRotatedSpaceIntervention,
+                                 DistributedRepresentationIntervention, LambdaIntervention,
+                                 LowRankRotatedSpaceIntervention, SourcelessIntervention,
+                                 TrainableIntervention,
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
 from .models import ModelLoadError, load
@@ -30,4 +32,5 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "CollectIntervention", "SkipIntervention", "LambdaIntervention",
            "RotatedSpaceIntervention", "LowRankRotatedSpaceIntervention",
            "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError",
-           "check_model", "ModelCheckError", "selfcheck"]
+           "check_model", "ModelCheckError", "selfcheck", "TrainableIntervention",
+           "DistributedRepresentationIntervention", "SourcelessIntervention"]

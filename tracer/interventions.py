@@ -231,6 +231,12 @@ class Intervention:
         """``(x, source) -> new x`` for this intervention, subspaces included."""
         if not isinstance(self.kind, str):
             module, subspaces = self.kind, self.subspaces
+            code = getattr(type(module).forward, "__code__", None)
+            # custom pyvene-style modules may define forward(base, source) only
+            if code is not None and code.co_argcount < 4 and not code.co_flags & 0x04:
+                if subspaces is not None:
+                    raise ValueError(f"{type(module).__name__}.forward takes no subspaces")
+                return lambda x, source: module(x, source)
             return lambda x, source: module(x, source, subspaces)
         fn, names = KINDS[self.kind]
         given = {**self.params, **params}

@@ -8,7 +8,8 @@ classes (thin modules over ``tracer.interventions``; trace-time), ``model`` the
 from .config import (IntervenableConfig, IntervenableRepresentationConfig, RepresentationConfig)
 from .interventions import (CLASSES, AdditionIntervention, AutoencoderIntervention,
                             BaseIntervention, BoundlessRotatedSpaceIntervention,
-                            CollectIntervention, LambdaIntervention,
+                            CollectIntervention, DistributedRepresentationIntervention,
+                            LambdaIntervention, SourcelessIntervention, TrainableIntervention,
                             LowRankRotatedSpaceIntervention, RotatedSpaceIntervention,
                             SkipIntervention, SubtractionIntervention, VanillaIntervention,
                             ZeroIntervention)
@@ -18,4 +19,5 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "CLASSES", "AdditionIntervention", "AutoencoderIntervention", "BaseIntervention",
            "BoundlessRotatedSpaceIntervention", "CollectIntervention", "LambdaIntervention",
            "LowRankRotatedSpaceIntervention", "RotatedSpaceIntervention", "SkipIntervention",
-           "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel"]
+           "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel",
+           "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention"]

@@ -50,6 +50,26 @@ class BaseIntervention(nn.Module):
         return self.source_representation
 
 
+class TrainableIntervention(BaseIntervention):
+    """Base for custom trainable interventions (pyvene's name): define ``__init__`` (calling
+    ``super().__init__(embed_dim=..., **kwargs)``) and ``forward(base, source)`` or
+    ``forward(base, source, subspaces)``; its parameters train with ``train_alignment``."""
+
+    trainable = True
+
+
+class DistributedRepresentationIntervention(BaseIntervention):
+    """pyvene's marker for interventions in a learned, distributed space (mix it in)."""
+
+    is_repr_distributed = True
+
+
+class SourcelessIntervention(BaseIntervention):
+    """Base for custom interventions that need no source (pyvene's name)."""
+
+    needs_source = False
+
+
 class VanillaIntervention(BaseIntervention):
     """Interchange: the base's values (or its ``subspaces`` dims) replaced by the source's."""
 

@@ -241,10 +241,12 @@ class IntervenableModel(Training, nn.Module):
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
                 source_representations: Any = None, subspaces: Any = None,
-                output_original_output: bool = False, return_dict: Optional[bool] = None,
+                output_original_output: bool = True, return_dict: Optional[bool] = None,
                 labels: Any = None) -> tuple:
-        """``(original or None, intervened)`` model outputs; with Collect interventions the
-        first item is ``(original or None, [collected values])``.
+        """``(original, intervened)`` model outputs; with Collect interventions the first item
+        is ``(original, [collected values])``.  The original is computed by default, as
+        pyvene's README uses it (pyvene 0.1.8 itself returns None unless
+        ``output_original_output=True``); pass False to skip it.
 
         One forward pass: the base rows, the sources' rows and (with
         ``output_original_output``) an untouched copy of the base run side by side in one
@@ -415,7 +417,12 @@ class IntervenableModel(Training, nn.Module):
                          "unit": rep.unit, "max_number_of_units": rep.max_number_of_units})
         folder = InterventionSet(records, model_info(self.model), {"pyvene": meta}).save(save_directory)
         if save_to_hf_hub:
-            self.push_to_hub(hf_repo_name or Path(save_directory).name)
+            try:
+                self.push_to_hub(hf_repo_name or Path(save_directory).name)
+            except Exception as error:  # noqa: BLE001 - offline, no token, refused: one clear error
+                raise OSError(f"saved to {folder}, but the upload to the Hugging Face hub failed "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                              f"the folder is kept: push it later with push_to_hub") from None
         return folder
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None) -> str:

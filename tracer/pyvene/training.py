@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -62,7 +62,7 @@ class Training:
                     self.set_temperature(t0 + (t1 - t0) * step / max(1, total - 1))
                 batch = inputs_collator(batch) if inputs_collator else batch
                 _, out = self(batch["base"], batch.get("sources"), batch.get("unit_locations"),
-                              subspaces=batch.get("subspaces"))
+                              subspaces=batch.get("subspaces"), output_original_output=False)
                 loss = compute_loss(out, batch["labels"])
                 optimizer.zero_grad()
                 loss.backward()
@@ -79,6 +79,26 @@ class Training:
         self.eval()
         return log
 
+    def train(self, mode: Any = True, **kwargs: Any) -> Any:
+        """``train(train_dataloader=..., compute_loss=..., compute_metrics=...,
+        inputs_collator=...)`` trains the interventions (pyvene's README spelling of
+        ``train_alignment``); ``train()`` / ``train(False)`` is ``nn.Module.train``."""
+        if kwargs or not isinstance(mode, bool):
+            if not isinstance(mode, bool):
+                kwargs.setdefault("train_dataloader", mode)
+            return self.train_alignment(**kwargs)
+        return super().train(mode)
+
+    def evaluate(self, train_dataloader: Any = None, compute_metrics: Optional[Callable] = None,
+                 inputs_collator: Optional[Callable] = None, eval_dataloader: Any = None,
+                 progress: bool = True) -> dict:
+        """pyvene's README spelling of ``eval_alignment`` (it names the data
+        ``train_dataloader``)."""
+        data = eval_dataloader if eval_dataloader is not None else train_dataloader
+        if data is None or compute_metrics is None:
+            raise ValueError("evaluate needs train_dataloader= (or eval_dataloader=) and compute_metrics=")
+        return self.eval_alignment(data, compute_metrics, inputs_collator, progress=progress)
+
     def eval_alignment(self, eval_dataloader: Iterable, compute_metrics: Callable,
                        inputs_collator: Optional[Callable] = None, progress: bool = True) -> dict:
         """``compute_metrics(outputs_list, labels_list)`` over every batch, without grad
@@ -90,7 +110,7 @@ class Training:
             for batch in tqdm(list(eval_dataloader), desc="eval_alignment", disable=not progress):
                 batch = inputs_collator(batch) if inputs_collator else batch
                 _, out = self(batch["base"], batch.get("sources"), batch.get("unit_locations"),
-                              subspaces=batch.get("subspaces"))
+                              subspaces=batch.get("subspaces"), output_original_output=False)
                 outs.append(out)
                 labels.append(batch["labels"])
         return compute_metrics(outs, labels)
