@@ -171,3 +171,34 @@ def test_seed_001_original_output_train_evaluate_and_hub_save(prompts, tmp_path)
     with pytest.raises(OSError, match="upload to the Hugging Face hub failed"):
         pm.save(save_directory=str(tmp_path / "mount"), save_to_hf_hub=True, hf_repo_name="mount")
     assert (tmp_path / "mount" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("arch", ("gpt2", "llama"))
+def test_generate_in_both_prompt_modes_equals_pyvene(arch):
+    """pyvene's rule: intervene_on_prompt=True edits the prompt only (at the unit locations),
+    False edits every generated token only; greedy tokens must match pyvene's."""
+    model = testing.tiny(arch)
+    base = model.tokenizer("The capital of Spain is", return_tensors="pt")
+    vec = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 5
+    got = {}
+    for on_prompt in (True, False):
+        kwargs = {"unit_locations": {"base": 3}} if on_prompt else {}
+        outs = []
+        for lib, m in ((real, ours.sites.module(model)), (ours, model)):
+            pm = lib.IntervenableModel({"layer": 0, "component": "block_output",
+                                        "intervention_type": lib.AdditionIntervention}, model=m)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                original, steered = pm.generate(base, source_representations=vec,
+                                                intervene_on_prompt=on_prompt, max_length=14, **kwargs)
+            outs.append(_until_eos(getattr(steered, "sequences", steered)[0].tolist(),
+                                   model.config.eos_token_id, base["input_ids"].shape[1]))
+        # after the end-of-text token there is only padding (pyvene may add one more)
+        assert outs[1] == outs[0], f"intervene_on_prompt={on_prompt}"
+        got[on_prompt] = outs[1]
+    assert got[True] != got[False]  # the two modes edit different steps
+
+
+def _until_eos(tokens, eos, start):
+    """The tokens up to the first generated end-of-text token."""
+    return tokens[:tokens.index(eos, start) + 1] if eos in tokens[start:] else tokens

@@ -372,9 +372,9 @@ class IntervenableModel(Training, nn.Module):
                  **kwargs: Any) -> tuple:
         """``(original tokens, intervened tokens)`` from one batched ``generate``.
 
-        As in pyvene, interventions apply to the generated tokens (each step's new
-        position); with ``intervene_on_prompt=True`` also to the prompt at the base unit
-        locations (see ``tracer.generation`` for the per-step rule).
+        As in pyvene, interventions apply to the generated tokens (each step's new position),
+        or with ``intervene_on_prompt=True`` to the prompt only, at the base unit locations
+        (see ``tracer.generation`` for the per-step rule).
         """
         from .. import generation
 
@@ -397,7 +397,7 @@ class IntervenableModel(Training, nn.Module):
         units = self._generation_records(locs, sources, source_representations, subspaces, batch)
         self._check_sources(units)
         out = generation.generate(self.model, prompt, units, max_new_tokens,
-                                  where="all" if intervene_on_prompt else "generated",
+                                  where="prompt" if intervene_on_prompt else "generated",
                                   compare=output_original_output, **kwargs)
         return out.plain_tokens, out.steered_tokens
 
