@@ -202,3 +202,33 @@ def test_generate_in_both_prompt_modes_equals_pyvene(arch):
 def _until_eos(tokens, eos, start):
     """The tokens up to the first generated end-of-text token."""
     return tokens[:tokens.index(eos, start) + 1] if eos in tokens[start:] else tokens
+
+
+def test_labels_return_dict_and_use_cache_as_pyvene(prompts):
+    model = testing.tiny("llama")
+    base, source = prompts
+    labels = base["input_ids"].clone()
+    labels[:, :2] = -100
+    outs = []
+    for lib, m in ((real, ours.sites.module(model)), (ours, model)):
+        pm = lib.IntervenableModel({"layer": 1, "component": "block_output",
+                                    "intervention_type": lib.VanillaIntervention}, model=m)
+        outs.append(pm(base, [source], {"sources->base": 3}, labels=labels, return_dict=True,
+                       use_cache=False, output_original_output=True))
+    want, got = outs
+    torch.testing.assert_close(got.intervened_outputs.loss, want.intervened_outputs.loss, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.original_outputs.logits, want.original_outputs.logits, rtol=0, atol=1e-5)
+    assert got.collected_activations is None and want.collected_activations is None
+
+
+@pytest.mark.parametrize("partition,chosen", [([[0, 8], [8, 64]], [0]), ([[0, 8], [8, 64]], [1]),
+                                               ([[1, 5, 9], [0, 2]], [0, 1])])
+def test_subspaces_and_subspace_partition_as_pyvene(prompts, partition, chosen):
+    model = testing.tiny("gpt2")
+    base, source = prompts
+    outs = []
+    for lib, m in ((real, ours.sites.module(model)), (ours, model)):
+        pm = lib.IntervenableModel({"layer": 1, "component": "block_output", "subspace_partition": partition,
+                                    "intervention_type": lib.VanillaIntervention}, model=m)
+        outs.append(pm(base, [source], {"sources->base": 3}, subspaces=[[chosen, chosen]])[1].logits)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)

@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..interventions import Source
+
 UNITS = ("pos", "h", "h.pos")
 
 
@@ -179,3 +181,34 @@ def _depth(v: Any) -> int:
     while isinstance(v, (list, tuple)) and v:
         v, d = v[0], d + 1
     return d
+
+
+def per_row_heads(record: Any, heads: PerRow) -> list:
+    """A record whose heads differ between rows, as one record per head list (its rows,
+    their positions and their source rows)."""
+    out = []
+    n = len(record.rows)
+    for hs, idx in heads.groups():
+        if len(heads) == 1:
+            idx = list(range(n))
+        take = lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == n else x  # noqa: E731
+        src = record.source
+        if isinstance(src, Source):
+            row = src.row if not isinstance(src.row, (list, tuple)) else [src.row[i] for i in idx]
+            src = Source(row=row, positions=take(src.positions), site=src.site)
+        elif isinstance(src, torch.Tensor):
+            raise ValueError("source_representations with different heads per batch row are not "
+                             "supported; give every row the same heads")
+        out.append(record.replace(rows=[record.rows[i] for i in idx], positions=take(record.positions),
+                                  heads=hs, source=src))
+    return out
+
+
+def shift_positions(positions: Any, pad: int, rows: int) -> Any:
+    """Unit positions (a shared list or a per-row tensor) moved right by ``pad`` left-pad
+    tokens; negative positions count from the end and stay."""
+    if positions is None:
+        return None
+    pos = positions if isinstance(positions, torch.Tensor) else torch.tensor([list(positions)])
+    pos = torch.where(pos >= 0, pos + pad, pos)
+    return pos.expand(rows, -1) if pos.shape[0] == 1 and rows > 1 else pos

@@ -275,6 +275,16 @@ def rebuild(klass: type, init: dict, state: dict, plain: bool = False) -> BaseIn
     return module
 
 
+def shippable(intervention: Any) -> Any:
+    """The intervention as NDIF can receive it (trainable rotations as plain copies)."""
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(m) for m in intervention.modules()):
+        return intervention
+    return rebuild(type(intervention), intervention.init_args(), intervention.state_dict(),
+                      plain=True).eval()
+
+
 CLASSES = {cls.__name__: cls for cls in (
     VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention,
     CollectIntervention, SkipIntervention, RotatedSpaceIntervention,

@@ -27,7 +27,9 @@ from torch import nn
 from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
-from .config import UNITS, PerRow, RepresentationConfig, locations, representations, shared
+from .config import (UNITS, PerRow, RepresentationConfig, locations, per_row_heads, representations,
+                     shared, shift_positions)
+from .outputs import IntervenableModelOutput, lm_loss
 from .interventions import BaseIntervention, LambdaIntervention
 from .training import Training
 
@@ -198,13 +200,23 @@ class IntervenableModel(Training, nn.Module):
                 else (0 if len(sources) == 1 else k) for k, unit in enumerate(self._units)]
 
     def _subspaces(self, subspaces: Any, k: int) -> Any:
+        """Representation k's subspace dims; with its ``subspace_partition`` (pyvene's
+        ``[[start, end), ...]`` or index lists) the subspaces name partitions."""
         n = len(self._units)
         sub = subspaces
         if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
             sub = subspaces[k] if len(subspaces) == n else subspaces[0]
             if sub and isinstance(sub[0], (list, tuple)):
                 sub = shared(sub, "subspaces")
-        return sub
+        partition = self.representations[k].subspace_partition
+        if sub is None or not partition:
+            return sub
+        parts = [list(range(p[0], p[1])) if len(p) == 2 and isinstance(p[0], int) else list(p)
+                 for p in partition]
+        if any(not 0 <= i < len(parts) for i in sub):
+            raise ValueError(f"subspaces {list(sub)} name partitions outside 0-{len(parts) - 1} "
+                             f"of subspace_partition {partition}")
+        return [d for i in sub for d in parts[i]]
 
     def _bound(self, locs: list, sources: Optional[list], source_representations: Any,
                subspaces: Any, layout: dict) -> list[list[Intervention]]:
@@ -217,7 +229,7 @@ class IntervenableModel(Training, nn.Module):
         base_rows, lm = layout["rows"][0], self._is_lm()
         bound = []
         for k, unit in enumerate(self._units):
-            pos = _shift(locs[k][1], layout["pads"][0], len(base_rows)) if lm else None
+            pos = shift_positions(locs[k][1], layout["pads"][0], len(base_rows)) if lm else None
             if unit["skip_from"] is not None:
                 source = Source(site=unit["skip_from"])
             elif blocks[k] is not None:
@@ -227,7 +239,7 @@ class IntervenableModel(Training, nn.Module):
                 if len(rows) != len(base_rows):
                     raise ValueError(f"source {blocks[k]} has {len(rows)} rows but the base has "
                                      f"{len(base_rows)}")
-                src_pos = _shift(locs[k][0], layout["pads"][b], len(rows)) if lm else None
+                src_pos = shift_positions(locs[k][0], layout["pads"][b], len(rows)) if lm else None
                 source = Source(row=rows, positions=src_pos)
             else:
                 source = constants[k]
@@ -236,13 +248,13 @@ class IntervenableModel(Training, nn.Module):
                                   None if isinstance(heads, PerRow) else heads, rows=base_rows, source=source, subspaces=self._subspaces(subspaces, k))
             if isinstance(heads, PerRow) and isinstance(record.kind, it.CollectIntervention):
                 raise ValueError("CollectIntervention needs the same heads in every batch row")
-            bound.append(_per_row_heads(record, heads) if isinstance(heads, PerRow) else [record])
+            bound.append(per_row_heads(record, heads) if isinstance(heads, PerRow) else [record])
         return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
                 source_representations: Any = None, subspaces: Any = None,
                 output_original_output: bool = True, return_dict: Optional[bool] = None,
-                labels: Any = None) -> tuple:
+                labels: Any = None, use_cache: Optional[bool] = None) -> Any:
         """``(original, intervened)`` model outputs; with Collect interventions the first item
         is ``(original, [collected values])``.  The original is computed by default, as
         pyvene's README uses it (pyvene 0.1.8 itself returns None unless
@@ -272,12 +284,20 @@ class IntervenableModel(Training, nn.Module):
             raise ValueError("remote runs need a language model served by NDIF")
         ordered = [r for k in self._exec for r in bound[k]]
         if self.remote:
-            ordered = [u.replace(kind=_shippable(u.kind)) for u in ordered]
+            ordered = [u.replace(kind=it.shippable(u.kind)) for u in ordered]
         collect = [i for i, u in enumerate(ordered) if isinstance(u.kind, it.CollectIntervention)]
         seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
                                             remote=self.remote, grad=grad)
         intervened = self._output(out, hidden, layout, 0)
         original = self._output(out, hidden, layout, len(blocks) - 1) if output_original_output else None
+        if labels is not None:  # as pyvene: the model's loss on the intervened run
+            if hidden is None:
+                raise ValueError("labels= needs a language model (its loss is on the logits)")
+            intervened["loss"] = lm_loss(intervened.logits, torch.as_tensor(labels))
+        # use_cache: accepted for pyvene's signature; a call is one pass and keeps no cache
+        if return_dict:
+            return IntervenableModelOutput(original_outputs=original, intervened_outputs=intervened,
+                                           collected_activations=list(seen) if collect else None)
         if collect:
             return (original, list(seen)), intervened
         return original, intervened
@@ -479,44 +499,3 @@ class IntervenableModel(Training, nn.Module):
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
         return cls(reps, model, tokenizer=tokenizer)
-
-
-def _per_row_heads(record: Intervention, heads: "PerRow") -> list[Intervention]:
-    """A record whose heads differ between rows, as one record per head list (its rows,
-    their positions and their source rows)."""
-    out = []
-    n = len(record.rows)
-    for hs, idx in heads.groups():
-        if len(heads) == 1:
-            idx = list(range(n))
-        take = lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == n else x  # noqa: E731
-        src = record.source
-        if isinstance(src, Source):
-            row = src.row if not isinstance(src.row, (list, tuple)) else [src.row[i] for i in idx]
-            src = Source(row=row, positions=take(src.positions), site=src.site)
-        elif isinstance(src, torch.Tensor):
-            raise ValueError("source_representations with different heads per batch row are not "
-                             "supported; give every row the same heads")
-        out.append(record.replace(rows=[record.rows[i] for i in idx], positions=take(record.positions),
-                                  heads=hs, source=src))
-    return out
-
-
-def _shift(positions: Any, pad: int, rows: int) -> Any:
-    """Unit positions (a shared list or a per-row tensor) moved right by ``pad`` left-pad
-    tokens; negative positions count from the end and stay."""
-    if positions is None:
-        return None
-    pos = positions if isinstance(positions, torch.Tensor) else torch.tensor([list(positions)])
-    pos = torch.where(pos >= 0, pos + pad, pos)
-    return pos.expand(rows, -1) if pos.shape[0] == 1 and rows > 1 else pos
-
-
-def _shippable(intervention: Any) -> Any:
-    """The intervention as NDIF can receive it (trainable rotations as plain copies)."""
-    from torch.nn.utils import parametrize
-
-    if not any(parametrize.is_parametrized(m) for m in intervention.modules()):
-        return intervention
-    return it.rebuild(type(intervention), intervention.init_args(), intervention.state_dict(),
-                      plain=True).eval()
