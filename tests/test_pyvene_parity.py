@@ -232,3 +232,19 @@ def test_subspaces_and_subspace_partition_as_pyvene(prompts, partition, chosen):
                                     "intervention_type": lib.VanillaIntervention}, model=m)
         outs.append(pm(base, [source], {"sources->base": 3}, subspaces=[[chosen, chosen]])[1].logits)
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
+
+
+def test_load_a_folder_pyvene_saved(tmp_path, prompts):
+    model = testing.tiny("gpt2")
+    base = prompts[0]
+    vec = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    peer = real.IntervenableModel(
+        [{"layer": 0, "component": "block_output", "intervention_type": real.ZeroIntervention},
+         {"layer": 1, "component": "mlp_output", "intervention_type": real.AdditionIntervention,
+          "source_representation": vec}], model=ours.sites.module(model))
+    want = peer(base, unit_locations={"base": 3})[1].logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer.save(str(tmp_path / "pv"))
+    got = ours.IntervenableModel.load(tmp_path / "pv", model)(base, unit_locations={"base": 3})[1].logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

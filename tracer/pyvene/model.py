@@ -454,14 +454,22 @@ class IntervenableModel(Training, nn.Module):
     @classmethod
     def load(cls, load_directory: Union[str, Path], model: Any,
              tokenizer: Any = None) -> "IntervenableModel":
-        """From a folder or hub repo written by ``save`` (either format version), or any
-        ``InterventionSet`` folder (its add/zero interventions become classes here)."""
-        from ..files import InterventionSet
+        """From a folder or hub repo written by ``save`` (either format version), any
+        ``InterventionSet`` folder (its add/zero interventions become classes here), or a
+        folder pyvene saved with plain-tensor interventions (``files.from_pyvene``)."""
+        import json
 
-        from ..files import SpecError, locate_folder
+        from ..files import InterventionSet, SpecError, from_pyvene, locate_folder
 
         wrapped = _wrap(model, tokenizer)
-        spec = InterventionSet.load(load_directory, wrapped)
+        folder = locate_folder(load_directory)
+        try:
+            head = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            head = {}
+        if isinstance(head, dict) and "intervention_types" in head and "representations" in head:
+            return cls._from_spec(from_pyvene(folder, wrapped), wrapped, tokenizer)  # pyvene's own
+        spec = InterventionSet.load(folder, wrapped)
         fields = spec.meta.get("pyvene")
         if not fields:
             return cls._from_spec(spec, wrapped, tokenizer)
