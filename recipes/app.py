@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+import tracer
 from recipes import interchange
 from recipes.results import SweepResult
 
@@ -122,8 +123,6 @@ def interchange_records(run: dict) -> dict[str, list[dict]]:
 # -- the page ------------------------------------------------------------------------
 
 def _model(st: Any, name: str, remote: bool, host: str) -> Any:
-    import tracer
-
     @st.cache_resource(show_spinner="loading the model ...")
     def load(name: str, remote: bool, host: str) -> Any:
         if remote:
@@ -179,7 +178,7 @@ def interchange_tab(st: Any, get_model: Any) -> None:
     if go:
         try:
             model = get_model()
-            layers = parse_layers(layer_text, interchange.tracer.sites.dims_of(model.config).n_layers)
+            layers = parse_layers(layer_text, tracer.sites.dims_of(model.config).n_layers)
             conts_list = [c.strip() for c in cont_text.split(",") if c.strip()]
             st.session_state["ic-run"] = run_interchange(model, [sent1, sent2], conts_list, [t1, t2],
                                                          reps, heads == "each head", layers, _bar(st))

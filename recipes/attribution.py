@@ -21,6 +21,7 @@ order disagrees with the estimates.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -141,26 +142,18 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
     answer = torch.tensor(answer_ids).to(device)
 
     def traces() -> tuple:
-        gradients.instrument(model, attention)
-        with torch.no_grad(), model.trace(src_ids):
-            src = nnsight.save(gradients.source_pass(order, attention))
-        with torch.enable_grad(), model.trace(ids):
-            got = nnsight.save(gradients.base_pass(model, walk, wanted, set(drop_sites),
-                                                   attention, answer, name, fn))
-        return src, got
-
-    def session() -> tuple:
-        with model.session(remote=True):
-            gradients.instrument(model, attention)  # on the server, before its traces
-            with model.trace(src_ids):
+        # remotely one session (one request); locally the same two traces
+        with model.session(remote=True) if remote else contextlib.nullcontext():
+            gradients.instrument(model, attention)  # before the traces, wherever they run
+            with model.trace(src_ids):  # nothing here requires grad: no graph is kept
                 src = nnsight.save(gradients.source_pass(order, attention))
-            with model.trace(ids):
+            with torch.enable_grad(), model.trace(ids):
                 got = nnsight.save(gradients.base_pass(model, walk, wanted, set(drop_sites),
                                                        attention, answer, name, fn))
         return src, got
 
     if remote:
-        (src, src_attn), (acts, base_attn, got) = tracer.execute.call(session)
+        (src, src_attn), (acts, base_attn, got) = tracer.execute.call(traces)
     else:
         frozen = [p for p in module.parameters() if p.requires_grad]
         for p in frozen:

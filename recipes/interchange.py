@@ -33,7 +33,6 @@ Every intervention of a run is planned first and packed into as few forward pass
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -43,13 +42,13 @@ import torch
 
 import tracer
 from tracer import checks, execute, plan as plans
-from tracer.files import atomic, writable_dir
+from tracer.files import writable_dir
 from tracer.metrics import continuation_prob, effect_scores, logit_diff
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
 from .cli import guarded
-from .results import SweepResult
+from .results import SweepResult, save_run
 
 # The seed's three examples: (sentence 1, sentence 2, continuations, targets).
 SEED_EXAMPLES = [
@@ -382,35 +381,6 @@ def causal_trace(model: Any, prompt: str, subject: str, answer: Union[str, int],
                              "samples": samples, "title": f"causal trace of {site} ({samples} noise draws)"})
 
 
-def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, np.ndarray]],
-             columns: dict[str, list]) -> dict[str, Path]:
-    """Write ``results.npz``, ``results.json`` and one ``heatmap_<rep>.png`` per entry."""
-    from .plotting import heatmap
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    arrays, numbers = {}, {}
-    for rep, output in outputs.items():
-        effects = effects_table(output)
-        arrays.update({f"{rep}/{k}": v for k, v in output.items()})
-        arrays[f"{rep}/effect"] = effects
-        numbers[rep] = {"columns": [("all" if c is None else c) for c in columns[rep]],
-                        "effect": effects.tolist(),
-                        "probs": {k: v.tolist() for k, v in output.items()}}
-        heatmap(effects, list(range(effects.shape[0])),
-                ["all" if c is None else c for c in columns[rep]], out / f"heatmap_{rep}.png",
-                title=f"{config.get('model', '')}: swapping {config['targets'][0]!r} <-> "
-                      f"{config['targets'][1]!r} ({rep})\n{config['sents'][0]!r}\n{config['sents'][1]!r}",
-                xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
-                scale="unit")
-    paths = {"npz": out / "results.npz", "json": out / "results.json"}
-    with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    with atomic(paths["json"]) as tmp:
-        tmp.write_text(json.dumps({"config": config, "results": numbers}, indent=2))
-    return paths
-
-
 def strongest(outputs: dict[str, dict[str, np.ndarray]], columns: dict[str, list], top: int = 10) -> list[tuple]:
     """The ``top`` (effect, rep, layer, head) entries, strongest first."""
     rows = []
@@ -486,7 +456,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
            "rep_types": args.rep_types, "heads": heads, "together": args.together,
            "alignment": "target tokens paired from the end",
            "effect": "mean over prompts of the TV distance between normalized continuation probabilities"}
-    paths = save_run(args.out, cfg, outputs, columns)
+    paths = save_run(args.out, cfg, outputs, {r: effects_table(o) for r, o in outputs.items()}, columns)
     original = outputs[next(iter(outputs))]["original"][:, :, 0]
     print("original P(continuation | prompt):")
     for c, cont in enumerate(args.conts):

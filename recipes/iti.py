@@ -202,15 +202,21 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
     return spec, report
 
 
-def preference(model: Any, statements: Statements, specs: Sequence[Optional[InterventionSet]],
-               remote: Optional[bool] = None) -> list[float]:
-    """For each spec (None: the model as is), how often the true statement of a (true, false)
-    pair gets the higher log-probability; all specs in one plan."""
+def _pairs(statements: Statements) -> tuple[dict, dict, list]:
+    """Row of each pair's true and false statement, and the pairs that have both."""
     truth = {int(p): i for i, (p, l) in enumerate(zip(statements.pair, statements.label)) if l == 1}
     lie = {int(p): i for i, (p, l) in enumerate(zip(statements.pair, statements.label)) if l == 0}
     pairs = sorted(set(truth) & set(lie))
     if not pairs:
         raise ValueError("the split has no (true, false) pairs to compare")
+    return truth, lie, pairs
+
+
+def preference(model: Any, statements: Statements, specs: Sequence[Optional[InterventionSet]],
+               remote: Optional[bool] = None) -> list[float]:
+    """For each spec (None: the model as is), how often the true statement of a (true, false)
+    pair gets the higher log-probability; all specs in one plan."""
+    truth, lie, pairs = _pairs(statements)
     groups = [g for s in specs for g in _scored(model, statements.text, s, "tokens")]
     results = execute.run(model, groups, max_batch=64, remote=remote, progress=False)
     n, out = len(statements.text), []
@@ -260,10 +266,8 @@ def neutral_cost(model: Any, spec: InterventionSet, texts: Optional[Sequence[str
 def evaluate(model: Any, spec: InterventionSet, test: Statements, remote: Optional[bool] = None) -> dict:
     """True-vs-false preference on held-out pairs with and without ``spec``, and the cost on
     neutral text."""
-    pairs = set(int(p) for p, l in zip(test.pair, test.label) if l == 1) & \
-        set(int(p) for p, l in zip(test.pair, test.label) if l == 0)
     without, with_ = preference(model, test, [None, spec], remote=remote)
-    report = {"pairs": len(pairs), "prefers_true_without": without, "prefers_true_with": with_}
+    report = {"pairs": len(_pairs(test)[2]), "prefers_true_without": without, "prefers_true_with": with_}
     report.update(neutral_cost(model, spec, remote=remote))
     return report
 

@@ -67,3 +67,32 @@ class SweepResult:
                 ("symmetric" if signed else "auto")
         return heatmap(self.values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
                        xlabel=a1, ylabel=a0, cbar=cbar, scale=scale)
+
+
+def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, np.ndarray]],
+             effects: dict[str, np.ndarray], columns: dict[str, list]) -> dict[str, Path]:
+    """An interchange run (``recipes.interchange``): ``results.npz``, ``results.json`` and one
+    ``heatmap_<rep>.png`` of each rep type's ``effects`` (layer x head)."""
+    from .plotting import heatmap
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays, numbers = {}, {}
+    for rep, output in outputs.items():
+        arrays.update({f"{rep}/{k}": v for k, v in output.items()})
+        arrays[f"{rep}/effect"] = effects[rep]
+        numbers[rep] = {"columns": [("all" if c is None else c) for c in columns[rep]],
+                        "effect": effects[rep].tolist(),
+                        "probs": {k: v.tolist() for k, v in output.items()}}
+        heatmap(effects[rep], list(range(effects[rep].shape[0])),
+                ["all" if c is None else c for c in columns[rep]], out / f"heatmap_{rep}.png",
+                title=f"{config.get('model', '')}: swapping {config['targets'][0]!r} <-> "
+                      f"{config['targets'][1]!r} ({rep})\n{config['sents'][0]!r}\n{config['sents'][1]!r}",
+                xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
+                scale="unit")
+    paths = {"npz": out / "results.npz", "json": out / "results.json"}
+    with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    with atomic(paths["json"]) as tmp:
+        tmp.write_text(json.dumps({"config": config, "results": numbers}, indent=2))
+    return paths

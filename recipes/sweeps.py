@@ -28,6 +28,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder")
 
 
+def _pair(p: argparse.ArgumentParser, site: str) -> None:
+    """A base/source pair patched at one site kind (sweep, attribute)."""
+    p.add_argument("--base", required=True, help="the prompt patched into")
+    p.add_argument("--source", required=True, help="the prompt patched from (same token count as --base)")
+    p.add_argument("--answers", nargs="+", required=True, help="answers scored after the prompt")
+    p.add_argument("--site", default=site, help="site kind or alias (resid_pre, resid_post, head_out, head_q, ...)")
+
+
+def _metric(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--metric", default=default, choices=["prob", "logprob", "logit_diff"],
+                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
+
+
 def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
     """The three commands and their options (defaults shown in --help)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -36,13 +49,9 @@ def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", formatter_class=fmt,
                        help="patch a site from source into base, layer x position (or x head)")
-    p.add_argument("--base", required=True, help="the prompt patched into")
-    p.add_argument("--source", required=True, help="the prompt patched from (same token count)")
-    p.add_argument("--answers", nargs="+", required=True, help="answers scored after the prompt")
-    p.add_argument("--site", default="resid_post", help="site kind or alias (resid_post, head_out, ...)")
+    _pair(p, "resid_post")
     p.add_argument("--heads", nargs="*", default=None, help="'each' or head indices: a layer x head grid")
-    p.add_argument("--metric", default="prob", choices=["prob", "logprob", "logit_diff"],
-                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
+    _metric(p, "prob")
     _common(p)
     p = sub.add_parser("causal-trace", formatter_class=fmt,
                        help="ROME causal tracing: noise on the subject, restore one state at a time")
@@ -62,22 +71,17 @@ def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
                    help="answers shared by all prompts (default: IOI's IO and S names per prompt)")
     p.add_argument("--receivers", nargs="+", default=["final"],
                    help="site names, or KIND.LAYER.HEAD for one head (e.g. head_q.9.1)")
-    p.add_argument("--metric", default="logit_diff", choices=["prob", "logprob", "logit_diff"],
-                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
+    _metric(p, "logit_diff")
     _common(p)
     p = sub.add_parser("attribute", formatter_class=fmt,
                        help="attribution patching: every patch effect of a sweep from gradients")
-    p.add_argument("--base", required=True, help="the prompt patched into")
-    p.add_argument("--source", required=True, help="the prompt patched from (same token count as --base)")
-    p.add_argument("--answers", nargs="+", required=True, help="answers scored after the prompt")
-    p.add_argument("--site", default="resid_pre", help="site kind or alias (resid_pre, head_out, head_q, ...)")
-    p.add_argument("--method", default="atp", choices=["atp", "qk", "gradrop", "atp*"],
+    _pair(p, "resid_pre")
+    p.add_argument("--method", default="atp", choices=list(attribution.METHODS),
                    help="atp: signed first-order estimates; qk: query and key patches through "
                         "the exact softmax (AtP*'s QK fix); gradrop: GradDrop magnitudes; "
                         "atp*: both corrections")
     p.add_argument("--heads", action="store_true", help="layer x head (head sites)")
-    p.add_argument("--metric", default="logprob", choices=["prob", "logprob", "logit_diff"],
-                   help="prob: P(first answer); logprob; logit_diff: first minus second answer's logit")
+    _metric(p, "logprob")
     p.add_argument("--verify", type=int, default=0, help="cells to check with exact patches")
     _common(p)
     return top

@@ -189,8 +189,6 @@ def per_row_heads(record: Any, heads: PerRow) -> list:
     out = []
     n = len(record.rows)
     for hs, idx in heads.groups():
-        if len(heads) == 1:
-            idx = list(range(n))
         take = lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == n else x  # noqa: E731
         src = record.source
         if isinstance(src, Source):
