@@ -109,7 +109,7 @@ def iia(outputs: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> dict
 
 
 def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
-        n_train: int = 4096, n_test: int = 1000, epochs: int = 10, lr: float = 1e-2,
+        n_train: int = 4096, n_test: int = 1000, epochs: int = 15, lr: float = 1e-2,
         seed: int = 0, train: bool = True, progress: bool = False,
         component: Optional[str] = None) -> dict:
     """Train (or not, for the control) a rotation at ``layers[layer]``'s output; IIA on
@@ -144,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.da
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--layer", type=int, default=0, help="hidden layer (0 holds a + b)")
     p.add_argument("--dim", type=int, default=16, help="rotated dims interchanged")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of each rotation")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs of each rotation")
     # dest is not "save": importing nnsight gives every object a .save, so argparse would
     # see that attribute as already set and leave the default out
     p.add_argument("--save", dest="save_dir", help="folder to save the trained rotation (safetensors + JSON)")

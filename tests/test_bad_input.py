@@ -113,7 +113,7 @@ ROWS = [
     # files: foreign, corrupt, outside the folder, oversized, incomplete
     ("negative version", lambda m, t: files.load(_folder(t, {"format": "interlace.interventions",
                                                              "version": -7})),
-     SpecError, r"has version -7; this Interlace reads versions up to 2"),
+     SpecError, r"has version -7; this Interlace reads versions up to 3"),
     ("deeply nested config", lambda m, t: files.load(_folder(t, "[" * 100000 + "]" * 100000)),
      SpecError, r"nested too deeply"),
     ("add without its vector", lambda m, t: files.load(_folder(t, _entry(kind="add", site="resid_post.0"))),

@@ -132,7 +132,7 @@ def test_foreign_and_future_files(tmp_path):
     with pytest.raises(SpecError, match="is not an Interlace intervention file"):
         tracer.files.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "interlace.interventions", "version": 99}))
-    with pytest.raises(SpecError, match="version 99; this Interlace reads versions up to 2"):
+    with pytest.raises(SpecError, match="version 99; this Interlace reads versions up to 3"):
         tracer.files.load(tmp_path)
     with pytest.raises(SpecError, match="no intervention folder"):
         tracer.files.load(tmp_path / "missing")

@@ -111,7 +111,8 @@ def test_trainable_match_hooks_and_train_and_round_trip(tiny_models, tmp_path, c
     base, source = pair(model)
     torch.manual_seed(0)
     kwargs = {"low_rank_dimension": 4} if cls is pv.LowRankRotatedSpaceIntervention else \
-        {"interchange_dim": 8} if cls is pv.RotatedSpaceIntervention else {}
+        {"interchange_dim": 8} if cls is pv.RotatedSpaceIntervention else \
+        {"latent_dim": 16, "interchange_dim": [0, 3]} if cls is pv.AutoencoderIntervention else {}
     iv = cls(embed_dim=64, **kwargs)
     pvm = pv.IntervenableModel({"layer": 0, "component": "block_output", "intervention": iv}, model=model)
     last = base["input_ids"].shape[1] - 1  # the prompts differ only there
@@ -247,9 +248,13 @@ def test_folders_of_the_previous_front_end_format_still_load(tiny_models, tmp_pa
     model = tiny_models["llama"]
     base, source = pair(model)
     torch.manual_seed(0)
+    # that version kept the rotation as an nn.Linear (weight (k, n)): pyvene's transpose
+    old = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(64, 4, bias=False))
+    state = {f"rotate_layer.{k}": v for k, v in old.state_dict().items()}
     iv = pv.LowRankRotatedSpaceIntervention(embed_dim=64, low_rank_dimension=4)
+    with torch.no_grad():
+        iv.rotate_layer.weight = old.weight.T.contiguous()
     key = "layer_0_comp_block_output_unit_pos_nunit_1#0"
-    state = iv.state_dict()
     save_file({f"{key}.{k}": v.contiguous() for k, v in state.items()},
               str(tmp_path / "tensors.safetensors"))
     entry = {"key": key, "class": type(iv).__name__, "init": iv.init_args(), "layer": 0,

@@ -248,3 +248,174 @@ def test_load_a_folder_pyvene_saved(tmp_path, prompts):
         peer.save(str(tmp_path / "pv"))
     got = ours.IntervenableModel.load(tmp_path / "pv", model)(base, unit_locations={"base": 3})[1].logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+# -- trainable interventions: copied weights, one training step, pyvene's train_alignment --
+
+TRAINABLE = {"RotatedSpaceIntervention": {}, "LowRankRotatedSpaceIntervention": {"low_rank_dimension": 4},
+             "BoundlessRotatedSpaceIntervention": {}, "AutoencoderIntervention": {"latent_dim": 160}}
+# pyvene keeps these as buffers/parameters of its own that are not the intervention's weights
+_PEER_ONLY = ("embed_dim", "interchange_dim")
+
+
+def _pair_of_trainables(kind, units, model, extra=None):
+    """pyvene's and our IntervenableModel with the same intervention, our weights copied
+    from pyvene's; the interventions set up alike (interchange dims, temperature)."""
+    cfg = {"layer": 0, "component": "block_output", "max_number_of_units": units,
+           **TRAINABLE[kind], **(extra or {})}
+    peer = real.IntervenableModel(dict(cfg, intervention_type=getattr(real, kind)),
+                                  model=ours.sites.module(model))
+    pm = ours.IntervenableModel(dict(cfg, intervention_type=getattr(ours, kind)), model=model)
+    theirs, mine = next(iter(peer.interventions.values())), next(iter(pm.interventions.values()))
+    mine.load_state_dict({k: v for k, v in theirs.state_dict().items() if k not in _PEER_ONLY})
+    if kind == "RotatedSpaceIntervention":
+        for iv in (theirs, mine):
+            iv.set_interchange_dim(8 * units)
+    if kind == "BoundlessRotatedSpaceIntervention":  # a mask that is neither all 0 nor all 1
+        for iv in (theirs, mine):
+            iv.set_temperature(torch.tensor(2.0))
+            iv.intervention_boundaries.data.fill_(0.3)
+    if kind == "AutoencoderIntervention" and units > 1:
+        for iv in (theirs, mine):
+            iv.set_interchange_dim([1, 5])
+    return peer, pm, theirs, mine
+
+
+def _weights(iv):
+    return [p for name, p in iv.named_parameters() if p.requires_grad and "temperature" not in name]
+
+
+@pytest.mark.parametrize("units", (1, 2))
+@pytest.mark.parametrize("kind", list(TRAINABLE))
+def test_trainable_copied_weights_and_one_training_step_equal_pyvene(kind, units, prompts):
+    """Same weights give the same logits and the same gradients; one optimizer step gives the
+    same new weights and logits.  ``units=2``: max_number_of_units=2, the two positions
+    rotated as one concatenated vector (pyvene's embed_dim = 2 x hidden).  The step is SGD:
+    Adam's first step is lr * sign(g), which turns the 1e-9 float noise in directions whose
+    true gradient is 0 (rotations inside the interchanged subspace) into lr-sized moves that
+    differ between any two implementations, though they leave the output unchanged."""
+    model = testing.tiny("llama")
+    base, source = prompts
+    locs = {"sources->base": ([[[3], [3]]], [[[3], [3]]])} if units == 1 else \
+        {"sources->base": ([[[2, 3], [2, 3]]], [[[3, 4], [3, 4]]])}
+    peer, pm, theirs, mine = _pair_of_trainables(kind, units, model)
+    assert mine.embed_dim == 64 * units
+    target = torch.tensor([7, 11])
+    steps = []
+    for m, iv in ((peer, theirs), (pm, mine)):
+        opt = torch.optim.SGD(_weights(iv), lr=0.5)
+        _, out = m(base, [source], locs)
+        loss = torch.nn.functional.cross_entropy(out.logits[:, -1], target)
+        try:
+            loss.backward()
+        except RuntimeError as error:
+            assert kind == "AutoencoderIntervention" and m is peer, error
+            steps.append(None)  # pyvene writes into its ReLU's output in place: no backward
+            continue
+        grads = [p.grad.clone() for p in _weights(iv)]
+        opt.step()
+        with torch.no_grad():
+            steps.append((out.logits.detach(), grads, [p.detach().clone() for p in _weights(iv)],
+                          m(base, [source], locs)[1].logits))
+    want, got = steps
+    if want is None:  # the forward still matches
+        torch.testing.assert_close(got[0], peer(base, [source], locs)[1].logits.detach(), rtol=0, atol=1e-5)
+        pytest.skip("pyvene 0.1.8's AutoencoderIntervention cannot backpropagate (it writes into "
+                    "its ReLU's output in place); its forward equals ours")
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-5)
+    for a, b in zip(got[1] + got[2], want[1] + want[2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[3], want[3], rtol=0, atol=1e-5)
+    assert (got[3] - got[0]).abs().max() > 1e-4  # the step moved something
+
+
+def test_boundless_mask_is_pyvenes_two_sigmoids():
+    mine = ours.BoundlessRotatedSpaceIntervention(embed_dim=16)
+    mine.set_temperature(0.5)
+    mine.intervention_boundaries.data.fill_(0.25)
+    i = torch.arange(16.0)
+    want = real.models.basic_utils.sigmoid_boundary(i, 0.0, 0.25 * 16, torch.tensor(0.5))
+    torch.testing.assert_close(mine.mask(), want)
+    assert mine.mask()[0] < 0.51  # the first factor: dim 0 is half-masked, as in pyvene
+
+
+def _pyvene_batches(base, source, n=3):
+    """Batches in pyvene's train_alignment format (one intervention, position 3)."""
+    return [{"input_ids": base["input_ids"], "source_input_ids": source["input_ids"],
+             "labels": torch.tensor([7 + k, 11]),
+             "source_0->base.0.pos": torch.tensor([[3], [3]]),
+             "source_0->base.1.pos": torch.tensor([[3], [3]])} for k in range(n)]
+
+
+@pytest.mark.parametrize("kind", ("RotatedSpaceIntervention", "BoundlessRotatedSpaceIntervention"))
+def test_train_alignment_in_pyvene_batch_format_equals_pyvene(kind, prompts):
+    """pyvene's own train_alignment (its warm-up schedule, temperature annealing, loss on the
+    logits) and ours on the same batches from the same weights end at the same weights,
+    metrics and logits."""
+    model = testing.tiny("llama")
+    base, source = prompts
+    peer, pm, theirs, mine = _pair_of_trainables(kind, 1, model)
+    peer.disable_model_gradients()  # as pyvene's tutorials do before training
+    data = _pyvene_batches(base, source)
+    seen, start = {}, [p.detach().clone() for p in _weights(mine)]
+
+    def compute_loss(logits, labels):
+        assert isinstance(logits, torch.Tensor)  # pyvene passes the logits, not the output
+        return torch.nn.functional.cross_entropy(logits[:, -1], labels)
+
+    def compute_metrics(logits_list, labels_list):
+        right = sum(int((lg[:, -1].argmax(-1) == y).sum()) for lg, y in zip(logits_list, labels_list))
+        return right / sum(len(y) for y in labels_list)  # pyvene averages numbers only
+    for name, m, iv in (("theirs", peer, theirs), ("mine", pm, mine)):
+        with warnings.catch_warnings():  # SGD: see the one-step test on Adam and float noise
+            warnings.simplefilter("ignore")
+            m.train_alignment(data, compute_loss, compute_metrics, None, epochs=2,
+                              optimizer=torch.optim.SGD(_weights(iv), lr=2.0))
+            seen[name] = m.eval_alignment(data, compute_metrics, None)
+    for a, b in zip(_weights(mine), _weights(theirs)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert max(float((a - b).abs().max()) for a, b in zip(_weights(mine), start)) > 1e-3
+    if kind == "BoundlessRotatedSpaceIntervention":
+        torch.testing.assert_close(mine.temperature.float(), theirs.temperature.float())
+        assert float(mine.temperature) < 50
+    assert seen["mine"] == seen["theirs"]
+    torch.testing.assert_close(pm(base, [source], {"sources->base": 3})[1].logits.detach(),
+                               peer(base, [source], {"sources->base": 3})[1].logits.detach(),
+                               rtol=0, atol=1e-5)
+
+
+def test_load_pyvene_folders_of_every_class(tmp_path, prompts):
+    """Folders pyvene 0.1.8 saved with Vanilla (with a changed interchange_dim), the four
+    trainable classes (weights moved off their initialization) and two units load here and
+    give pyvene's logits."""
+    model = testing.tiny("llama")
+    base, source = prompts
+    gen = torch.Generator().manual_seed(0)
+    reps = [{"layer": 0, "component": "block_output", "intervention_type": real.VanillaIntervention},
+            {"layer": 0, "component": "mlp_output", "intervention_type": real.RotatedSpaceIntervention},
+            {"layer": 1, "component": "attention_output", "low_rank_dimension": 3,
+             "intervention_type": real.LowRankRotatedSpaceIntervention},
+            {"layer": 1, "component": "block_input", "max_number_of_units": 2,
+             "intervention_type": real.BoundlessRotatedSpaceIntervention},
+            {"layer": 1, "component": "mlp_output", "latent_dim": 96,
+             "intervention_type": real.AutoencoderIntervention}]
+    peer = real.IntervenableModel(reps, model=ours.sites.module(model))
+    ivs = list(peer.interventions.values())
+    ivs[0].set_interchange_dim(8)
+    ivs[1].set_interchange_dim(12)
+    ivs[3].set_temperature(torch.tensor(3.0))
+    with torch.no_grad():
+        for iv in ivs[1:]:
+            for name, p in iv.named_parameters():
+                if p.requires_grad and "temperature" not in name:
+                    p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    locs = {"sources->base": ([[[3], [3]]] * 3 + [[[2, 3], [2, 3]]] + [[[3], [3]]],
+                              [[[3], [3]]] * 3 + [[[3, 4], [3, 4]]] + [[[1], [1]]])}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = peer(base, [source] * 5, locs)[1].logits
+        peer.save(str(tmp_path / "pv"))
+        got = ours.IntervenableModel.load(tmp_path / "pv", model)(base, [source] * 5, locs)[1].logits
+        plain = ours.sites.module(model)(**base).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (want - plain).abs().max() > 1e-3

@@ -18,6 +18,7 @@ from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
                                  DistributedRepresentationIntervention, LambdaIntervention,
                                  LowRankRotatedSpaceIntervention, SourcelessIntervention,
+                                 LocalistRepresentationIntervention,
                                  TrainableIntervention,
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
@@ -33,4 +34,5 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "RotatedSpaceIntervention", "LowRankRotatedSpaceIntervention",
            "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError",
            "check_model", "ModelCheckError", "selfcheck", "TrainableIntervention",
-           "DistributedRepresentationIntervention", "SourcelessIntervention"]
+           "DistributedRepresentationIntervention", "SourcelessIntervention",
+           "LocalistRepresentationIntervention"]

@@ -28,7 +28,7 @@ from .interventions import KINDS, Intervention
 from .sites import Site, config as model_config, dims_of, site as resolve_site
 
 FORMAT = "interlace.interventions"
-VERSION = 2
+VERSION = 3  # 3: rotations stored as pyvene stores them (x @ W, W of shape (n, k))
 LEGACY = "interlace.intervenable"  # the pyvene front end's own format before version 2
 CONFIG, TENSORS = "config.json", "tensors.safetensors"
 MAX_CONFIG_BYTES = 16 << 20   # a config is JSON metadata; tensors live in safetensors
@@ -182,7 +182,8 @@ class InterventionSet:
         for i, entry in enumerate(entries):
             try:
                 prefix = entry["key"] if config["format"] == LEGACY else str(i)
-                interventions.append(_entry(entry, tensors, prefix, cfg_path, i, hidden))
+                interventions.append(_entry(entry, tensors, prefix, cfg_path, i, hidden,
+                                            config["version"] if config["format"] == FORMAT else 1))
             except (KeyError, TypeError, AttributeError) as error:
                 raise SpecError(f"intervention {i} in {cfg_path} is malformed ({error!r})") from None
             except ValueError as error:
@@ -277,7 +278,7 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
 
 
 def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
-           hidden: Optional[int] = None) -> Intervention:
+           hidden: Optional[int] = None, version: int = VERSION) -> Intervention:
     """One saved entry as an ``Intervention`` record (a module kind is rebuilt from its class,
     constructor arguments and state: no code is read from the folder)."""
     from .pyvene.interventions import CLASSES, rebuild
@@ -295,17 +296,19 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
         init = dict(entry.get("init", {}))
         for name in ("embed_dim", "low_rank_dimension", "latent_dim", "interchange_dim"):
             value = init.get(name)  # bounded before anything is allocated
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 1 <= value <= MAX_WIDTH):
+            values = value if name == "interchange_dim" and isinstance(value, list) else [value]
+            low = 0 if name == "interchange_dim" else 1  # the autoencoder's is a latent index
+            if value is not None and not all(not isinstance(v, bool) and isinstance(v, int)
+                                             and low <= v <= MAX_WIDTH for v in values):
                 raise SpecError(f"intervention {i} in {cfg_path}: {name}={value!r} is not a width "
-                                f"between 1 and {MAX_WIDTH}")
+                                f"between {low} and {MAX_WIDTH}")
         want = init.get("embed_dim")
         if want is not None and hidden is not None and want > 8 * hidden:
             raise SpecError(f"intervention {i} in {cfg_path}: embed_dim {want} does not fit a "
                             f"model {hidden} wide")
         state = {name: tensor(f"{prefix}.{name}") for name in entry.get("state", [])}
         try:
-            module = rebuild(klass, init, state)
+            module = rebuild(klass, init, state, legacy=version < 3)
         except RuntimeError as error:
             raise SpecError(f"intervention {i} in {cfg_path} does not fit its class: "
                             f"{str(error).splitlines()[0]}") from None
@@ -365,24 +368,62 @@ def load(source: Union[str, Path], model: Any = None, revision: Optional[str] = 
     return InterventionSet.load(source, model, revision)
 
 
-def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
-    """Read a pyvene saved-intervention folder whose interventions are plain tensors
-    (Addition/Subtraction with a constant source, Zero).  Weights are read with
-    ``torch.load(weights_only=True)``."""
-    from .sites import ALIASES
+PYVENE_FIELDS = ("layer", "component", "unit", "max_number_of_units", "low_rank_dimension",
+                 "intervention_type", "intervention", "subspace_partition", "group_key",
+                 "intervention_link_key", "moe_key", "source_representation",
+                 "hidden_source_representation", "latent_dim")  # pyvene's RepresentationConfig
 
+
+def read_pyvene(folder: Union[str, Path]) -> list[dict]:
+    """The interventions of a folder pyvene saved (``config.json`` + ``intkey_*.bin``): per
+    intervention its representation fields, class name, interchange dim and state (tensors
+    read with ``torch.load(weights_only=True)``, which refuses anything but tensors; only the
+    folder's own files are read)."""
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
         reprs = config["representations"]
         types = config["intervention_types"]
         keys = config.get("sorted_keys") or []
-    except (OSError, json.JSONDecodeError, KeyError) as error:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise SpecError(f"{folder} is not a pyvene intervention folder ({error!r})") from None
-    interventions = []
+    if not isinstance(reprs, list) or not isinstance(types, list) or len(reprs) != len(types):
+        raise SpecError(f"{folder}/config.json: 'representations' and 'intervention_types' must be "
+                        f"lists of the same length")
+    dims = config.get("intervention_dimensions") or [None] * len(reprs)
+    out = []
     for i, (rep, type_str) in enumerate(zip(reprs, types)):
-        layer, component = (rep[0], rep[1]) if isinstance(rep, list) else (rep["layer"], rep["component"])
-        cls = type_str.rsplit(".", 1)[-1].strip("'>")
+        fields = dict(zip(PYVENE_FIELDS, rep)) if isinstance(rep, list) else dict(rep)
+        if not isinstance(fields.get("component"), str):
+            raise SpecError(f"{folder}/config.json: representation {i} names no component")
+        cls = str(type_str).rsplit(".", 1)[-1].strip("'>")
+        key = keys[i] if i < len(keys) else None
+        path = _inside(folder, f"intkey_{key}.bin") if key else None
+        if path is None or not path.is_file():
+            found = sorted(folder.glob("intkey_*.bin"))
+            path = found[i] if len(found) == len(reprs) else None
+        state = None
+        if path is not None:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # noqa: BLE001 - anything but plain tensors is refused here
+                raise SpecError(f"{path} is not a plain-tensor pyvene file ({error})") from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise SpecError(f"{path} is not a state dict of tensors")
+        out.append({"fields": fields, "class": cls, "state": state,
+                    "interchange_dim": dims[i] if i < len(dims) else None, "file": path})
+    return out
+
+
+def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
+    """A pyvene saved-intervention folder whose interventions are plain tensors (Addition /
+    Subtraction with a constant source, Zero) as an ``InterventionSet``;
+    ``IntervenableModel.load`` reads the trainable classes too."""
+    from .sites import ALIASES
+
+    interventions = []
+    for item in read_pyvene(folder):
+        layer, component, cls = item["fields"].get("layer"), item["fields"]["component"], item["class"]
         if component in ALIASES:
             site = resolve_site(model, f"{component}.{layer}").name
         elif component.endswith((".output", ".input")):
@@ -395,21 +436,11 @@ def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
             continue
         if "Addition" not in cls and "Subtraction" not in cls:
             raise SpecError(f"pyvene intervention {cls} is not a plain-tensor intervention; "
-                            f"only Addition, Subtraction (with a constant source) and Zero load")
-        key = keys[i] if i < len(keys) else None
-        path = _inside(folder, f"intkey_{key}.bin") if key else None
-        if path is None or not path.is_file():
-            found = sorted(folder.glob("intkey_*.bin"))
-            if len(found) != len(reprs):
-                raise SpecError(f"cannot match pyvene weight files to interventions in {folder}")
-            path = found[i]
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - anything but plain tensors is refused here
-            raise SpecError(f"{path} is not a plain-tensor pyvene file ({error})") from None
-        vector = state.get("source_representation") if isinstance(state, dict) else None
+                            f"only Addition, Subtraction (with a constant source) and Zero load "
+                            f"here (tracer.IntervenableModel.load reads the others)")
+        vector = (item["state"] or {}).get("source_representation")
         if not isinstance(vector, torch.Tensor):
-            raise SpecError(f"{path} holds no source_representation tensor")
+            raise SpecError(f"{item['file'] or folder} holds no source_representation tensor")
         if "Subtraction" in cls:
             vector = -vector
         interventions.append(Intervention("add", site, None, None, {"vector": vector.float()}))

@@ -9,7 +9,8 @@ from .config import (IntervenableConfig, IntervenableRepresentationConfig, Repre
 from .interventions import (CLASSES, AdditionIntervention, AutoencoderIntervention,
                             BaseIntervention, BoundlessRotatedSpaceIntervention,
                             CollectIntervention, DistributedRepresentationIntervention,
-                            LambdaIntervention, SourcelessIntervention, TrainableIntervention,
+                            LambdaIntervention, LocalistRepresentationIntervention,
+                            SourcelessIntervention, TrainableIntervention,
                             LowRankRotatedSpaceIntervention, RotatedSpaceIntervention,
                             SkipIntervention, SubtractionIntervention, VanillaIntervention,
                             ZeroIntervention)
@@ -20,4 +21,5 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "BoundlessRotatedSpaceIntervention", "CollectIntervention", "LambdaIntervention",
            "LowRankRotatedSpaceIntervention", "RotatedSpaceIntervention", "SkipIntervention",
            "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel",
-           "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention"]
+           "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
+           "LocalistRepresentationIntervention"]

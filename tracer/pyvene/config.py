@@ -34,6 +34,7 @@ class RepresentationConfig:
     subspace_partition: Any = None
     source_representation: Any = None
     name: Optional[str] = None
+    latent_dim: Optional[int] = None
 
 
 IntervenableRepresentationConfig = RepresentationConfig

@@ -28,18 +28,46 @@ class BaseIntervention(nn.Module):
 
     needs_source = True
     trainable = False
+    localist = False  # pyvene: a distributed intervention sees its units concatenated
 
     def __init__(self, embed_dim: Optional[int] = None, source_representation: Any = None,
                  **kwargs: Any):
         super().__init__()
         self.embed_dim = embed_dim
         self.kwargs = dict(kwargs)
+        # pyvene: without subspaces, only the first interchange_dim dims are edited
+        self.interchange_dim = kwargs.get("interchange_dim")
         rep = None if source_representation is None else torch.as_tensor(source_representation).detach()
         self.register_buffer("source_representation", rep)
 
     def init_args(self) -> dict:
         """The constructor arguments that rebuild this intervention (saved as JSON)."""
         return {"embed_dim": self.embed_dim, **self.kwargs}
+
+    def set_interchange_dim(self, interchange_dim: Any) -> None:
+        """How many (rotated) dims are edited when no subspaces are given (pyvene's
+        ``set_interchange_dim``)."""
+        self.interchange_dim = int(interchange_dim)
+        self.kwargs["interchange_dim"] = self.interchange_dim
+
+    def dims(self, subspaces: Any, width: int) -> Any:
+        """The last-axis dims to edit: ``subspaces``, else the first ``interchange_dim``
+        (pyvene's ``x[..., :interchange_dim]``), else all (None)."""
+        if subspaces is not None or self.interchange_dim is None or int(self.interchange_dim) >= width:
+            return subspaces
+        return range(int(self.interchange_dim))
+
+    def __call__(self, base: torch.Tensor, source: Any = None, *args: Any) -> torch.Tensor:
+        # As pyvene's do_intervention: a distributed intervention whose embed_dim spans all
+        # the selected units (max_number_of_units positions, or heads) gets them concatenated,
+        # (..., units, d) -> (..., units * d), and its output is split back.
+        width = self.embed_dim
+        if self.localist or not isinstance(width, int) or base.dim() < 3 or \
+                base.shape[-1] == width or base.shape[-2] * base.shape[-1] != width:
+            return super().__call__(base, source, *args)
+        if isinstance(source, torch.Tensor) and source.dim() >= 2 and source.shape[-2:] == base.shape[-2:]:
+            source = source.flatten(-2)
+        return super().__call__(base.flatten(-2), source, *args).unflatten(-1, base.shape[-2:])
 
     def source_of(self, source: Optional[torch.Tensor]) -> torch.Tensor:
         if source is not None:
@@ -64,6 +92,13 @@ class DistributedRepresentationIntervention(BaseIntervention):
     is_repr_distributed = True
 
 
+class LocalistRepresentationIntervention(BaseIntervention):
+    """pyvene's marker for interventions that act on each unit alone (mix it in): they see
+    ``(..., units, d)`` rather than the units concatenated."""
+
+    localist = True
+
+
 class SourcelessIntervention(BaseIntervention):
     """Base for custom interventions that need no source (pyvene's name)."""
 
@@ -73,36 +108,46 @@ class SourcelessIntervention(BaseIntervention):
 class VanillaIntervention(BaseIntervention):
     """Interchange: the base's values (or its ``subspaces`` dims) replaced by the source's."""
 
+    localist = True
+
     def forward(self, base: torch.Tensor, source: Optional[torch.Tensor] = None,
                 subspaces: Any = None) -> torch.Tensor:
-        return subspace(base, self.source_of(source), subspaces)
+        return subspace(base, self.source_of(source), self.dims(subspaces, base.shape[-1]))
 
 
 class AdditionIntervention(BaseIntervention):
     """``base + source`` (on ``subspaces`` dims only, when given)."""
 
+    localist = True
+
     def forward(self, base, source=None, subspaces=None):
-        return subspace(base, base + self.source_of(source).to(base.dtype), subspaces)
+        return subspace(base, base + self.source_of(source).to(base.dtype), self.dims(subspaces, base.shape[-1]))
 
 
 class SubtractionIntervention(BaseIntervention):
     """``base - source``."""
 
+    localist = True
+
     def forward(self, base, source=None, subspaces=None):
-        return subspace(base, base - self.source_of(source).to(base.dtype), subspaces)
+        return subspace(base, base - self.source_of(source).to(base.dtype), self.dims(subspaces, base.shape[-1]))
 
 
 class ZeroIntervention(BaseIntervention):
     """Zeros (on ``subspaces`` dims only, when given)."""
 
+    localist = True
+
     needs_source = False
 
     def forward(self, base, source=None, subspaces=None):
-        return subspace(base, torch.zeros((), dtype=base.dtype, device=base.device), subspaces)
+        return subspace(base, torch.zeros((), dtype=base.dtype, device=base.device), self.dims(subspaces, base.shape[-1]))
 
 
 class CollectIntervention(BaseIntervention):
     """Leaves the base alone; the front end returns the values it saw."""
+
+    localist = True
 
     needs_source = False
 
@@ -116,12 +161,16 @@ class SkipIntervention(BaseIntervention):
     The front end passes the module's input as ``source``.
     """
 
+    localist = True
+
     def forward(self, base, source=None, subspaces=None):
         return subspace(base, self.source_of(source), subspaces)
 
 
 class LambdaIntervention(BaseIntervention):
     """A plain function ``(base, source) -> tensor`` as an intervention."""
+
+    localist = True
 
     def __init__(self, fn: Callable, embed_dim: Optional[int] = None, **kwargs: Any):
         super().__init__(embed_dim, **kwargs)
@@ -136,22 +185,33 @@ class LambdaIntervention(BaseIntervention):
 
 # -- trainable ------------------------------------------------------------------------
 
-def _orthogonal(n: int, k: int) -> nn.Module:
-    """An ``n x k`` matrix with orthonormal columns, kept so by parametrization."""
-    layer = nn.Linear(n, k, bias=False)
-    nn.init.orthogonal_(layer.weight)
-    return nn.utils.parametrizations.orthogonal(layer)
+class RotateLayer(nn.Module):
+    """pyvene's rotation layer: ``x @ weight`` with ``weight`` ``(n, k)`` (orthonormal columns
+    once parametrized), so a pyvene state dict loads here unchanged."""
+
+    def __init__(self, n: int, k: Optional[int] = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, n if k is None else k))
+        nn.init.orthogonal_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x.to(self.weight.dtype), self.weight)
+
+
+def _orthogonal(n: int, k: Optional[int] = None) -> nn.Module:
+    return nn.utils.parametrizations.orthogonal(RotateLayer(n, k))
 
 
 class _Rotation(BaseIntervention):
     """A trainable intervention built on ``rotate_layer`` (orthonormal columns)."""
 
     trainable = True
+    localist = False
 
     @property
     def rotation(self) -> torch.Tensor:
         """``(embed_dim, k)`` with orthonormal columns: rotated = x @ rotation."""
-        return self.rotate_layer.weight.T
+        return self.rotate_layer.weight
 
 
 class RotatedSpaceIntervention(_Rotation):
@@ -161,14 +221,14 @@ class RotatedSpaceIntervention(_Rotation):
     def __init__(self, embed_dim: int, interchange_dim: Optional[int] = None, **kwargs: Any):
         super().__init__(embed_dim, interchange_dim=interchange_dim, **kwargs)
         self.interchange_dim = interchange_dim if interchange_dim is not None else embed_dim
-        self.rotate_layer = _orthogonal(embed_dim, embed_dim)
+        self.rotate_layer = _orthogonal(embed_dim)
 
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
         rb, rs = base @ r, self.source_of(source).to(base.dtype) @ r
         dims = subspaces
         if dims is None:
-            dims = torch.arange(self.interchange_dim, device=base.device)
+            dims = torch.arange(int(self.interchange_dim), device=base.device)
         mixed = subspace(rb, rs.expand_as(rb), dims)
         return mixed @ r.T
 
@@ -191,23 +251,25 @@ class LowRankRotatedSpaceIntervention(_Rotation):
 
 class BoundlessRotatedSpaceIntervention(_Rotation):
     """Boundless DAS: rotate, then mix base and source by a learned soft mask over the rotated
-    dims (``sigmoid((boundary * n - i) / temperature)``), rotate back.  Lower the
-    temperature during training (``set_temperature``) to harden the mask."""
+    dims, rotate back.  The mask is pyvene's ``sigmoid(i / T) * sigmoid((b * n - i) / T)``
+    for rotated dim ``i``, boundary ``b`` (``intervention_boundaries``) and temperature ``T``:
+    lower ``T`` during training (``set_temperature``) to harden it."""
 
     def __init__(self, embed_dim: int, init_boundary: float = 0.5, **kwargs: Any):
         super().__init__(embed_dim, init_boundary=init_boundary, **kwargs)
-        self.rotate_layer = _orthogonal(embed_dim, embed_dim)
+        self.rotate_layer = _orthogonal(embed_dim)
         self.intervention_boundaries = nn.Parameter(torch.tensor([float(init_boundary)]))
         self.register_buffer("temperature", torch.tensor(50.0))
-        self.register_buffer("positions", torch.arange(embed_dim, dtype=torch.float32))
+        self.register_buffer("intervention_population", torch.arange(embed_dim, dtype=torch.float32))
 
-    def set_temperature(self, value: float) -> None:
+    def set_temperature(self, value: Any) -> None:
         self.temperature.fill_(float(value))
 
     def mask(self) -> torch.Tensor:
         """The soft interchange mask over rotated dims, in [0, 1]."""
-        boundary = self.intervention_boundaries.clamp(1e-3, 1.0) * self.embed_dim
-        return torch.sigmoid((boundary - self.positions) / self.temperature)
+        boundary = self.intervention_boundaries.clamp(1e-3, 1.0)[0] * self.embed_dim
+        i, t = self.intervention_population, self.temperature
+        return torch.sigmoid(i / t) * torch.sigmoid((boundary - i) / t)
 
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
@@ -216,31 +278,70 @@ class BoundlessRotatedSpaceIntervention(_Rotation):
         return ((1 - m) * rb + m * rs) @ r.T
 
 
+class AutoencoderLayer(nn.Module):
+    """pyvene's autoencoder: ``encode(x) = relu(W_e (x - b_d) + b_e)``,
+    ``decode(z) = W_d z + b_d``."""
+
+    def __init__(self, input_dim: int, latent_dim: int):
+        super().__init__()
+        self.input_dim, self.latent_dim = input_dim, latent_dim
+        self.encoder = nn.Sequential(nn.Linear(input_dim, latent_dim), nn.ReLU())
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, input_dim))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.to(self.encoder[0].weight.dtype) - self.decoder[0].bias)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)).to(x.dtype)
+
+
 class AutoencoderIntervention(BaseIntervention):
-    """Interchange in the latent space of a small autoencoder: the first ``interchange_dim``
-    latents (or ``subspaces``) come from the source.  The reconstruction error of the base is
-    kept (``base + dec(z_mixed) - dec(z_base)``), so an empty interchange is the identity."""
+    """Interchange in the latent space of an autoencoder, as pyvene computes it:
+    ``decode(z_base with latents interchange_dim taken from z_source)``.  As in pyvene,
+    ``interchange_dim`` is the latent index (or list of indices) interchanged, and its default
+    is the index ``embed_dim``; ``subspaces``, when given, name the latents instead."""
 
     trainable = True
+    localist = False
 
-    def __init__(self, embed_dim: int, latent_dim: int = 16, interchange_dim: int = 1, **kwargs: Any):
+    def __init__(self, embed_dim: int, latent_dim: Optional[int] = None, interchange_dim: Any = None,
+                 **kwargs: Any):
+        if latent_dim is None:
+            raise ValueError("AutoencoderIntervention needs latent_dim (the autoencoder's width), "
+                             "as in pyvene")
         super().__init__(embed_dim, latent_dim=latent_dim, interchange_dim=interchange_dim, **kwargs)
-        self.interchange_dim = interchange_dim
-        self.encoder = nn.Sequential(nn.Linear(embed_dim, latent_dim), nn.ReLU())
-        self.decoder = nn.Linear(latent_dim, embed_dim)
+        self.autoencoder = AutoencoderLayer(embed_dim, latent_dim)
+        self.set_interchange_dim(embed_dim if interchange_dim is None else interchange_dim)
+
+    def set_interchange_dim(self, interchange_dim: Any) -> None:
+        """The latent index or indices interchanged (pyvene's ``set_interchange_dim``)."""
+        dims = torch.as_tensor(interchange_dim).long()
+        latent = self.autoencoder.latent_dim
+        if bool(((dims < -latent) | (dims >= latent)).any()):
+            raise ValueError(f"AutoencoderIntervention: interchange_dim {dims.tolist()} names latents "
+                             f"outside 0-{latent - 1} (latent_dim {latent}; pyvene's default is the "
+                             f"index embed_dim); pass interchange_dim= or call set_interchange_dim")
+        self.interchange_dim = dims
+        self.kwargs["interchange_dim"] = dims.tolist()
 
     def forward(self, base, source=None, subspaces=None):
-        zb = self.encoder(base)
-        zs = self.encoder(self.source_of(source).to(base.dtype)).expand_as(zb)
-        dims = subspaces
-        if dims is None:
-            dims = torch.arange(self.interchange_dim, device=base.device)
-        return base + self.decoder(subspace(zb, zs, dims)) - self.decoder(zb)
+        zb = self.autoencoder.encode(base)
+        zs = self.autoencoder.encode(self.source_of(source).to(base.dtype)).expand_as(zb)
+        dims = self.interchange_dim.to(base.device) if subspaces is None else \
+            torch.as_tensor(list(subspaces), device=base.device)
+        zb = zb.clone()
+        zb[..., dims] = zs[..., dims]
+        return self.autoencoder.decode(zb).to(base.dtype)
 
 
 class HeadsIntervention(BaseIntervention):
     """Apply ``inner`` to the chosen heads of a flattened head component (head-wise
     InterventionSets, e.g. ITI, loaded into the front end)."""
+
+    localist = True
 
     needs_source = False
 
@@ -256,16 +357,23 @@ class HeadsIntervention(BaseIntervention):
         return out.flatten(-2)
 
 
-def rebuild(klass: type, init: dict, state: dict, plain: bool = False) -> BaseIntervention:
+def rebuild(klass: type, init: dict, state: dict, plain: bool = False,
+            legacy: bool = False) -> BaseIntervention:
     """An intervention rebuilt from its class, constructor arguments and state (what a folder
     stores).  ``plain`` drops the parametrizations of the trainable rotations, keeping their
     current weights: torch cannot serialize parametrized modules, so that is the copy NDIF
-    receives."""
+    receives.  ``legacy``: the state was saved before format version 3."""
     from torch.nn.utils import parametrize
 
     module = klass(**init)
     if "source_representation" in state:  # a buffer that is None until given
         module.source_representation = state["source_representation"]
+    if legacy and issubclass(klass, _Rotation):
+        state = _legacy_rotation(module, state)
+    elif legacy and issubclass(klass, AutoencoderIntervention):
+        raise ValueError("this AutoencoderIntervention was saved by an Interlace older than "
+                         "format version 3, whose autoencoder computed another function than "
+                         "pyvene's; train it again")
     module.load_state_dict(state)
     if plain:
         for m in list(module.modules()):
@@ -273,6 +381,21 @@ def rebuild(klass: type, init: dict, state: dict, plain: bool = False) -> BaseIn
                 for name in list(m.parametrizations.keys()):
                     parametrize.remove_parametrizations(m, name, leave_parametrized=True)
     return module
+
+
+def _legacy_rotation(module: _Rotation, state: dict) -> dict:
+    """A rotation saved before format version 3 (an ``nn.Linear`` weight ``(k, n)``, pyvene's
+    transpose) turned into this layout; the rest of its state is returned to load."""
+    rot = {k[len("rotate_layer."):]: v for k, v in state.items() if k.startswith("rotate_layer.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("rotate_layer.")}
+    if "positions" in rest:  # the boundless mask's dims, renamed as pyvene names them
+        rest["intervention_population"] = rest.pop("positions")
+    k = rot["parametrizations.weight.original"].shape[0]
+    old = nn.utils.parametrizations.orthogonal(nn.Linear(module.embed_dim, k, bias=False))
+    old.load_state_dict(rot)
+    with torch.no_grad():
+        module.rotate_layer.weight = old.weight.T.contiguous()
+    return {**{f"rotate_layer.{k}": v for k, v in module.rotate_layer.state_dict().items()}, **rest}
 
 
 def shippable(intervention: Any) -> Any:

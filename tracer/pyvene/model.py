@@ -126,6 +126,7 @@ class IntervenableModel(Training, Storage, nn.Module):
 
     def _make(self, i: int, rep: RepresentationConfig, width: Optional[int]) -> BaseIntervention:
         given = rep.intervention if rep.intervention is not None else rep.intervention_type
+        units = int(rep.max_number_of_units or 1)
         if given is None:
             raise ValueError(f"representation {i}: no intervention; set 'intervention' (a class, "
                              f"an instance or a function) or 'intervention_type'")
@@ -133,22 +134,25 @@ class IntervenableModel(Training, Storage, nn.Module):
             iv = given
         elif isinstance(given, type) and issubclass(given, BaseIntervention):
             kwargs: dict = {}
-            if rep.low_rank_dimension is not None:
-                kwargs["low_rank_dimension"] = rep.low_rank_dimension
+            for name in ("low_rank_dimension", "latent_dim"):
+                if getattr(rep, name) is not None:
+                    kwargs[name] = getattr(rep, name)
             if rep.source_representation is not None:
                 kwargs["source_representation"] = rep.source_representation
             if given.trainable and width is None:
                 raise ValueError(f"representation {i}: {given.__name__} needs the site's width; "
                                  f"build it yourself (e.g. {given.__name__}(embed_dim=...))")
-            iv = given(embed_dim=width, **kwargs) if given.trainable else given(width, **kwargs)
+            # pyvene: a trainable intervention spans max_number_of_units units, concatenated
+            iv = given(embed_dim=width * units, **kwargs) if given.trainable else given(width, **kwargs)
         elif callable(given):
             iv = LambdaIntervention(given, width, source_representation=rep.source_representation)
         else:
             raise ValueError(f"representation {i}: intervention {given!r} is not an intervention "
                              f"class, instance or function; classes are {', '.join(it.CLASSES)}")
-        if iv.embed_dim is not None and width is not None and iv.embed_dim != width:
+        if iv.embed_dim is not None and width is not None and iv.embed_dim not in (width, width * units):
             raise ValueError(f"representation {i}: {type(iv).__name__} has embed_dim {iv.embed_dim} "
-                             f"but {rep.component} is {width} wide")
+                             f"but {rep.component} is {width} wide"
+                             + (f" ({width * units} for its {units} units)" if units > 1 else ""))
         return iv
 
     # -- running --------------------------------------------------------------------------

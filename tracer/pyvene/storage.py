@@ -49,10 +49,10 @@ class Storage:
              tokenizer: Any = None) -> Any:
         """From a folder or hub repo written by ``save`` (either format version), any
         ``InterventionSet`` folder (its add/zero interventions become classes here), or a
-        folder pyvene saved with plain-tensor interventions (``files.from_pyvene``)."""
+        folder pyvene saved (any class here: tensors read with ``weights_only=True``)."""
         import json
 
-        from ..files import InterventionSet, SpecError, from_pyvene, locate_folder
+        from ..files import InterventionSet, SpecError, locate_folder
 
         from .model import _wrap  # model.py builds on this module
 
@@ -63,7 +63,7 @@ class Storage:
         except (OSError, ValueError):
             head = {}
         if isinstance(head, dict) and "intervention_types" in head and "representations" in head:
-            return cls._from_spec(from_pyvene(folder, wrapped), wrapped, tokenizer)  # pyvene's own
+            return cls._from_pyvene(folder, wrapped, tokenizer)  # pyvene's own
         spec = InterventionSet.load(folder, wrapped)
         fields = spec.meta.get("pyvene")
         if not fields:
@@ -77,6 +77,42 @@ class Storage:
                                      name=f.get("key"))
                 for f, iv in zip(fields, spec.interventions)]
         return cls(reps, wrapped, tokenizer=tokenizer)
+
+    @classmethod
+    def _from_pyvene(cls, folder: Path, model: Any, tokenizer: Any) -> Any:
+        """A folder pyvene's ``save`` wrote: its representations, classes, interchange dims,
+        constant sources and trained weights."""
+        from ..files import SpecError, read_pyvene
+
+        items = read_pyvene(folder)
+        reps = []
+        for i, item in enumerate(items):
+            klass, f = it.CLASSES.get(item["class"]), item["fields"]
+            if klass is None:
+                raise SpecError(f"{folder}: intervention {i} is pyvene's {item['class']}, which has no "
+                                f"class here; classes that load are {', '.join(it.CLASSES)}")
+            reps.append(RepresentationConfig(
+                f.get("layer"), f["component"], f.get("unit") or "pos", f.get("max_number_of_units") or 1,
+                low_rank_dimension=f.get("low_rank_dimension"), intervention_type=klass,
+                subspace_partition=f.get("subspace_partition"), latent_dim=f.get("latent_dim")))
+        made = cls(reps, model, tokenizer=tokenizer)
+        for i, (unit, item) in enumerate(zip(made._units, items)):
+            iv = made.interventions[unit["key"]]
+            state = {k: v for k, v in (item["state"] or {}).items() if k not in ("embed_dim", "interchange_dim")}
+            source = state.pop("source_representation", None)
+            try:
+                if item["interchange_dim"] is not None:
+                    iv.set_interchange_dim(item["interchange_dim"])
+                if source is not None:
+                    iv.source_representation = source.float()
+                if iv.trainable:
+                    iv.load_state_dict(state)
+                elif state:
+                    raise ValueError(f"unexpected tensors {sorted(state)}")
+            except (RuntimeError, ValueError, TypeError) as error:
+                raise SpecError(f"{item['file'] or folder}: pyvene's {item['class']} does not fit "
+                                f"{rep_name(reps[i])} ({str(error).splitlines()[0]})") from None
+        return made
 
     @classmethod
     def _from_spec(cls, spec: Any, model: Any, tokenizer: Any) -> Any:
@@ -102,3 +138,7 @@ class Storage:
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
         return cls(reps, model, tokenizer=tokenizer)
+
+
+def rep_name(rep: RepresentationConfig) -> str:
+    return f"layer {rep.layer} {rep.component}"
