@@ -1,5 +1,9 @@
-"""The pyvene seed examples on the embedded SmolLM2, with ``import tracer as pv`` instead of
-``import pyvene as pv`` (weights come from ``tracer.load``: nothing is downloaded).
+"""The pyvene seed examples and pyvene's main tutorials on the embedded SmolLM2, with
+``import tracer as pv`` instead of ``import pyvene as pv`` (weights come from ``tracer.load``:
+nothing is downloaded).  Each section prints one line saying what it shows: the basic
+interchange, zero/add/collect, an nn.Module around it, generation (on the generated tokens
+and from a source), save/load, seed 001's custom TrainableIntervention, DAS trained with
+``train_alignment`` in pyvene's own batch format, and boundless DAS.
 
     python examples/pyvene_seeds.py
 """
@@ -75,9 +79,84 @@ pv_story = pv.IntervenableModel([{
 _, intervened_story = pv_story.generate(
     prompt, tokenizer(" Happy", return_tensors="pt"), unit_locations={"sources->base": 0}, max_length=40)
 print("source: ", tokenizer.decode(intervened_story[0], skip_special_tokens=True))
+print("  (as in pyvene's tutorial; it repeats one word because SmolLM2's MLP outputs at a first "
+      "token are ~60x larger than elsewhere, so the added source swamps the residual stream)")
 
 # 6. Save and load (config.json + tensors.safetensors, no pickle).
 with tempfile.TemporaryDirectory() as folder:
     pv_smol.save(folder)
     loaded = pv.IntervenableModel.load(folder, model)
     print("reloaded interventions:", loaded.keys)
+
+# 7. Collect and add on a subspace: read layer 10's residual at the last token, then add a
+#    vector to its first 64 dims only.
+base = tokenizer("The capital of Spain is", return_tensors="pt")
+last = base["input_ids"].shape[1] - 1
+collector = pv.IntervenableModel({"layer": 10, "component": "block_output",
+                                  "intervention_type": pv.CollectIntervention}, model=model)
+(_, collected), _ = collector(base, unit_locations={"base": last})
+adder = pv.IntervenableModel({"layer": 10, "component": "block_output",
+                              "intervention_type": pv.AdditionIntervention}, model=model)
+with torch.no_grad():
+    plain_out, added = adder(base, unit_locations={"base": last}, subspaces=[[list(range(64))]],
+                             source_representations=torch.ones(model.config.hidden_size) * 4)
+print(f"collected a {tuple(collected[0].shape)} activation; adding 4 to 64 of its dims changes the "
+      f"top token's logit by {float((added.logits - plain_out.logits)[0, -1].abs().max()):.2f} "
+      f"(top token {tokenizer.decode(added.logits[0, -1].argmax())!r})")
+
+# 8. Seed 001's custom intervention: a subclass of pv.TrainableIntervention.
+class RotatedSpaceIntervention(pv.TrainableIntervention):
+    def __init__(self, embed_dim, **kwargs):
+        super().__init__(embed_dim=embed_dim, **kwargs)
+        rotate_layer = torch.nn.Linear(embed_dim, embed_dim, bias=False)
+        self.rotate_layer = torch.nn.utils.parametrizations.orthogonal(rotate_layer)
+        self.interchange_dim = 64
+
+    def forward(self, base, source, subspaces=None):
+        rotated_base = self.rotate_layer(base)
+        rotated_source = self.rotate_layer(source)
+        rotated_base[..., :self.interchange_dim] = rotated_source[..., :self.interchange_dim]
+        return torch.matmul(rotated_base, self.rotate_layer.weight)
+
+custom = pv.IntervenableModel({"layer": 8, "component": "block_output",
+                               "intervention_type": RotatedSpaceIntervention}, model=model)
+with torch.no_grad():
+    original, swapped = custom(base, [tokenizer("The capital of Italy is", return_tensors="pt")],
+                               {"sources->base": len(tokenizer("The capital of")["input_ids"])})
+print("custom rotated interchange of 64 dims at the country token: top token",
+      repr(tokenizer.decode(original.logits[0, -1].argmax())), "->",
+      repr(tokenizer.decode(swapped.logits[0, -1].argmax())))
+
+# 9. DAS with train_alignment in pyvene's own batch format (input_ids, source_input_ids,
+#    source_0->base.0.pos / .1.pos, labels; compute_loss(logits, labels)): a 16-dim rotated
+#    subspace at the country token of layer 8 that carries "which capital".
+CAPITALS = {"France": " Paris", "Italy": " Rome", "Spain": " Madrid", "Germany": " Berlin",
+            "Japan": " Tokyo", "Russia": " Moscow", "Egypt": " Cairo", "Greece": " Athens"}
+countries = [c for c in CAPITALS if len(tokenizer(" " + c)["input_ids"]) == 1]
+pairs = [(b, s) for b in countries for s in countries if b != s]
+ids = lambda c: tokenizer(f"The capital of {c} is", return_tensors="pt")["input_ids"]  # noqa: E731
+country = len(tokenizer("The capital of")["input_ids"])  # the country's token position
+
+def pyvene_batch(chunk):
+    n = len(chunk)
+    return {"input_ids": torch.cat([ids(b) for b, _ in chunk]),
+            "source_input_ids": torch.cat([ids(s) for _, s in chunk]),
+            "labels": torch.tensor([tokenizer(CAPITALS[s])["input_ids"][0] for _, s in chunk]),
+            "source_0->base.0.pos": torch.full((n, 1), country),
+            "source_0->base.1.pos": torch.full((n, 1), country)}
+
+data = [pyvene_batch(pairs[i:i + 14]) for i in range(0, len(pairs), 14)]
+compute_loss = lambda logits, labels: torch.nn.functional.cross_entropy(logits[:, -1], labels)  # noqa: E731
+iia = lambda logits, labels: float((logits[0][:, -1].argmax(-1) == labels[0]).float().mean())  # noqa: E731
+for kind in (pv.LowRankRotatedSpaceIntervention, pv.BoundlessRotatedSpaceIntervention):
+    torch.manual_seed(0)
+    das = pv.IntervenableModel({"layer": 8, "component": "block_output", "low_rank_dimension": 16,
+                                "intervention_type": kind}, model=model)
+    before = das.eval_alignment(data, iia, None, progress=False)
+    das.train_alignment(data, compute_loss, iia, None, epochs=3, lr=1e-2, progress=False)
+    after = das.eval_alignment(data, iia, None, progress=False)
+    extra = ""
+    if kind is pv.BoundlessRotatedSpaceIntervention:  # 10. boundless DAS learns how many dims
+        iv = next(iter(das.interventions.values()))
+        extra = f" (mask covers {float(iv.mask().detach().sum()):.0f} of {iv.embed_dim} rotated dims)"
+    print(f"{kind.__name__}: interchange accuracy {before:.2f} before training, {after:.2f} after{extra}")

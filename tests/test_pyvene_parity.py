@@ -419,3 +419,49 @@ def test_load_pyvene_folders_of_every_class(tmp_path, prompts):
         plain = ours.sites.module(model)(**base).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     assert (want - plain).abs().max() > 1e-3
+
+
+def test_left_padded_gpt2_positions_plain_as_pyvene_mask_as_alone():
+    """pyvene's plain forward numbers a left-padded GPT-2 row's positions from its pads, so the
+    row's logits differ from the same prompt alone; ours keeps each row's own positions by
+    default (equal to pyvene on the prompt alone) and gives pyvene's with position_ids='plain'."""
+    model = testing.tiny("gpt2")
+    tok = testing.tokenizer()
+    tok.padding_side = "left"
+    texts = (["The capital of Spain is", "Rome is"], ["The capital of France is", "Paris of France is"])
+    base, source = (tok(t, return_tensors="pt", padding=True) for t in texts)
+    assert base["attention_mask"][1, 0] == 0  # the second row is padded on the left
+
+    def run(lib, m, b, s, pos, **kwargs):
+        pm = lib.IntervenableModel({"layer": 0, "component": "block_output",
+                                    "intervention_type": lib.VanillaIntervention}, model=m, **kwargs)
+        return pm(b, [s], {"sources->base": pos})[1].logits
+    peer = run(real, ours.sites.module(model), base, source, 4)
+    torch.testing.assert_close(run(ours, model, base, source, 4, position_ids="plain"), peer, rtol=0, atol=1e-5)
+    mine = run(ours, model, base, source, 4)
+    assert (mine[1, 2:] - peer[1, 2:]).abs().max() > 1e-2  # the positions matter on GPT-2
+    pads = [int((x["attention_mask"][1] == 0).sum()) for x in (source, base)]
+    alone = run(real, ours.sites.module(model), *(tok([t[1]], return_tensors="pt") for t in texts),
+                ([[[4 - pads[0]]]], [[[4 - pads[1]]]]))
+    torch.testing.assert_close(mine[1:, 2:], alone, rtol=0, atol=1e-5)
+
+
+def test_create_gpt2_from_a_local_folder_and_a_clear_error_offline(tmp_path, prompts):
+    """pyvene.create_gpt2 with a local folder gives pyvene's (config, tokenizer, GPT2Model);
+    a name found nowhere offline raises one clear error (nothing is downloaded)."""
+    model = testing.tiny("gpt2")
+    ours.sites.module(model).save_pretrained(tmp_path / "gpt2")
+    testing.tokenizer().save_pretrained(tmp_path / "gpt2")
+    results = [lib.create_gpt2(str(tmp_path / "gpt2")) for lib in (real, ours)]
+    for config, tokenizer, gpt in results:
+        assert type(gpt).__name__ == "GPT2Model" and config._attn_implementation == "eager"
+    base, source = prompts
+    outs = []
+    for lib, (_, _, gpt) in zip((real, ours), results):
+        pm = lib.IntervenableModel({"layer": 0, "component": "mlp_output",
+                                    "intervention_type": lib.VanillaIntervention}, model=gpt)
+        outs.append(pm(base, [source], {"sources->base": 3})[1].last_hidden_state)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
+    with pytest.raises(ours.pyvene.CreateError, match="not a local folder, not in the Hugging Face cache"):
+        ours.create_gpt2("interlace-tests/no-such-model", cache_dir=str(tmp_path / "cache"),
+                         local_files_only=True)

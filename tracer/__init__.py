@@ -13,7 +13,8 @@ from . import (execute, files, generation, interventions, metrics, plan, pyvene,
                selfcheck, sites, testing, tokens)
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
-                     RepresentationConfig)
+                     RepresentationConfig, create_gemma2, create_gpt2, create_gpt2_lm, create_gpt_neo,
+                     create_gpt_neox, create_llama, create_mistral, create_qwen2)
 from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention,
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
                                  DistributedRepresentationIntervention, LambdaIntervention,
@@ -35,4 +36,5 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError",
            "check_model", "ModelCheckError", "selfcheck", "TrainableIntervention",
            "DistributedRepresentationIntervention", "SourcelessIntervention",
-           "LocalistRepresentationIntervention"]
+           "LocalistRepresentationIntervention", "create_gemma2", "create_gpt2", "create_gpt2_lm",
+           "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral", "create_qwen2"]

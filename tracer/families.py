@@ -137,6 +137,23 @@ def family_of(config: Any) -> Family:
     return FAMILIES[kind]
 
 
+def family_for(config: Any, root: Any) -> Family:
+    """The site table for a model whose torch module is ``root``: a base model without its
+    LM head (``GPT2Model``, ``LlamaModel``: pyvene's ``create_gpt2``) has the decoder's
+    modules at its top, so the table's paths lose their first part and it has no logits."""
+    fam = family_of(config)
+    top, _, rest = fam.layers.partition(".")
+    if root is None or not rest or _has(root, top) or not _has(root, rest.split(".")[0]):
+        return fam
+    strip = lambda path: path.split(".", 1)[1] if path.startswith(top + ".") else path  # noqa: E731
+    return fam._replace(layers=strip(fam.layers), embed=strip(fam.embed),
+                   final_norm=strip(fam.final_norm), lm_head=None)
+
+
+def _has(root: Any, name: str) -> bool:
+    return name in dict(root.named_children())
+
+
 def dims_of(config: Any) -> Dims:
     """Layer count, widths and head counts of a transformers config."""
     n_heads = config.num_attention_heads

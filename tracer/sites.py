@@ -44,7 +44,7 @@ _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
 _STAGE["router"] = _STAGE["resid_mid"] + 0.5
 
 from .families import (ALIASES, FAMILIES, Dims, Family, _RAW_STAGE,  # noqa: E402,F401
-                       dims_of, family_of, moe_layers)
+                       dims_of, family_for, family_of, moe_layers)
 
 
 def module(model: Any) -> torch.nn.Module:
@@ -108,7 +108,7 @@ class Site:
             self._init_raw(name)
             return
         cfg = config(model)
-        self.family = family_of(cfg)
+        self.family = family_for(cfg, _module_of(model))
         self.dims = dims_of(cfg)
         kind, layer = _parse(name, layer)
         if kind in LAYER_SITES + MOE_SITES:
@@ -133,7 +133,8 @@ class Site:
         self.kind, self.layer, self.family, self.dims = name, None, None, None
         self.raw_path, self.module_path, self.port = name, path, port
         try:
-            self.family, self.dims = family_of(config(self.model)), dims_of(config(self.model))
+            self.family = family_for(config(self.model), _module_of(self.model))
+            self.dims = dims_of(config(self.model))
         except (AttributeError, ValueError):
             pass  # any torch module: raw paths only
 
@@ -208,6 +209,9 @@ class Site:
         if k == "final":
             return f.final_norm, "output"
         if k == "logits":
+            if f.lm_head is None:
+                raise SiteError("this model has no LM head (a base model such as GPT2Model), so "
+                                "it has no 'logits' site; read 'final' instead")
             return f.lm_head, "output"
         layer = f"{f.layers}.{self.layer}"
         table = {
@@ -389,7 +393,7 @@ def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") ->
         if site.flat:
             site.alias = f"{kind}.{_check_layer(kind, layer, dims_of(config(model)).n_layers)}"
         return f"{target[0]}.{layer}"
-    fam = family_of(config(model))
+    fam = family_for(config(model), _module_of(model))
     layer = _check_layer(kind, layer, dims_of(config(model)).n_layers)
     if getattr(fam, target[1]) is None:
         raise SiteError(f"{kind!r} does not exist in the {fam.name} family: its MLP is a mixture "

@@ -14,6 +14,8 @@ from .interventions import (CLASSES, AdditionIntervention, AutoencoderInterventi
                             LowRankRotatedSpaceIntervention, RotatedSpaceIntervention,
                             SkipIntervention, SubtractionIntervention, VanillaIntervention,
                             ZeroIntervention)
+from .create import (CreateError, create_gemma2, create_gpt2, create_gpt2_lm, create_gpt_neo,
+                     create_gpt_neox, create_llama, create_mistral, create_qwen2)
 from .model import IntervenableModel
 
 __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "RepresentationConfig",
@@ -22,4 +24,6 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "LowRankRotatedSpaceIntervention", "RotatedSpaceIntervention", "SkipIntervention",
            "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel",
            "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
-           "LocalistRepresentationIntervention"]
+           "LocalistRepresentationIntervention", "CreateError", "create_gemma2", "create_gpt2",
+           "create_gpt2_lm", "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral",
+           "create_qwen2"]

@@ -61,11 +61,18 @@ class IntervenableModel(Training, Storage, nn.Module):
     parameters are the interventions' (the model's own stay frozen for training)."""
 
     def __init__(self, config: Any = None, model: Any = None, tokenizer: Any = None,
-                 intervenable_config: Any = None, remote: bool = False):
+                 intervenable_config: Any = None, remote: bool = False, position_ids: str = "mask"):
+        """``position_ids``: ``"mask"`` (default) keeps each left-padded row at the positions
+        it has alone (from its attention mask); ``"plain"`` numbers every row 0..width-1,
+        pads included, as pyvene 0.1.8's plain forward does (GPT-2 then shifts a padded
+        row's positions; models that derive positions from the mask do not care)."""
         super().__init__()
         config = config if config is not None else intervenable_config
         if config is None or model is None:
             raise TypeError("IntervenableModel needs a config and a model")
+        if position_ids not in ("mask", "plain"):
+            raise ValueError(f"position_ids must be 'mask' or 'plain', not {position_ids!r}")
+        self.position_ids = position_ids
         self.model = _wrap(model, tokenizer)
         self.remote = remote
         self.representations = representations(config)
@@ -320,7 +327,8 @@ class IntervenableModel(Training, Storage, nn.Module):
         widths = [int(d["input_ids"].shape[1]) for d in dicts]
         width = max(widths)
         out: dict = {"input_ids": [], "attention_mask": []}
-        if len(set(widths)) > 1 or any("position_ids" in d for d in dicts):
+        plain = self.position_ids == "plain"
+        if plain or len(set(widths)) > 1 or any("position_ids" in d for d in dicts):
             out["position_ids"] = []
         pad_id = getattr(getattr(self.model, "tokenizer", None), "pad_token_id", None) or 0
         for d, w in zip(dicts, widths):
@@ -330,7 +338,8 @@ class IntervenableModel(Training, Storage, nn.Module):
             mask = d.get("attention_mask", torch.ones_like(ids))
             out["attention_mask"].append(torch.nn.functional.pad(mask, (k, 0), value=0))
             if "position_ids" in out:
-                pos = d.get("position_ids", torch.arange(w).expand(ids.shape[0], w))
+                own = torch.arange(w).expand(ids.shape[0], w) if plain else (mask.cumsum(-1) - 1).clamp(min=0)
+                pos = d.get("position_ids", own)
                 out["position_ids"].append(torch.nn.functional.pad(pos, (k, 0), value=0))
         inputs = {key: torch.cat(v) for key, v in out.items()}
         return inputs, {"rows": rows, "pads": [width - w for w in widths]}
@@ -339,6 +348,12 @@ class IntervenableModel(Training, Storage, nn.Module):
         """One block's slice of the batch output, in the caller's own width."""
         rows, pad = layout["rows"][block], layout["pads"][block]
         if hidden is None:
+            from transformers.utils import ModelOutput
+
+            if isinstance(out, ModelOutput) and "last_hidden_state" in out:  # a base model
+                from transformers.modeling_outputs import BaseModelOutputWithPast
+
+                return BaseModelOutputWithPast(last_hidden_state=out["last_hidden_state"][rows[0]:rows[-1] + 1, pad:])
             return out[rows[0]:rows[-1] + 1]
         from transformers.modeling_outputs import CausalLMOutputWithPast
 

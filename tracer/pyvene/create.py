@@ -1,0 +1,100 @@
+"""pyvene's model helpers (``pv.create_gpt2()`` and friends): ``(config, tokenizer, model)``.
+
+They load with transformers from a local folder, the Hugging Face cache, or the hub when a
+network is there, with the same defaults as pyvene 0.1.8; with none of these they raise one
+clear error.  Interlace's own way is ``tracer.load`` (the embedded model needs no download).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+
+class CreateError(OSError):
+    """A ``create_*`` helper could not find the model locally and could not download it."""
+
+
+def _create(kind: str, name: str, cache_dir: Optional[str], local_files_only: Optional[bool],
+            eager: bool = False, dtype: Any = None, tokenizer_name: Optional[str] = None) -> tuple:
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_class = getattr(transformers, kind)
+    kwargs: dict = {"cache_dir": cache_dir}
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    try:
+        config = AutoConfig.from_pretrained(name, **kwargs)
+        if eager:  # pyvene's GPT-2 helpers ask for eager attention
+            config._attn_implementation = "eager"
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or name, **kwargs)
+        extra = {"dtype": dtype} if dtype is not None else {}
+        model = model_class.from_pretrained(name, config=config, **kwargs, **extra)
+    except OSError as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CreateError(f"could not load {name!r} for {kind}: it is not a local folder, not in the "
+                          f"Hugging Face cache, and the hub was not reachable ({first}). Pass a "
+                          f"local folder as name=, or load a model with tracer.load (the embedded "
+                          f"SmolLM2 needs no download)") from None
+    return config, tokenizer, model
+
+
+def create_gpt2(name: str = "gpt2", cache_dir: Optional[str] = None,
+                local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_gpt2``: GPT-2 without its LM head (eager attention)."""
+    return _create("GPT2Model", name, cache_dir, local_files_only, eager=True)
+
+
+def create_gpt2_lm(name: str = "gpt2", config: Any = None, cache_dir: Optional[str] = None,
+                   local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_gpt2_lm``: GPT-2 with its LM head (a given ``config`` builds it
+    with random weights, as pyvene does)."""
+    if config is None:
+        return _create("GPT2LMHeadModel", name, cache_dir, local_files_only, eager=True)
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=cache_dir,
+                                                  **({} if local_files_only is None else
+                                                     {"local_files_only": local_files_only}))
+    except OSError as error:
+        raise CreateError(f"could not load the tokenizer {name!r}: {str(error).splitlines()[0]}") from None
+    return config, tokenizer, GPT2LMHeadModel(config)
+
+
+def create_gpt_neo(name: str = "roneneldan/TinyStories-33M", cache_dir: Optional[str] = None,
+                   local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_gpt_neo`` (its default model; the tokenizer from the same folder)."""
+    return _create("GPTNeoForCausalLM", name, cache_dir, local_files_only)
+
+
+def create_gpt_neox(name: str = "EleutherAI/pythia-70m", cache_dir: Optional[str] = None,
+                    local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_gpt_neox``."""
+    return _create("GPTNeoXForCausalLM", name, cache_dir, local_files_only)
+
+
+def create_llama(name: str = "sharpbai/alpaca-7b-merged", cache_dir: Optional[str] = None,
+                 dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_llama`` (bfloat16 by default, as pyvene)."""
+    return _create("LlamaForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+
+
+def create_gemma2(name: str = "google/gemma2-2b", cache_dir: Optional[str] = None,
+                  dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_gemma2``."""
+    return _create("Gemma2ForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+
+
+def create_qwen2(name: str = "Qwen/Qwen2-7B-beta", cache_dir: Optional[str] = None,
+                 dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_qwen2``."""
+    return _create("Qwen2ForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+
+
+def create_mistral(name: str = "mistralai/Mistral-7B-v0.1", cache_dir: Optional[str] = None,
+                   dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_mistral``."""
+    return _create("MistralForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
