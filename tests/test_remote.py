@@ -417,8 +417,12 @@ def test_intervenable_model_remote_equals_local_in_one_request(ndif):
         for name, remote in (("local", False), ("remote", True)):
             model = tracer.load({str(ndif)!r}, remote=remote)
             tok = model.tokenizer
+            torch.manual_seed(0)  # the same rotation for both (shipped as a plain copy)
+            rot = tracer.LowRankRotatedSpaceIntervention(embed_dim=model.config.hidden_size,
+                                                         low_rank_dimension=4)
             pvm = tracer.IntervenableModel([
                 {{"layer": 0, "component": "block_output", "intervention": tracer.VanillaIntervention}},
+                {{"layer": 0, "component": "mlp_output", "intervention": rot}},
                 {{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos",
                   "intervention": tracer.ZeroIntervention}},
                 {{"layer": 1, "component": "mlp_output", "intervention": tracer.CollectIntervention}}],
@@ -429,9 +433,10 @@ def test_intervenable_model_remote_equals_local_in_one_request(ndif):
             base = {{k: v[:, :n] for k, v in base.items()}}
             src = {{k: v[:, :n] for k, v in src.items()}}
             h = [[[1, 2]], [[n - 1]]]
-            (orig, collected), out = pvm(base, [src], {{"sources->base": ([[[n - 1]], h, [[n - 1]]],
-                                                                          [[[n - 1]], h, [[n - 1]]])}},
-                                         output_original_output=True)
+            with torch.no_grad():
+                (orig, collected), out = pvm(base, [src], {{"sources->base": (
+                    [[[n - 1]], [[n - 2]], h, [[n - 1]]], [[[n - 1]], [[n - 2]], h, [[n - 1]]])}},
+                    output_original_output=True)
             res[name] = [orig.logits.tolist(), out.logits.tolist(), out.last_hidden_state.tolist(),
                          collected[0].tolist()]
         print(json.dumps(res))
