@@ -465,3 +465,31 @@ def test_create_gpt2_from_a_local_folder_and_a_clear_error_offline(tmp_path, pro
     with pytest.raises(ours.pyvene.CreateError, match="not a local folder, not in the Hugging Face cache"):
         ours.create_gpt2("interlace-tests/no-such-model", cache_dir=str(tmp_path / "cache"),
                          local_files_only=True)
+
+
+def test_constant_source_and_localist_subclasses_equal_pyvene(prompts):
+    """Tutorial-style subclasses of ConstantSourceIntervention (its own source_representation)
+    and of TrainableIntervention + LocalistRepresentationIntervention on two units."""
+    model = testing.tiny("llama")
+    base = prompts[0]
+    vec = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for lib, m in ((real, ours.sites.module(model)), (ours, model)):
+        class Doubled(lib.ConstantSourceIntervention):
+            def forward(self, base, source=None, subspaces=None):
+                return base + 2 * self.source_representation
+
+        class PerUnitScale(lib.TrainableIntervention, lib.LocalistRepresentationIntervention):
+            def forward(self, base, source=None, subspaces=None):
+                assert base.shape[-1] == 64  # localist: each unit alone, not concatenated
+                return base * 0.5 + source * 0.5
+        pm = lib.IntervenableModel(
+            [{"layer": 0, "component": "block_output",
+              "intervention": Doubled(embed_dim=64, source_representation=vec)},
+             {"layer": 0, "component": "mlp_output", "max_number_of_units": 2,
+              "intervention": PerUnitScale(embed_dim=128)}], model=m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs.append(pm(base, [None, prompts[1]], {"sources->base": (
+                [[[3], [3]], [[1, 2], [1, 2]]], [[[3], [3]], [[2, 3], [2, 3]]])})[1].logits)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)

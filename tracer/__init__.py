@@ -19,7 +19,7 @@ from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
                                  DistributedRepresentationIntervention, LambdaIntervention,
                                  LowRankRotatedSpaceIntervention, SourcelessIntervention,
-                                 LocalistRepresentationIntervention,
+                                 LocalistRepresentationIntervention, ConstantSourceIntervention,
                                  TrainableIntervention,
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
@@ -36,5 +36,5 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "BoundlessRotatedSpaceIntervention", "AutoencoderIntervention", "execute", "plan", "metrics", "files", "pyvene", "tokens", "ModelLoadError",
            "check_model", "ModelCheckError", "selfcheck", "TrainableIntervention",
            "DistributedRepresentationIntervention", "SourcelessIntervention",
-           "LocalistRepresentationIntervention", "create_gemma2", "create_gpt2", "create_gpt2_lm",
+           "LocalistRepresentationIntervention", "ConstantSourceIntervention", "create_gemma2", "create_gpt2", "create_gpt2_lm",
            "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral", "create_qwen2"]

@@ -10,6 +10,7 @@ from .interventions import (CLASSES, AdditionIntervention, AutoencoderInterventi
                             BaseIntervention, BoundlessRotatedSpaceIntervention,
                             CollectIntervention, DistributedRepresentationIntervention,
                             LambdaIntervention, LocalistRepresentationIntervention,
+                            ConstantSourceIntervention,
                             SourcelessIntervention, TrainableIntervention,
                             LowRankRotatedSpaceIntervention, RotatedSpaceIntervention,
                             SkipIntervention, SubtractionIntervention, VanillaIntervention,
@@ -24,6 +25,6 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "LowRankRotatedSpaceIntervention", "RotatedSpaceIntervention", "SkipIntervention",
            "SubtractionIntervention", "VanillaIntervention", "ZeroIntervention", "IntervenableModel",
            "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
-           "LocalistRepresentationIntervention", "CreateError", "create_gemma2", "create_gpt2",
+           "LocalistRepresentationIntervention", "ConstantSourceIntervention", "CreateError", "create_gemma2", "create_gpt2",
            "create_gpt2_lm", "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral",
            "create_qwen2"]

@@ -100,6 +100,13 @@ class LocalistRepresentationIntervention(BaseIntervention):
     localist = True
 
 
+class ConstantSourceIntervention(BaseIntervention):
+    """Base for custom interventions whose source is their own ``source_representation``
+    (pyvene's name): no source run is read for them."""
+
+    needs_source = False
+
+
 class SourcelessIntervention(BaseIntervention):
     """Base for custom interventions that need no source (pyvene's name)."""
 
