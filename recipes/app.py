@@ -27,26 +27,10 @@ import numpy as np
 
 import tracer
 from recipes import interchange
+from recipes.cli import parse_layers
 from recipes.results import SweepResult
 
 EXAMPLES = {"Winograd (seed)": 0, "is_small (seed)": 1, "emotions (seed)": 2}
-
-
-def parse_layers(text: str, n_layers: int) -> Optional[list[int]]:
-    """``"all"`` / empty -> None; ``"0-5, 9"`` -> [0..5, 9]; an error names the bad part."""
-    text = text.strip().lower()
-    if text in ("", "all"):
-        return None
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
-            raise ValueError(f"layers: {part!r} is not a layer or a range like 3-7")
-        a, b = int(lo), int(hi or lo)
-        if not 0 <= a <= b < n_layers:
-            raise ValueError(f"layers: {part!r} is outside 0-{n_layers - 1}")
-        out.extend(range(a, b + 1))
-    return sorted(set(out))
 
 
 def long_table(values: np.ndarray, rows: list, cols: list, row_name: str, col_name: str,

@@ -33,3 +33,89 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return run
+
+
+# -- the options every step shares ---------------------------------------------------------
+
+DTYPES = ("float32", "bfloat16", "float16")
+MODEL_HELP = ("smollm2 (embedded SmolLM2-135M-Instruct), gemma3-270m (embedded), a model folder, "
+              "a .gguf file, or a hub id (read from the local cache; seed 002's llama2/gemma2/gpt2 "
+              "name its checkpoints)")
+
+
+def shared(p: Any, *, out: Optional[str], out_help: str, layers: Optional[str] = None,
+           model: Optional[str] = "smollm2", model_help: str = MODEL_HELP,
+           seed_help: str = "seed of every random choice (torch, numpy, random)",
+           out_required: bool = True) -> None:
+    """Add the shared options to parser ``p``: ``--model --device --dtype --remote --seed``,
+    ``--layers`` (when ``layers`` says what they select) and ``--out`` (required when
+    ``out`` is None and ``out_required``).  ``setup(args)`` then seeds, checks ``--out`` and
+    loads the model."""
+    g = p.add_argument_group("shared options")
+    g.add_argument("--model", default=model, help=model_help)
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: where transformers puts it)")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="weights' dtype (default: the checkpoint's; float32 for the embedded models)")
+    g.add_argument("--remote", action="store_true",
+                   help="run on an NDIF server (host: INTERLACE_NDIF_HOST or nnsight's config)")
+    g.add_argument("--seed", type=int, default=0, help=seed_help)
+    if layers is not None:
+        g.add_argument("--layers", nargs="+", default=None, metavar="L",
+                       help=f"{layers}: indices and ranges, e.g. '0-5 12' or '0-5,12' (default: all)")
+    g.add_argument("--out", default=out, required=out is None and out_required, metavar="DIR",
+                   help=out_help)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def setup(args: Any, load: bool = True) -> Any:
+    """Seed, check ``--out`` is a writable folder (before any work), and load ``--model``
+    with ``--device``/``--dtype``/``--remote``; returns the model (None when ``load`` is
+    False)."""
+    import torch
+
+    import tracer
+    from tracer import execute
+    from tracer.files import writable_dir
+
+    seed_everything(args.seed)
+    if args.out is not None:
+        writable_dir(args.out, "--out")
+    if args.remote:
+        execute.configure()
+    if not load:
+        return None
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    return tracer.load(args.model, remote=args.remote, device=None if args.remote else args.device,
+                       dtype=dtype)
+
+
+def parse_layers(text: Any, n_layers: int) -> Optional[list[int]]:
+    """``None`` / ``"all"`` / empty -> None (every layer); ``"0-5, 9"`` or ``["0-5", "9"]``
+    -> [0..5, 9]; an error names the bad part and the valid range."""
+    if text is None:
+        return None
+    parts = [t for item in ([text] if isinstance(text, (str, int)) else text)
+             for t in str(item).replace(" ", ",").split(",") if t]
+    if not parts or parts == ["all"]:
+        return None
+    out: list[int] = []
+    for part in parts:
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"layers: {part!r} is not a layer or a range like 3-7")
+        a, b = int(lo), int(hi or lo)
+        if not 0 <= a <= b < n_layers:
+            raise ValueError(f"layers: {part!r} is outside 0-{n_layers - 1}")
+        out.extend(range(a, b + 1))
+    return sorted(set(out))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -142,31 +143,42 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.da
     """``python -m recipes.das``: train the MLP, then DAS and its controls; prints IIA."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--layer", type=int, default=0, help="hidden layer (0 holds a + b)")
+    p.add_argument("--layers", nargs="+", default=["0"], metavar="L",
+                   help="hidden layers of the MLP to run DAS at (0 holds a + b; 0-1 for both)")
     p.add_argument("--dim", type=int, default=16, help="rotated dims interchanged")
     p.add_argument("--epochs", type=int, default=15, help="training epochs of each rotation")
-    # dest is not "save": importing nnsight gives every object a .save, so argparse would
-    # see that attribute as already set and leave the default out
-    p.add_argument("--save", dest="save_dir", help="folder to save the trained rotation (safetensors + JSON)")
-    p.add_argument("--json", help="write the IIA table here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MLP, the rotations and the data")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="also write das.json (IIA per layer and control) and each layer's trained "
+                        "a+b rotation (rotation_layer_L/: safetensors + JSON) here")
     args = p.parse_args(argv)
     from tracer import checks
+    from tracer.files import atomic, writable_dir
 
-    checks.integer("layer", args.layer, 0, 1)  # SumMLP's two hidden layers, before any training
+    from .cli import parse_layers, seed_everything
+
+    layers = parse_layers(args.layers, 2) or [0, 1]  # SumMLP's two hidden layers
     checks.integer("dim (rotated dims interchanged)", args.dim, 1, 64)
-    net, acc = train_mlp()
+    if args.out:
+        writable_dir(args.out, "--out")
+    seed_everything(args.seed)
+    net, acc = train_mlp(seed=args.seed)
     print(f"MLP accuracy on a+b+c: {acc:.3f}")
-    rows = {}
-    for name, kwargs in [("DAS a+b", dict(variable="a+b")), ("untrained rotation a+b", dict(variable="a+b", train=False)),
-                         ("DAS b+c (wrong variable)", dict(variable="b+c"))]:
-        got = das(net, args.layer, args.dim, epochs=args.epochs, progress=True, **kwargs)
-        rows[name] = got["iia"]
-        print(f"{name:28s} IIA {got['iia']:.3f}")
-        if name == "DAS a+b" and args.save_dir:
-            got["model"].save(args.save_dir)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"mlp_accuracy": acc, "layer": args.layer, "dim": args.dim, "iia": rows}, f, indent=2)
+    rows: dict = {}
+    for layer in layers:
+        for name, kwargs in [("DAS a+b", dict(variable="a+b")),
+                             ("untrained rotation a+b", dict(variable="a+b", train=False)),
+                             ("DAS b+c (wrong variable)", dict(variable="b+c"))]:
+            got = das(net, layer, args.dim, epochs=args.epochs, progress=True, seed=args.seed, **kwargs)
+            rows.setdefault(f"layer {layer}", {})[name] = got["iia"]
+            print(f"layer {layer}  {name:28s} IIA {got['iia']:.3f}")
+            if name == "DAS a+b" and args.out:
+                got["model"].save(Path(args.out) / f"rotation_layer_{layer}")
+    if args.out:
+        with atomic(Path(args.out) / "das.json") as tmp:
+            tmp.write_text(json.dumps({"mlp_accuracy": acc, "layers": layers, "dim": args.dim,
+                                       "seed": args.seed, "iia": rows}, indent=2))
+        print(f"wrote {Path(args.out) / 'das.json'}")
     return 0
 
 

@@ -42,12 +42,11 @@ import torch
 
 import tracer
 from tracer import checks, execute, plan as plans
-from tracer.files import writable_dir
 from tracer.metrics import continuation_prob, effect_scores, logit_diff
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
-from .cli import guarded
+from .cli import guarded, parse_layers, setup, shared
 from .results import SweepResult, save_run
 
 # The seed's three examples: (sentence 1, sentence 2, continuations, targets).
@@ -402,7 +401,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
                                      description="Swap a target word's representations between "
                                                  "two prompts, layer by layer and head by head.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default="smollm2", help="smollm2, a folder, a .gguf or a hub id")
     parser.add_argument("--sents", nargs=2, required=True, metavar=("SENT1", "SENT2"),
                         help="the two prompts")
     parser.add_argument("--conts", nargs="+", required=True,
@@ -418,24 +416,19 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
                         help="also run all rep types applied together, as the seed does")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="rows per batch (default: from free memory)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where transformers puts it)")
-    parser.add_argument("--remote", action="store_true",
-                        help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
     parser.add_argument("--occurrence", type=int, default=-1,
                         help="which occurrence of a repeated target word (default -1: the last)")
-    parser.add_argument("--out", default="results",
-                        help="output folder; finished batches wait in OUT/.partial until the run "
-                             "completes, so an interrupted run resumes")
+    shared(parser, out="results", layers="layers swapped",
+           out_help="output folder; finished batches wait in OUT/.partial until the run "
+                    "completes, so an interrupted run resumes")
     args = parser.parse_args(argv)
 
     heads: Union[None, str, list] = None
     if args.heads:
         heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
-    writable_dir(args.out)
-    if args.remote:
-        execute.configure()
-    model = InterchangeIntervention(args.model, config, device=args.device, remote=args.remote)
+    model = InterchangeIntervention(setup(args), config)
+    layers = parse_layers(args.layers, model.num_layers)
     runs = {rep: [rep] for rep in args.rep_types}
     if args.together and len(args.rep_types) > 1:
         runs["+".join(args.rep_types)] = list(args.rep_types)
@@ -444,7 +437,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
         per_head = heads is not None and any(r in HEAD_REPS for r in reps)
         outputs[name] = model.run(targets=args.targets, rep_types=reps,
                                   multihead=not per_head, heads=heads if per_head else None,
-                                  max_batch=args.max_batch, remote=args.remote,
+                                  layers=layers, max_batch=args.max_batch, remote=args.remote,
                                   occurrence=args.occurrence,
                                   resume_dir=str(Path(args.out) / ".partial" / name))
         columns[name] = model.columns
@@ -454,6 +447,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
         pass
     cfg = {"model": args.model, "sents": args.sents, "conts": args.conts, "targets": args.targets,
            "rep_types": args.rep_types, "heads": heads, "together": args.together,
+           "layers": layers, "dtype": args.dtype, "seed": args.seed,
            "alignment": "target tokens paired from the end",
            "effect": "mean over prompts of the TV distance between normalized continuation probabilities"}
     paths = save_run(args.out, cfg, outputs, {r: effects_table(o) for r, o in outputs.items()}, columns)

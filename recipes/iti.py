@@ -36,8 +36,8 @@ from tracer import checks, execute
 from tracer.interventions import Intervention
 from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
-from tracer.files import InterventionSet, atomic, model_info, writable_dir
-from recipes.cli import guarded
+from tracer.files import InterventionSet, atomic, model_info
+from recipes.cli import guarded, parse_layers, setup, shared
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
 NEUTRAL = Path(__file__).with_name("data") / "neutral.json"
@@ -138,9 +138,11 @@ ALPHAS = (0.0, 1.0, 2.5, 5.0, 10.0, 15.0)  # tried when alpha is not given; 0 = 
 
 def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Optional[int] = None,
         alpha: Optional[float] = None, direction: str = "mass_mean", seed: int = 0,
-        model_name: Optional[str] = None, remote: Optional[bool] = None) -> tuple[InterventionSet, dict]:
+        model_name: Optional[str] = None, remote: Optional[bool] = None,
+        layers: Optional[Sequence[int]] = None) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
-    (probe accuracies, chosen heads, splits).
+    (probe accuracies, chosen heads, splits).  ``layers`` limits the heads that may be
+    steered to those layers (every head is still probed).
 
     ``top_k`` / ``alpha`` not given are chosen on the validation split (``TOP_KS`` x
     ``ALPHAS``, all candidates scored in one plan): the pair that most often prefers the true
@@ -148,7 +150,10 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
     default never does worse than the model on validation; ``report["selection"]`` lists
     every candidate's score."""
     dims = tracer.sites.dims_of(model.config)
-    n_probes = dims.n_layers * dims.n_heads
+    allowed = list(range(dims.n_layers)) if layers is None else sorted(set(layers))
+    for layer in allowed:
+        checks.integer("layers", layer, 0, dims.n_layers - 1)
+    n_probes = len(allowed) * dims.n_heads
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_probes):
         raise ValueError(f"top_k must be between 1 and {n_probes} (layers x heads); got {top_k}")
     if alpha is not None:
@@ -166,7 +171,8 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
     val_acc = probes.accuracy(acts["val"], parts["val"].label)
     test_acc = probes.accuracy(acts["test"], parts["test"].label)
     n_layers, n_heads = val_acc.shape
-    ranked = np.argsort(-val_acc, axis=None, kind="stable")
+    steerable = np.isin(np.arange(n_layers), allowed)[:, None]
+    ranked = np.argsort(-np.where(steerable, val_acc, -np.inf), axis=None, kind="stable")
     dirs, spread = directions(acts["train"], parts["train"].label, probes, direction)
 
     def build(k: int, a: float) -> tuple[list, InterventionSet]:
@@ -297,7 +303,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="probe every head, build and save the intervention", formatter_class=fmt)
-    f.add_argument("--model", default="smollm2", help="model name or path (embedded: smollm2)")
     f.add_argument("--data", default=None, help="JSON/CSV file or hub dataset (default: the shipped pairs)")
     f.add_argument("--statement-column", default="statement", help="the data's text column")
     f.add_argument("--label-column", default="label", help="the data's 0/1 truth column")
@@ -309,29 +314,28 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
                         f"direction; default: chosen on the validation split from {list(ALPHAS)}")
     f.add_argument("--direction", default="mass_mean", choices=["mass_mean", "probe"],
                    help="mass_mean: mean true minus mean false (the ITI paper's best); probe: the probe's weight")
-    f.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
-    f.add_argument("--out", default="iti", help="output folder (config.json + tensors.safetensors, plots)")
     f.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
                    help="also upload the folder to this Hugging Face repo")
-    f.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
+    shared(f, out="iti", layers="layers whose heads may be steered (all are probed)",
+           out_help="output folder (config.json + tensors.safetensors, probe_accuracy.png, eval.json)",
+           seed_help="seed of the train/validation/test split and the probes")
     g = sub.add_parser("generate", help="unsteered and steered answers to a prompt", formatter_class=fmt)
     g.add_argument("--intervention", required=True, help="a folder or a hub repo id")
     g.add_argument("--prompt", nargs="+", required=True, help="one or more prompts")
-    g.add_argument("--model", default=None, help="default: the model the intervention was fitted on")
     g.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per prompt")
-    g.add_argument("--remote", action="store_true", help="run on NDIF (INTERLACE_NDIF_HOST)")
+    shared(g, out=None, out_required=False, model=None,
+           out_help="also write generations.json into this folder",
+           model_help="default: the model the intervention was fitted on")
     args = parser.parse_args(argv)
-    if args.remote:
-        execute.configure()
 
     if args.command == "fit":
         from .plotting import heatmap
 
-        writable_dir(args.out)
-        model = tracer.load(args.model, remote=args.remote)
+        model = setup(args)
         data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
         spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
-                           remote=args.remote)
+                           remote=args.remote,
+                           layers=parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers))
         out = Path(args.out)
         spec.save(out)
         val = report["val_acc"]
@@ -361,12 +365,20 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
             print("pushed:", spec.push_to_hub(args.push_to_hub))
         return 0
 
+    setup(args, load=False)
     spec = tracer.files.load(args.intervention)
-    model = tracer.load(args.model or spec.meta.get("model") or "smollm2", remote=args.remote)
+    args.model = args.model or spec.meta.get("model") or "smollm2"
+    model = setup(args)
     spec.check(model)
     plain, steered = generate(model, args.prompt, spec, args.max_new_tokens, remote=args.remote)
     for prompt, a, b in zip(args.prompt, plain, steered):
         print(f"prompt:   {prompt}\nwithout:  {a.strip()}\nwith ITI: {b.strip()}\n")
+    if args.out:
+        path = Path(args.out) / "generations.json"
+        with atomic(path) as tmp:
+            tmp.write_text(json.dumps([{"prompt": p, "without": a, "with_iti": b}
+                                       for p, a, b in zip(args.prompt, plain, steered)], indent=2))
+        print(f"wrote {path}")
     return 0
 
 

@@ -79,7 +79,8 @@ def _senders(model: Any, sender: Union[None, tuple, list], before: tuple) -> lis
 def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, Sequence[str]],
                answers: Sequence, receivers: Sequence[Union[str, tuple]],
                sender: Union[None, tuple, list] = None, metric: Union[str, Callable] = "logit_diff",
-               max_batch: Optional[int] = None, progress: bool = True) -> SweepResult:
+               max_batch: Optional[int] = None, progress: bool = True,
+               layers: Optional[Sequence[int]] = None) -> SweepResult:
     """Path patching from ``sender`` (``("head_out", L, H)`` or a list patched together;
     None: every head before the receivers, each alone) to ``receivers``.
 
@@ -88,7 +89,8 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
     per prompt) whose next-token log-probabilities ``metric`` scores (default
     ``"logit_diff"``: first minus second answer), averaged over the prompts.  Returns a
     layer x head grid (NaN where a head is not a sender), or 1 x 1 for given senders, with
-    the base and source metrics as baselines.
+    the base and source metrics as baselines.  ``layers`` limits the senders tried one by
+    one (``sender=None``) to heads in those layers.
     """
     from .interchange import _answer_ids, _model, metric_fn  # interchange re-exports path_patch
 
@@ -114,6 +116,10 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
     earliest = min(s.order for s, _ in recv)
     latest = max(s.order for s, _ in recv)
     sets = _senders(model, sender, earliest)
+    if layers is not None and sender is None:
+        sets = [heads for heads in sets if all(layer in layers for layer, _ in heads)]
+        if not sets:
+            raise ValueError(f"no sender head in layers {list(layers)} comes before the receivers")
     n = len(bases)
     dims = tracer.sites.dims_of(model.config)
 

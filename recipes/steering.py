@@ -28,17 +28,20 @@ import torch
 
 import tracer
 from tracer import checks, execute
-from tracer.files import atomic, writable_dir, writable_file
+from tracer.files import atomic, writable_dir
 from tracer.interventions import Intervention
 from tracer.metrics import mean_difference, perplexity
 from tracer.plan import Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
 from . import lens
-from .cli import guarded
+from .cli import guarded, setup, shared
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
 PROMPT_TEMPLATE = "Talk about {phrase}. "
+
+
+OUTPUTS = "outputs.json"  # what steer --out DIR writes and eval reads
 
 
 def prompts() -> list[str]:
@@ -264,22 +267,14 @@ def save_method(built: lens.Method, folder: str | Path, model: Any) -> Path:
     raise ValueError(f"the {built.name!r} method has nothing to save (it is not trained)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help="model name or path (embedded: smollm2)")
+def _common(p: argparse.ArgumentParser, out: Optional[str], out_help: str) -> None:
+    """The steering steps' options (one layer each: ``--layer-idx``, seed 002's name) and the
+    shared ones."""
     p.add_argument("--intervention-phrase", default="San Francisco", help="the feature to raise")
     p.add_argument("--layer-idx", type=int, default=8, help="layer whose output stream is steered")
     p.add_argument("--generation-length", type=int, default=30, help="new tokens per prompt")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where transformers puts it)")
-    p.add_argument("--remote", action="store_true",
-                   help="run on NDIF (host: INTERLACE_NDIF_HOST or nnsight's config)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts (default: all 50)")
-
-
-def _load(a: argparse.Namespace) -> Any:
-    if a.remote:
-        execute.configure()
-        return tracer.load(a.model, remote=True)
-    return tracer.load(a.model, device=a.device)
+    shared(p, out=out, out_help=out_help)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -291,11 +286,9 @@ def _fit(argv: Sequence[str], prog: str, kind: str) -> int:
     """``vector`` / ``probe``: fit on the shipped contrast texts and save the folder."""
     p = _parser(prog, f"fit a {'steering vector (CAA: mean difference)' if kind == 'steering' else 'probe'} "
                       f"for the phrase at one layer and save it (use it with steer --method-path)")
-    _common(p)
-    p.add_argument("--out", required=True, help="folder to write (config.json + tensors.safetensors)")
+    _common(p, None, "folder to write (config.json + tensors.safetensors)")
     a = p.parse_args(argv)
-    writable_dir(a.out)
-    model = _load(a)
+    model = setup(a)
     if kind == "steering":
         built, extra = lens.SteeringVector.fit(model, a.intervention_phrase, a.layer_idx), ""
         built.save(a.out, model)
@@ -311,40 +304,36 @@ def _score(argv: Sequence[str], prog: str) -> int:
     """``score``: judge the outputs a ``steer --out`` run saved, without generating again."""
     p = _parser(prog, "score saved outputs (a steer --out JSON) for success, coherence and "
                       "perplexity without regenerating")
-    p.add_argument("outputs", help="the JSON file steer --out wrote")
-    p.add_argument("--model", default=None, help="default: the model the outputs were generated with")
+    p.add_argument("outputs", help="the folder steer --out wrote (or its outputs.json)")
     p.add_argument("--intervention-phrase", default=None, help="default: the run's phrase")
-    p.add_argument("--device", default=None, help="cpu, cuda, ...")
-    p.add_argument("--remote", action="store_true", help="run on NDIF")
-    p.add_argument("--out", default=None, help="write the scores as JSON here")
+    shared(p, out=None, model=None, out_help="folder for scores.json",
+           model_help="default: the model the outputs were generated with")
     a = p.parse_args(argv)
-    if a.out:
-        writable_file(a.out)
+    setup(a, load=False)
+    path = Path(a.outputs) / OUTPUTS if Path(a.outputs).is_dir() else Path(a.outputs)
     try:
-        saved = json.loads(Path(a.outputs).read_text())
+        saved = json.loads(path.read_text())
         records, run_args = saved["outputs"], saved.get("args", {})
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{a.outputs} is not a steer --out file (JSON with 'outputs'): {error}") from None
+        raise ValueError(f"{a.outputs} is not a steer --out folder ({OUTPUTS} with 'outputs'): {error}") from None
     a.model = a.model or run_args.get("model") or "smollm2"
     phrase = a.intervention_phrase or run_args.get("intervention_phrase") or "San Francisco"
-    scores = evaluate(_load(a), records, phrase)
+    scores = evaluate(setup(a), records, phrase)
     print(json.dumps(scores))
-    if a.out:
-        with atomic(a.out) as tmp:
-            tmp.write_text(json.dumps({"outputs_file": a.outputs, "phrase": phrase, "scores": scores}, indent=2))
+    with atomic(Path(a.out) / "scores.json") as tmp:
+        tmp.write_text(json.dumps({"outputs_file": str(path), "phrase": phrase, "scores": scores}, indent=2))
+    print(f"wrote {Path(a.out) / 'scores.json'}")
     return 0
 
 
 def _eval(argv: Sequence[str], prog: str) -> int:
     p = _parser(prog, "success / coherence / perplexity per method x alpha")
-    _common(p)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods compared")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                    help="strengths, in units of the layer's median stream norm")
-    p.add_argument("--out", default="results/steering", help="output folder")
+    _common(p, "results/steering", "output folder (table.csv, table.json, success_vs_perplexity.png)")
     a = p.parse_args(argv)
-    writable_dir(a.out)
-    model = _load(a)
+    model = setup(a)
     texts = prompts()[: a.limit] if a.limit else None
     rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
                  a.generation_length, texts, a.out)
@@ -369,7 +358,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
     if argv[:1] and argv[0] in steps:
         return steps[argv[0]](argv[1:])
     p = _parser(prog, __doc__.split("\n\n")[0])
-    _common(p)
     p.add_argument("--method", choices=METHODS, default="steering", help="interpretability method")
     p.add_argument("--alpha", type=float, default=0.5,
                    help="strength, in units of the layer's median stream norm (seed 002's raw "
@@ -384,13 +372,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
                    help="a saved method to use instead of training one: a folder --save-method "
                         "(or vector / probe) wrote, or a SAELens SAE folder")
     p.add_argument("--save-method", default=None, help="save the trained method to this folder")
-    p.add_argument("--out", help="write the outputs and their scores as JSON here")
+    _common(p, "results/steer", f"output folder: {OUTPUTS} (the run's options, outputs and scores; "
+                                "interlace eval scores it again)")
     a = p.parse_args(argv)
-    if a.out:
-        writable_file(a.out)
     if a.save_method:
         writable_dir(a.save_method)
-    model = _load(a)
+    model = setup(a)
     texts = prompts()[: a.limit] if a.limit else None
     built = None if a.test_clean or a.prompting else make_method(
         model, a.method, a.layer_idx, a.intervention_phrase, progress=True, path=a.method_path)
@@ -406,9 +393,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
         print(f"{r['prompt']!r} -> {r['output']!r}")
     scores = evaluate(model, recs, a.intervention_phrase)
     print(json.dumps(scores))
-    if a.out:
-        with atomic(a.out) as tmp:
-            tmp.write_text(json.dumps({"args": vars(a), "scores": scores, "outputs": recs}, indent=2))
+    with atomic(Path(a.out) / OUTPUTS) as tmp:
+        tmp.write_text(json.dumps({"args": vars(a), "scores": scores, "outputs": recs}, indent=2))
+    print(f"wrote {Path(a.out) / OUTPUTS}")
     return 0
 
 

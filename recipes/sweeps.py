@@ -13,19 +13,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import tracer
-from tracer.files import writable_dir
 
 from . import attribution, interchange
-from .cli import guarded
+from .cli import guarded, parse_layers, setup, shared
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m, a folder, a .gguf or a hub id")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where transformers puts it)")
-    p.add_argument("--remote", action="store_true", help="run on NDIF (host: INTERLACE_NDIF_HOST)")
-    p.add_argument("--layers", type=int, nargs="*", default=None, help="layers to patch (default: all)")
+def _common(p: argparse.ArgumentParser, seed_help: Optional[str] = None) -> None:
     p.add_argument("--max-batch", type=int, default=None, help="rows per batch (default: from free memory)")
-    p.add_argument("--out", default="results", help="output folder")
+    shared(p, out="results", layers="layers patched",
+           out_help="output folder (NPZ, JSON, PNG); finished batches wait in OUT/.partial, so an "
+                    "interrupted local or remote run resumes",
+           **({"seed_help": seed_help} if seed_help else {}))
 
 
 def _pair(p: argparse.ArgumentParser, site: str) -> None:
@@ -61,8 +59,7 @@ def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
     p.add_argument("--site", default="resid_post", help="the site restored (resid_post, mlp_out, attn_out, ...)")
     p.add_argument("--samples", type=int, default=10, help="noise draws averaged")
     p.add_argument("--noise", type=float, default=None, help="noise std (default: 3x the embeddings' std)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    _common(p)
+    _common(p, seed_help="seed of the noise draws")
     p = sub.add_parser("path-patch", formatter_class=fmt,
                        help="path patching from every head to receivers (default: the shipped IOI set)")
     p.add_argument("--base", nargs="*", default=None, help="base prompts (default: the IOI prompts)")
@@ -99,8 +96,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.sw
     """Parse, check the output folder, run, write NPZ/JSON/PNG."""
     # under interlace each command is its own: "interlace sweep", not "interlace sweep sweep"
     args = parser("interlace" if prog.startswith("interlace") else prog).parse_args(argv)
-    out = writable_dir(args.out, "--out")
-    model = tracer.load(args.model, remote=args.remote, device=None if args.remote else args.device)
+    model = setup(args)
+    out = args.out
+    args.layers = parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers)
     common = dict(max_batch=args.max_batch, progress=True)
     resume = str(Path(out) / ".partial")
     if args.command == "sweep":
@@ -125,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.sw
             answers = args.answers or []
         result = interchange.path_patch(model, bases, sources, answers,
                                         [_receiver(r) for r in args.receivers], metric=args.metric,
-                                        **common)
+                                        layers=args.layers, **common)
     name = args.command.replace("-", "_")
     written = result.save(out, name=name)
     print(f"{result.meta.get('title', name)}; baselines " +

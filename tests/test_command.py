@@ -77,23 +77,30 @@ def test_steer_in_seed_spelling_then_vector_reuse_and_score(tmp_path, capsys):
     folder = testing.save_tiny("llama", tmp_path / "tiny")
     common = ["-model", str(folder), "-intervention_phrase", "Paris", "-layer_idx", "1",
               "-generation_length", "3", "--limit", "2"]
-    out = tmp_path / "run.json"
+    out = tmp_path / "run"
     assert command.main(common + ["-method", "steering", "-alpha", "2", "--alpha_units", "raw",
-                                  "--out", str(out)]) == 0
-    saved = json.loads(out.read_text())
+                                  "--out", str(out), "--seed", "3", "--dtype", "float32"]) == 0
+    saved = json.loads((out / "outputs.json").read_text())
+    assert saved["args"]["seed"] == 3 and saved["args"]["dtype"] == "float32"
     assert len(saved["outputs"]) == 2 and {"matched_word", "degenerate"} <= set(saved["scores"])
     vec = tmp_path / "vec"
     assert command.main(["steering-vector", "--model", str(folder), "--intervention-phrase", "Paris",
                          "--layer-idx", "1", "--out", str(vec)]) == 0
-    reuse = tmp_path / "reuse.json"
+    reuse = tmp_path / "reuse"
     assert command.main(["steer"] + common + ["-method", "steering", "-alpha", "2", "--alpha_units",
                                               "raw", "--method-path", str(vec), "--out", str(reuse)]) == 0
-    assert json.loads(reuse.read_text())["outputs"] == saved["outputs"]  # same vector, same text
-    assert command.main(["steer"] + common + ["-method", "probing", "--method-path", str(vec)]) == 2
+    again = json.loads((reuse / "outputs.json").read_text())
+    assert again["outputs"] == saved["outputs"]  # same vector, same text
+    assert command.main(["steer"] + common + ["-method", "probing", "--method-path", str(vec),
+                                              "--out", str(tmp_path / "p")]) == 2
     assert "holds a 'steering' method, not 'probing'" in capsys.readouterr().err
-    scores = tmp_path / "scores.json"
+    scores = tmp_path / "scores"
     assert command.main(["eval", str(out), "--out", str(scores)]) == 0
-    assert json.loads(scores.read_text())["scores"] == pytest.approx(saved["scores"])
+    assert json.loads((scores / "scores.json").read_text())["scores"] == pytest.approx(saved["scores"])
+    # an output path that is a file is refused before any work
+    (tmp_path / "file").write_text("x")
+    assert command.main(["steer"] + common + ["--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err
 
 
 def test_judge_matches_whole_words_and_flags_degenerate_outputs():

@@ -98,15 +98,18 @@ def test_cli_fit_and_generate(tiny_models, tmp_path, capsys):
     folder = tmp_path / "model"
     tracer.testing.save_tiny(tiny_models["llama"], folder)
     out = tmp_path / "iti"
-    assert iti.main(["fit", "--model", str(folder), "--top-k", "2", "--alpha", "3", "--out", str(out)]) == 0
+    assert iti.main(["fit", "--model", str(folder), "--top-k", "2", "--alpha", "3", "--out", str(out),
+                     "--layers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "prefers true (test)" in printed and "KL on neutral text" in printed
     for name in ("config.json", "tensors.safetensors", "probe_accuracy.png", "eval.json"):
         assert (out / name).stat().st_size > 0
+    assert {iv.site for iv in tracer.files.load(out).interventions} == {"head_out.1"}  # --layers 1
     assert iti.main(["generate", "--intervention", str(out), "--prompt", "The cat sat",
-                     "--max-new-tokens", "4"]) == 0
+                     "--max-new-tokens", "4", "--out", str(tmp_path / "gen")]) == 0
     printed = capsys.readouterr().out
     assert "without:" in printed and "with ITI:" in printed
+    assert json.loads((tmp_path / "gen" / "generations.json").read_text())[0]["prompt"] == "The cat sat"
 
 
 @pytest.mark.smollm2

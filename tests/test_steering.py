@@ -97,10 +97,10 @@ def test_steering_toward_happy_raises_happy_tokens(smollm2):
 
 
 def test_cli_run_and_eval(tmp_path):
-    out = tmp_path / "run.json"
+    out = tmp_path / "run"
     assert steering.main(["--method", "steering", "--limit", "2", "--generation-length", "4",
                           "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
+    data = json.loads((out / "outputs.json").read_text())
     assert len(data["outputs"]) == 2 and set(data["scores"]) >= {"success", "coherence", "perplexity"}
     assert steering.main(["eval", "--methods", "logit", "--alphas", "0.5", "--limit", "2",
                           "--generation-length", "4", "--out", str(tmp_path / "ev")]) == 0
