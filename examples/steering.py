@@ -32,9 +32,9 @@ for p, b in zip(prompts, out.steered):
     print(f"{p!r}\n  SF vector: {b!r}")
 
 # 3. the paper's evaluation: two methods, one strength, five prompts
-rows = steering.sweep(model, ["steering", "logit"], [0.5], layer=8, length=20,
-                      texts=steering.prompts()[:5], out="results/steering_example", progress=False)
-for r in rows:
+table = steering.sweep(model, ["steering", "logit"], [0.5], layer=8, length=20,
+                       texts=steering.prompts()[:5], out="results/steering_example", progress=False)
+for r in table.rows:
     print(f"{r['method']:10s} success={r['success']:.2f} coherence={r['coherence']:.3f} "
           f"perplexity={r['perplexity']:.1f}")
 print("table and plot in results/steering_example/")

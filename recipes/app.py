@@ -76,31 +76,12 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def run_interchange(model: Any, sents: list[str], conts: list[str], targets: list[str],
-                    reps: list[str], each_head: bool, layers: Optional[list[int]],
-                    progress: Any = False) -> dict:
-    """The Space's run: per rep type, the effect of swapping the targets (layer x head)."""
-    recipe = interchange.InterchangeIntervention(
-        model, interchange.InterchangeInterventionConfig(sents=sents, conts=conts))
-    outputs, columns = {}, {}
-    for i, rep in enumerate(reps):
-        per_head = each_head and rep in interchange.HEAD_REPS
-        step = (lambda done, total, desc, i=i: progress(i + done / max(total, 1), len(reps), rep)) \
-            if callable(progress) else False
-        outputs[rep] = recipe.run(targets=targets, rep_types=[rep], multihead=not per_head,
-                                  heads="each" if per_head else None, layers=layers, progress=step)
-        columns[rep] = ["all" if c is None else c for c in recipe.columns]
-    return {"outputs": outputs, "columns": columns, "layers": layers or list(range(recipe.num_layers)),
-            "config": {"sents": sents, "conts": conts, "targets": targets, "rep_types": reps,
-                       "heads": "each" if each_head else "all together"}}
-
-
-def interchange_records(run: dict) -> dict[str, list[dict]]:
-    """Per rep type, the effect heatmap's cells (layer x head)."""
+def interchange_records(run: Any) -> dict[str, list[dict]]:
+    """Per rep type, the effect heatmap's cells (layer x head) of an ``InterchangeResult``."""
     out = {}
-    for rep, output in run["outputs"].items():
-        effects = interchange.effects_table(output)
-        out[rep] = long_table(effects, run["layers"], run["columns"][rep], "layer", "head", "effect")
+    for rep, effects in run.effects.items():
+        cols = ["all" if c is None else c for c in run.columns[rep]]
+        out[rep] = long_table(effects, run.config["layers"], cols, "layer", "head", "effect")
     return out
 
 
@@ -164,23 +145,23 @@ def interchange_tab(st: Any, get_model: Any) -> None:
             model = get_model()
             layers = parse_layers(layer_text, tracer.sites.dims_of(model.config).n_layers)
             conts_list = [c.strip() for c in cont_text.split(",") if c.strip()]
-            st.session_state["ic-run"] = run_interchange(model, [sent1, sent2], conts_list, [t1, t2],
-                                                         reps, heads == "each head", layers, _bar(st))
+            st.session_state["ic-run"] = interchange.interchange(
+                model, [sent1, sent2], conts_list, [t1, t2], reps,
+                "each" if heads == "each head" else None, layers, progress=_bar(st))
         except (ValueError, IndexError, KeyError, OSError) as error:
             st.error(str(error))
     run = st.session_state.get("ic-run")
     if run:
         records = interchange_records(run)
-        cfg = run["config"]
+        cfg = run.config
         for rep, recs in records.items():
             title = f"{rep}: swapping {cfg['targets'][0]!r} <-> {cfg['targets'][1]!r} (effect: TV distance)"
             st.altair_chart(heatmap_chart(recs, "layer", "head", "effect", title, (0.0, 1.0)),
                             width="stretch")
-        top = interchange.strongest(run["outputs"], {r: [None if c == "all" else c for c in cols]
-                                                     for r, cols in run["columns"].items()})
+        top = interchange.strongest(run.outputs, run.columns)
         st.subheader("Strongest effects")
         st.dataframe([{"effect": e, "rep": r, "layer": layer, "head": str(h)} for e, r, layer, h in top])
-        arrays = {f"{rep}/{k}": v for rep, out in run["outputs"].items() for k, v in out.items()}
+        arrays = run.arrays()
         cols = st.columns(3)
         cols[0].download_button("NPZ", npz_bytes(arrays), "interchange.npz", key="ic-npz")
         cols[1].download_button("JSON", json.dumps({"config": cfg, "effects": records}, indent=2),

@@ -18,7 +18,6 @@ held-out pairs measures the alignment; an untrained rotation and the wrong varia
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -28,6 +27,7 @@ from torch import nn
 
 import tracer
 from recipes.cli import guarded
+from recipes.results import DASResult
 
 DIGITS = 10
 VARIABLES: dict[str, Callable] = {
@@ -138,6 +138,32 @@ def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
     return {"iia": result["iia"], "log": log, "model": pvm}
 
 
+def search(layers: Sequence[int] = (0,), dim: int = 16, epochs: int = 15, seed: int = 0,
+           progress: bool = False, save_dir: Optional[str] = None) -> DASResult:
+    """The tutorial end to end: train the a+b+c MLP, then at each hidden layer DAS for a+b,
+    the untrained rotation and DAS for the wrong variable b+c; held-out IIA of each as a
+    ``DASResult``.  ``save_dir``: also save each layer's trained a+b rotation there."""
+    from tracer import checks
+
+    from .cli import seed_everything
+
+    for layer in layers:
+        checks.integer("layer", layer, 0, 1)  # SumMLP's two hidden layers, before any training
+    checks.integer("dim (rotated dims interchanged)", dim, 1, 64)
+    seed_everything(seed)
+    net, acc = train_mlp(seed=seed)
+    rows: dict = {}
+    for layer in layers:
+        for name, kwargs in [("DAS a+b", dict(variable="a+b")),
+                             ("untrained rotation a+b", dict(variable="a+b", train=False)),
+                             ("DAS b+c (wrong variable)", dict(variable="b+c"))]:
+            got = das(net, layer, dim, epochs=epochs, progress=progress, seed=seed, **kwargs)
+            rows.setdefault(f"layer {layer}", {})[name] = got["iia"]
+            if name == "DAS a+b" and save_dir:
+                got["model"].save(Path(save_dir) / f"rotation_layer_{layer}")
+    return DASResult(rows, acc, {"layers": list(layers), "dim": dim, "epochs": epochs, "seed": seed})
+
+
 @guarded
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.das") -> int:
     """``python -m recipes.das``: train the MLP, then DAS and its controls; prints IIA."""
@@ -152,33 +178,20 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.da
                    help="also write das.json (IIA per layer and control) and each layer's trained "
                         "a+b rotation (rotation_layer_L/: safetensors + JSON) here")
     args = p.parse_args(argv)
-    from tracer import checks
-    from tracer.files import atomic, writable_dir
+    from tracer.files import writable_dir
 
-    from .cli import parse_layers, seed_everything
+    from .cli import parse_layers
 
     layers = parse_layers(args.layers, 2) or [0, 1]  # SumMLP's two hidden layers
-    checks.integer("dim (rotated dims interchanged)", args.dim, 1, 64)
     if args.out:
         writable_dir(args.out, "--out")
-    seed_everything(args.seed)
-    net, acc = train_mlp(seed=args.seed)
-    print(f"MLP accuracy on a+b+c: {acc:.3f}")
-    rows: dict = {}
-    for layer in layers:
-        for name, kwargs in [("DAS a+b", dict(variable="a+b")),
-                             ("untrained rotation a+b", dict(variable="a+b", train=False)),
-                             ("DAS b+c (wrong variable)", dict(variable="b+c"))]:
-            got = das(net, layer, args.dim, epochs=args.epochs, progress=True, seed=args.seed, **kwargs)
-            rows.setdefault(f"layer {layer}", {})[name] = got["iia"]
-            print(f"layer {layer}  {name:28s} IIA {got['iia']:.3f}")
-            if name == "DAS a+b" and args.out:
-                got["model"].save(Path(args.out) / f"rotation_layer_{layer}")
+    result = search(layers, args.dim, args.epochs, args.seed, progress=True, save_dir=args.out)
+    print(f"MLP accuracy on a+b+c: {result.mlp_accuracy:.3f}")
+    for layer, row in result.iia.items():
+        for name, value in row.items():
+            print(f"{layer}  {name:28s} IIA {value:.3f}")
     if args.out:
-        with atomic(Path(args.out) / "das.json") as tmp:
-            tmp.write_text(json.dumps({"mlp_accuracy": acc, "layers": layers, "dim": args.dim,
-                                       "seed": args.seed, "iia": rows}, indent=2))
-        print(f"wrote {Path(args.out) / 'das.json'}")
+        print("wrote " + ", ".join(str(p) for p in result.save(args.out).values()))
     return 0
 
 

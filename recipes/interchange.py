@@ -47,7 +47,7 @@ from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
 from .cli import guarded, parse_layers, setup, shared
-from .results import SweepResult, save_run
+from .results import InterchangeResult, SweepResult
 
 # The seed's three examples: (sentence 1, sentence 2, continuations, targets).
 SEED_EXAMPLES = [
@@ -211,6 +211,48 @@ class InterchangeIntervention:
             output[f"interv_layer_{layer}"] = np.stack(cols, axis=-1)
         self.columns = columns
         return output
+
+
+def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets: Sequence[str],
+                rep_types: Sequence[str] = ("lay", "qry", "key", "val"),
+                heads: Union[None, str, Sequence[int]] = None, layers: Optional[Sequence[int]] = None,
+                together: bool = False, max_batch: Optional[int] = None, remote: Optional[bool] = None,
+                occurrence: int = -1, resume_dir: Optional[str] = None, progress: Any = True,
+                config: Optional[dict] = None) -> InterchangeResult:
+    """The seed's experiment as one call: per rep type (and, with ``together``, all of them
+    at once), the continuation probabilities with the targets' representations swapped at
+    each layer, all heads together or per head (``heads``: ``"each"`` or indices).  Returns
+    an ``InterchangeResult`` (``save(dir)``: results.json/.npz, one heatmap per rep type).
+    ``progress``: a bar (True), none (False) or ``callback(done, total, desc)`` over the
+    rep types; ``resume_dir`` keeps finished batches so an interrupted run resumes."""
+    recipe = model if isinstance(model, InterchangeIntervention) else InterchangeIntervention(
+        model, InterchangeInterventionConfig(sents=sents, conts=conts), remote=bool(remote))
+    runs = {rep: [rep] for rep in rep_types}
+    if together and len(rep_types) > 1:
+        runs["+".join(rep_types)] = list(rep_types)
+    outputs, columns = {}, {}
+    for i, (name, reps) in enumerate(runs.items()):
+        per_head = heads is not None and any(r in HEAD_REPS for r in reps)
+        step = (lambda done, total, desc, i=i, name=name: progress(i + done / max(total, 1), len(runs), name)) \
+            if callable(progress) else progress
+        outputs[name] = recipe.run(targets=targets, rep_types=reps, multihead=not per_head,
+                                   heads=heads if per_head else None, layers=layers,
+                                   max_batch=max_batch, remote=remote, occurrence=occurrence,
+                                   progress=step,
+                                   resume_dir=None if resume_dir is None else str(Path(resume_dir) / name))
+        columns[name] = recipe.columns
+    if resume_dir is not None:
+        try:
+            Path(resume_dir).rmdir()  # every run completed: nothing left to resume
+        except OSError:
+            pass
+    cfg = {"sents": list(sents), "conts": list(conts), "targets": list(targets),
+           "rep_types": list(rep_types), "heads": heads, "together": together,
+           "layers": list(layers) if layers is not None else list(range(recipe.num_layers)),
+           "alignment": "target tokens paired from the end",
+           "effect": "mean over prompts of the TV distance between normalized continuation probabilities",
+           **(config or {})}
+    return InterchangeResult(cfg, outputs, columns)
 
 
 def effects_table(output: dict[str, np.ndarray]) -> np.ndarray:
@@ -428,29 +470,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
         heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
     model = InterchangeIntervention(setup(args), config)
-    layers = parse_layers(args.layers, model.num_layers)
-    runs = {rep: [rep] for rep in args.rep_types}
-    if args.together and len(args.rep_types) > 1:
-        runs["+".join(args.rep_types)] = list(args.rep_types)
-    outputs, columns = {}, {}
-    for name, reps in runs.items():
-        per_head = heads is not None and any(r in HEAD_REPS for r in reps)
-        outputs[name] = model.run(targets=args.targets, rep_types=reps,
-                                  multihead=not per_head, heads=heads if per_head else None,
-                                  layers=layers, max_batch=args.max_batch, remote=args.remote,
-                                  occurrence=args.occurrence,
-                                  resume_dir=str(Path(args.out) / ".partial" / name))
-        columns[name] = model.columns
-    try:
-        (Path(args.out) / ".partial").rmdir()  # every run completed: nothing left to resume
-    except OSError:
-        pass
-    cfg = {"model": args.model, "sents": args.sents, "conts": args.conts, "targets": args.targets,
-           "rep_types": args.rep_types, "heads": heads, "together": args.together,
-           "layers": layers, "dtype": args.dtype, "seed": args.seed,
-           "alignment": "target tokens paired from the end",
-           "effect": "mean over prompts of the TV distance between normalized continuation probabilities"}
-    paths = save_run(args.out, cfg, outputs, {r: effects_table(o) for r, o in outputs.items()}, columns)
+    result = interchange(model, args.sents, args.conts, args.targets, args.rep_types, heads,
+                         parse_layers(args.layers, model.num_layers), args.together, args.max_batch,
+                         args.remote, args.occurrence, str(Path(args.out) / ".partial"),
+                         config={"model": args.model, "dtype": args.dtype, "seed": args.seed})
+    paths = result.save(args.out)
+    outputs, columns = result.outputs, result.columns
     original = outputs[next(iter(outputs))]["original"][:, :, 0]
     print("original P(continuation | prompt):")
     for c, cont in enumerate(args.conts):
@@ -459,8 +484,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
     for name in outputs:
         for effect, rep, layer, head in strongest({name: outputs[name]}, columns, top=3):
             print(f"  {rep:<16} layer {layer:>3}  head {head!s:>3}  effect {effect:.4f}")
-    print("wrote " + ", ".join(str(p) for p in paths.values()) +
-          ", " + ", ".join(str(Path(args.out) / f"heatmap_{r}.png") for r in outputs))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

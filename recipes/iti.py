@@ -38,6 +38,7 @@ from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference,
 from tracer.plan import Activations, Distribution, Group, Logprobs
 from tracer.files import InterventionSet, atomic, model_info
 from recipes.cli import guarded, parse_layers, setup, shared
+from recipes.results import ITIResult
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
 NEUTRAL = Path(__file__).with_name("data") / "neutral.json"
@@ -208,6 +209,17 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
     return spec, report
 
 
+def run(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Optional[int] = None,
+        alpha: Optional[float] = None, direction: str = "mass_mean", seed: int = 0,
+        model_name: Optional[str] = None, remote: Optional[bool] = None,
+        layers: Optional[Sequence[int]] = None) -> ITIResult:
+    """``fit`` then ``evaluate`` on the held-out test split, as one ``ITIResult``
+    (``save(dir)``: the intervention folder, eval.json/.npz, probe_accuracy.png)."""
+    spec, report = fit(model, data, top_k, alpha, direction, seed, model_name, remote=remote, layers=layers)
+    return ITIResult(spec, report, evaluate(model, spec, report["splits"]["test"], remote=remote),
+                     model_name or "")
+
+
 def _pairs(statements: Statements) -> tuple[dict, dict, list]:
     """Row of each pair's true and false statement, and the pairs that have both."""
     truth = {int(p): i for i, (p, l) in enumerate(zip(statements.pair, statements.label)) if l == 1}
@@ -329,25 +341,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
     args = parser.parse_args(argv)
 
     if args.command == "fit":
-        from .plotting import heatmap
-
         model = setup(args)
         data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
-        spec, report = fit(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
-                           remote=args.remote,
-                           layers=parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers))
-        out = Path(args.out)
-        spec.save(out)
-        val = report["val_acc"]
-        heatmap(val, range(val.shape[0]), range(val.shape[1]), out / "probe_accuracy.png",
-                title=f"{args.model}: ITI probe accuracy per head (validation split)", xlabel="head",
-                ylabel="layer", cbar="balanced accuracy", scale="unit", marks=report["chosen"],
-                mark_label=f"the {report['top_k']} heads steered", line=0.5)
-        result = evaluate(model, spec, report["splits"]["test"], remote=args.remote)
-        result["best_val_acc"] = float(val.max())
-        result["mean_test_acc_of_chosen"] = float(np.mean([report["test_acc"][l, h] for l, h in report["chosen"]]))
-        with atomic(out / "eval.json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        result = run(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
+                     remote=args.remote,
+                     layers=parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers))
+        spec, report = result.spec, result.report
+        written = result.save(args.out)
+        summary = result.to_dict()
         if report["selection"]:
             print("chosen on the validation split (share of pairs preferring the true statement):")
             for row in report["selection"]:
@@ -357,10 +358,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
         if report["alpha"] == 0:
             print("no shift improved the validation preference, so alpha 0 was chosen: the saved "
                   "intervention changes nothing (pass --alpha to force one)")
-        print(f"best validation probe accuracy {val.max():.3f}; chosen heads' mean test accuracy "
-              f"{result['mean_test_acc_of_chosen']:.3f}")
-        print(_table(result))
-        print(f"wrote {out}/config.json, {out}/tensors.safetensors, {out}/probe_accuracy.png, {out}/eval.json")
+        print(f"best validation probe accuracy {summary['best_val_acc']:.3f}; chosen heads' mean "
+              f"test accuracy {summary['mean_test_acc_of_chosen']:.3f}")
+        print(_table(result.evaluation))
+        print("wrote " + ", ".join(str(p) for p in written.values()))
         if args.push_to_hub:
             print("pushed:", spec.push_to_hub(args.push_to_hub))
         return 0

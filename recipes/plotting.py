@@ -68,3 +68,40 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
+
+
+def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """Success and coherence against perplexity per steering method (points labelled with
+    alpha), the clean run starred and its perplexity dotted; returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    clean = [r for r in rows if r["method"] == "clean"]
+    for ax, key, label in zip(axes, ("success", "coherence"),
+                              ("intervention success (share of outputs naming the phrase)",
+                               "coherence (mean token probability)")):
+        for name in dict.fromkeys(r["method"] for r in rows):
+            pts = [r for r in rows if r["method"] == name]
+            style = "k*" if name == "clean" else "o-"
+            ax.plot([r["perplexity"] for r in pts], [r[key] for r in pts], style, label=name,
+                    markersize=10 if name == "clean" else 5)
+            for r in pts:
+                if r["alpha"] and name not in ("clean", "prompting"):
+                    ax.annotate(f"{r['alpha']:g}", (r["perplexity"], r[key]), fontsize=7)
+        if clean:
+            ax.axvline(clean[0]["perplexity"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("perplexity under the unsteered model (clean: dotted)")
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "steering: success and coherence vs perplexity (labels: alpha)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path

@@ -1,19 +1,58 @@
-"""Results as plain data with named axes: saved as NPZ + JSON + a PNG, plotted apart."""
+"""What every recipe returns: a ``Result`` with ``to_dict()`` (plain JSON data), ``save(dir)``
+(the data as JSON, with NPZ / CSV / an intervention folder where the recipe has them, and
+the pictures) and ``plot(dir)`` (the pictures only).  ``SweepResult`` (sweeps, causal
+tracing, path and attribution patching), ``InterchangeResult`` (the seed's head-by-head
+interchange), ``SteeringRun`` and ``SteeringTable`` (steering), ``ITIResult`` and
+``DASResult``."""
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from tracer.files import atomic
+from tracer.files import atomic, writable_dir
+
+
+class Result(abc.ABC):
+    """The shape every recipe's result has."""
+
+    name = "result"  # the stem of its files
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict:
+        """Plain JSON-able data."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays saved as ``NAME.npz`` (none by default)."""
+        return {}
+
+    def plot(self, out: Union[str, Path]) -> dict[str, Path]:
+        """Write the pictures into folder ``out``; returns them by name (none by default)."""
+        return {}
+
+    def save(self, out: Union[str, Path]) -> dict[str, Path]:
+        """Write ``NAME.json`` (``to_dict``), ``NAME.npz`` (``arrays``, when any) and the
+        pictures into folder ``out`` (checked writable first); returns every path by name."""
+        out = writable_dir(out)
+        paths = {"json": out / f"{self.name}.json"}
+        with atomic(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        arrays = self.arrays()
+        if arrays:
+            paths["npz"] = out / f"{self.name}.npz"
+            with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        paths.update(self.plot(out))
+        return paths
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Result):
     """A labelled 2-D result: ``values[i, j]`` for ``axes[0]`` label i and ``axes[1]`` label j."""
 
     values: np.ndarray
@@ -22,6 +61,7 @@ class SweepResult:
     metric: str
     baselines: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    name: str = "sweep"
 
     def to_dict(self) -> dict:
         """Plain JSON-able data."""
@@ -29,23 +69,28 @@ class SweepResult:
                 "metric": self.metric, "values": self.values.tolist(),
                 "baselines": {k: float(v) for k, v in self.baselines.items()}, "meta": self.meta}
 
-    def save(self, out: Union[str, Path], name: str = "sweep") -> dict[str, Path]:
-        """Write ``name.npz``, ``name.json`` and ``name.png`` into ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"npz": out / f"{name}.npz", "json": out / f"{name}.json", "png": out / f"{name}.png"}
-        with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
-            np.savez(f, values=self.values,
-                     **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()})
-        with atomic(paths["json"]) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        self.plot(paths["png"])
-        return paths
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"values": self.values,
+                **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()}}
 
-    def plot(self, path: Union[str, Path], title: Optional[str] = None, scale: Optional[str] = None) -> Path:
-        """The result as a heatmap PNG: the title names the prompts, the colorbar the
-        quantity and answer; ``scale`` as ``plotting.heatmap`` (default: 0..1 for
-        probabilities, symmetric around 0 for signed estimates, else the data's range)."""
+    def save(self, out: Union[str, Path], name: Optional[str] = None) -> dict[str, Path]:
+        """Write ``NAME.npz``, ``NAME.json`` and ``NAME.png`` into ``out``."""
+        if name is not None:
+            self.name = name
+        return super().save(out)
+
+    def plot(self, path: Union[str, Path], title: Optional[str] = None,
+             scale: Optional[str] = None) -> dict[str, Path]:
+        """The result as a heatmap PNG (``path``: a folder, for ``NAME.png``, or a ``.png``
+        file): the title names the prompts, the colorbar the quantity and answer; ``scale``
+        as ``plotting.heatmap`` (default: 0..1 for probabilities, symmetric around 0 for
+        signed estimates, else the data's range)."""
+        path = Path(path)
+        if path.suffix != ".png":
+            path = path / f"{self.name}.png"
+        return {"png": self._heatmap(path, title, scale)}
+
+    def _heatmap(self, path: Path, title: Optional[str], scale: Optional[str]) -> Path:
         from .plotting import heatmap
 
         a0, a1 = self.axes
@@ -69,30 +114,162 @@ class SweepResult:
                        xlabel=a1, ylabel=a0, cbar=cbar, scale=scale)
 
 
-def save_run(out: Union[str, Path], config: dict, outputs: dict[str, dict[str, np.ndarray]],
-             effects: dict[str, np.ndarray], columns: dict[str, list]) -> dict[str, Path]:
-    """An interchange run (``recipes.interchange``): ``results.npz``, ``results.json`` and one
-    ``heatmap_<rep>.png`` of each rep type's ``effects`` (layer x head)."""
-    from .plotting import heatmap
+@dataclass
+class InterchangeResult(Result):
+    """The seed's interchange run: per rep type, the continuation probabilities originally
+    and with the targets swapped (``outputs[rep]``: ``"original"`` (C, 2, 1),
+    ``"interv_layer_L"`` (C, 2, columns)), its columns (heads, or "all") and effects
+    (layer x column TV distances).  Files: ``results.json``, ``results.npz``,
+    ``heatmap_<rep>.png``."""
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    arrays, numbers = {}, {}
-    for rep, output in outputs.items():
-        arrays.update({f"{rep}/{k}": v for k, v in output.items()})
-        arrays[f"{rep}/effect"] = effects[rep]
-        numbers[rep] = {"columns": [("all" if c is None else c) for c in columns[rep]],
-                        "effect": effects[rep].tolist(),
-                        "probs": {k: v.tolist() for k, v in output.items()}}
-        heatmap(effects[rep], list(range(effects[rep].shape[0])),
-                ["all" if c is None else c for c in columns[rep]], out / f"heatmap_{rep}.png",
-                title=f"{config.get('model', '')}: swapping {config['targets'][0]!r} <-> "
-                      f"{config['targets'][1]!r} ({rep})\n{config['sents'][0]!r}\n{config['sents'][1]!r}",
+    config: dict
+    outputs: dict
+    columns: dict
+    name: str = "results"
+
+    @property
+    def effects(self) -> dict[str, np.ndarray]:
+        from .interchange import effects_table
+
+        return {rep: effects_table(o) for rep, o in self.outputs.items()}
+
+    def to_dict(self) -> dict:
+        effects = self.effects
+        return {"config": self.config, "results": {
+            rep: {"columns": [("all" if c is None else c) for c in self.columns[rep]],
+                  "effect": effects[rep].tolist(), "probs": {k: v.tolist() for k, v in out.items()}}
+            for rep, out in self.outputs.items()}}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        effects = self.effects
+        out = {}
+        for rep, output in self.outputs.items():
+            out.update({f"{rep}/{k}": v for k, v in output.items()})
+            out[f"{rep}/effect"] = effects[rep]
+        return out
+
+    def plot(self, out: Union[str, Path]) -> dict[str, Path]:
+        """One heatmap per rep type: layer x head, effect on a fixed 0..1 scale."""
+        from .plotting import heatmap
+
+        cfg, paths = self.config, {}
+        for rep, effect in self.effects.items():
+            cols = ["all" if c is None else c for c in self.columns[rep]]
+            paths[f"heatmap_{rep}"] = heatmap(
+                effect, list(range(effect.shape[0])), cols, Path(out) / f"heatmap_{rep}.png",
+                title=f"{cfg.get('model', '')}: swapping {cfg['targets'][0]!r} <-> "
+                      f"{cfg['targets'][1]!r} ({rep})\n{cfg['sents'][0]!r}\n{cfg['sents'][1]!r}",
                 xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
                 scale="unit")
-    paths = {"npz": out / "results.npz", "json": out / "results.json"}
-    with atomic(paths["npz"]) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    with atomic(paths["json"]) as tmp:
-        tmp.write_text(json.dumps({"config": config, "results": numbers}, indent=2))
-    return paths
+        return paths
+
+
+@dataclass
+class SteeringRun(Result):
+    """One steering run: its options, the generated outputs and their scores (success,
+    coherence, perplexity, matched words, degenerate outputs).  File: ``outputs.json`` (what
+    ``interlace eval`` scores again); a single run has no picture (``SteeringTable`` plots
+    runs against each other)."""
+
+    args: dict
+    scores: dict
+    outputs: list
+    name: str = "outputs"
+
+    def to_dict(self) -> dict:
+        return {"args": self.args, "scores": self.scores, "outputs": self.outputs}
+
+
+@dataclass
+class SteeringTable(Result):
+    """Steering methods x strengths: one row per run (method, alpha, success, coherence,
+    perplexity, n, an example).  Files: ``table.json``, ``table.csv``,
+    ``success_vs_perplexity.png`` (success and coherence against perplexity, the clean run
+    marked)."""
+
+    rows: list
+    title: str = ""
+    name: str = "table"
+    KEYS = ("method", "alpha", "success", "coherence", "perplexity", "n", "example")
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, "rows": list(self.rows)}
+
+    def save(self, out: Union[str, Path]) -> dict[str, Path]:
+        import csv
+
+        paths = super().save(out)
+        paths["csv"] = Path(out) / "table.csv"
+        with atomic(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.KEYS))
+            w.writeheader()
+            w.writerows([{k: r.get(k) for k in self.KEYS} for r in self.rows])
+        return paths
+
+    def plot(self, out: Union[str, Path]) -> dict[str, Path]:
+        from .plotting import steering_plot
+
+        return {"png": steering_plot(self.rows, Path(out) / "success_vs_perplexity.png", self.title)}
+
+
+@dataclass
+class ITIResult(Result):
+    """A fitted ITI intervention and its report: probe accuracy per head (validation and
+    test), the chosen heads, K and alpha (with every candidate's validation score) and the
+    test-split evaluation.  Files: the intervention folder itself (``config.json`` +
+    ``tensors.safetensors``), ``eval.json``, ``eval.npz``, ``probe_accuracy.png``."""
+
+    spec: Any
+    report: dict
+    evaluation: dict
+    model: str = ""
+    name: str = "eval"
+
+    def to_dict(self) -> dict:
+        r = self.report
+        test = r["test_acc"]
+        return {**self.evaluation, "top_k": r["top_k"], "alpha": r["alpha"],
+                "chosen": [list(c) for c in r["chosen"]], "selection": r.get("selection", []),
+                "best_val_acc": float(r["val_acc"].max()),
+                "mean_test_acc_of_chosen": float(np.mean([test[l, h] for l, h in r["chosen"]]))}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"val_acc": self.report["val_acc"], "test_acc": self.report["test_acc"]}
+
+    def save(self, out: Union[str, Path]) -> dict[str, Path]:
+        folder = self.spec.save(writable_dir(out))
+        return {"intervention": folder, **super().save(out)}
+
+    def plot(self, out: Union[str, Path]) -> dict[str, Path]:
+        from .plotting import heatmap
+
+        r, val = self.report, self.report["val_acc"]
+        return {"png": heatmap(val, range(val.shape[0]), range(val.shape[1]), Path(out) / "probe_accuracy.png",
+                               title=f"{self.model}: ITI probe accuracy per head (validation split)",
+                               xlabel="head", ylabel="layer", cbar="balanced accuracy", scale="unit",
+                               marks=r["chosen"], mark_label=f"the {r['top_k']} heads steered", line=0.5)}
+
+
+@dataclass
+class DASResult(Result):
+    """Distributed alignment search on the tutorial's MLP: held-out IIA per hidden layer
+    for DAS on a+b and its controls.  Files: ``das.json``, ``das.png``."""
+
+    iia: dict            # "layer L" -> {condition: IIA}
+    mlp_accuracy: float
+    config: dict
+    name: str = "das"
+
+    def to_dict(self) -> dict:
+        return {"mlp_accuracy": self.mlp_accuracy, **self.config, "iia": self.iia}
+
+    def plot(self, out: Union[str, Path]) -> dict[str, Path]:
+        from .plotting import heatmap
+
+        rows = list(self.iia)
+        conditions = list(next(iter(self.iia.values())))
+        values = np.array([[self.iia[r][c] for c in conditions] for r in rows])
+        return {"png": heatmap(values, rows, conditions, Path(out) / "das.png",
+                               title=f"DAS on the a+b+c MLP ({self.config.get('dim')} rotated dims): "
+                                     f"held-out interchange accuracy", xlabel="", ylabel="",
+                               cbar="IIA", scale="unit")}

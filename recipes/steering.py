@@ -17,7 +17,6 @@ all prompts in one batched ``generate`` (see that module for the per-step rule).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -36,6 +35,7 @@ from tracer.files import InterventionSet, model_info
 
 from . import lens
 from .cli import guarded, setup, shared
+from .results import SteeringRun, SteeringTable
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
 PROMPT_TEMPLATE = "Talk about {phrase}. "
@@ -115,6 +115,20 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
     return records
 
 
+def steer(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha: float = 0.5,
+          layer: int = 8, length: int = 30, texts: Optional[Sequence[str]] = None,
+          test_clean: bool = False, test_bottleneck: bool = False, prompting: bool = False,
+          built: Optional[lens.Method] = None, args: Optional[dict] = None) -> SteeringRun:
+    """One steering run judged: the outputs of ``run`` and their ``evaluate`` scores as a
+    ``SteeringRun`` (``save(dir)`` writes outputs.json, which ``interlace eval`` rescores)."""
+    records = run(model, method, phrase, alpha, layer, length, texts, test_clean, test_bottleneck,
+                  prompting, built)
+    settings = {"method": method, "intervention_phrase": phrase, "alpha": alpha, "layer_idx": layer,
+                "generation_length": length, "test_clean": test_clean,
+                "test_bottleneck": test_bottleneck, "prompting": prompting, **(args or {})}
+    return SteeringRun(settings, evaluate(model, records, phrase), records)
+
+
 # -- judging ------------------------------------------------------------------------
 
 def keyword_match(text: str, phrase: str) -> Optional[str]:
@@ -188,9 +202,10 @@ def evaluate(model: Any, records: Sequence[dict], phrase: str,
 
 def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: str = "San Francisco",
           layer: int = 8, length: int = 30, texts: Optional[Sequence[str]] = None,
-          out: Optional[str | Path] = None, progress: bool = True) -> list[dict]:
-    """Every method x alpha (plus the clean and prompting baselines): a table, written as
-    CSV + JSON, and a success-vs-perplexity plot, when ``out`` is given."""
+          out: Optional[str | Path] = None, progress: bool = True) -> SteeringTable:
+    """Every method x alpha (plus the clean and prompting baselines): a ``SteeringTable``
+    (``.rows``; ``save(dir)``: CSV + JSON and a success-vs-perplexity plot), saved into
+    ``out`` when given."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -205,55 +220,11 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
             recs = run(model, name, phrase, alpha, layer, length, texts, built=built[name])
         rows.append({"method": name, "alpha": alpha, **evaluate(model, recs, phrase),
                      "example": recs[0]["output"]})
+    name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
+    table = SteeringTable(rows, f"{Path(str(name)).name}: steering toward {phrase!r} at layer {layer}")
     if out is not None:
-        name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
-        write_table(rows, out, title=f"{Path(str(name)).name}: steering toward {phrase!r} at layer {layer}")
-    return rows
-
-
-def write_table(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
-    """``table.csv``, ``table.json`` and ``success_vs_perplexity.png`` under ``out``: success
-    and coherence against perplexity per method (labels: alpha), the clean run marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    keys = ["method", "alpha", "success", "coherence", "perplexity", "n", "example"]
-    with atomic(out / "table.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows([{k: r.get(k) for k in keys} for r in rows])
-    with atomic(out / "table.json") as tmp:
-        tmp.write_text(json.dumps(list(rows), indent=2))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    clean = [r for r in rows if r["method"] == "clean"]
-    for ax, key, label in zip(axes, ("success", "coherence"),
-                              ("intervention success (share of outputs naming the phrase)",
-                               "coherence (mean token probability)")):
-        for name in dict.fromkeys(r["method"] for r in rows):
-            pts = [r for r in rows if r["method"] == name]
-            style = "k*" if name == "clean" else "o-"
-            ax.plot([r["perplexity"] for r in pts], [r[key] for r in pts], style, label=name,
-                    markersize=10 if name == "clean" else 5)
-            for r in pts:
-                if r["alpha"] and name not in ("clean", "prompting"):
-                    ax.annotate(f"{r['alpha']:g}", (r["perplexity"], r[key]), fontsize=7)
-        if clean:
-            ax.axvline(clean[0]["perplexity"], color="grey", linestyle=":", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("perplexity under the unsteered model (clean: dotted)")
-        ax.set_ylabel(label, fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title or "steering: success and coherence vs perplexity (labels: alpha)", fontsize=9)
-    fig.tight_layout()
-    with atomic(out / "success_vs_perplexity.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+        table.save(out)
+    return table
 
 
 # -- command line --------------------------------------------------------------------
@@ -336,7 +307,7 @@ def _eval(argv: Sequence[str], prog: str) -> int:
     model = setup(a)
     texts = prompts()[: a.limit] if a.limit else None
     rows = sweep(model, a.methods, a.alphas, a.intervention_phrase, a.layer_idx,
-                 a.generation_length, texts, a.out)
+                 a.generation_length, texts, a.out).rows
     for r in rows:
         print(f"{r['method']:10s} alpha={r['alpha']!s:5s} success={r['success']:.2f} "
               f"coherence={r['coherence']:.3f} perplexity={r['perplexity']:.1f}")
@@ -387,15 +358,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
     if built is not None and a.alpha_units == "raw":  # the same edit, in our units
         alpha = a.alpha * float(built.direction(model, a.intervention_phrase).float().norm()) / \
             float(lens.stream_norm(model, a.layer_idx))
-    recs = run(model, a.method, a.intervention_phrase, alpha, a.layer_idx, a.generation_length,
-               texts, a.test_clean, a.test_bottleneck, a.prompting, built)
-    for r in recs[:5]:
+    result = steer(model, a.method, a.intervention_phrase, alpha, a.layer_idx, a.generation_length,
+                   texts, a.test_clean, a.test_bottleneck, a.prompting, built, args=vars(a))
+    for r in result.outputs[:5]:
         print(f"{r['prompt']!r} -> {r['output']!r}")
-    scores = evaluate(model, recs, a.intervention_phrase)
-    print(json.dumps(scores))
-    with atomic(Path(a.out) / OUTPUTS) as tmp:
-        tmp.write_text(json.dumps({"args": vars(a), "scores": scores, "outputs": recs}, indent=2))
-    print(f"wrote {Path(a.out) / OUTPUTS}")
+    print(json.dumps(result.scores))
+    print(f"wrote {result.save(a.out)['json']}")
     return 0
 
 

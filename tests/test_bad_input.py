@@ -206,16 +206,18 @@ def test_clis_print_one_line_and_exit_2(tiny_models, tmp_path, capsys):
     rc = interchange.main(["--model", str(folder), "--sents", "The cat sat", "The dog sat",
                            "--conts", "on", "in", "--targets", "cat", "dog", "--out", str(a_file)])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: the output folder") and "is a file" in err
+    assert rc == 2 and err.startswith("error: --out") and "is a file" in err
     assert len(err.strip().splitlines()) == 1
     assert iti.main(["fit", "--model", str(folder), "--top-k", "0", "--out", str(tmp_path / "iti")]) == 2
     assert "error: top_k must be between 1 and 8" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_k must be between"):
         iti.main(["fit", "--model", str(folder), "--top-k", "0", "--out", str(tmp_path / "iti"), "--debug"])
-    assert steering.main(["--model", str(folder), "--out", str(tmp_path)]) == 2
-    assert "is a folder; give a file name" in capsys.readouterr().err
-    assert das.main(["--layer", "5", "--epochs", "1"]) == 2
-    assert "error: layer must be >= 0 and <= 1, got 5" in capsys.readouterr().err
+    assert steering.main(["--model", str(folder), "--out", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert steering.main(["--model", str(folder), "--out", str(tmp_path / "steer")]) == 2
+    assert "the model has 2 layers" in capsys.readouterr().err  # --layer-idx 8 by default
+    assert das.main(["--layers", "5", "--epochs", "1"]) == 2
+    assert "error: layers: '5' is outside 0-1" in capsys.readouterr().err
 
 
 def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path, monkeypatch):

@@ -104,6 +104,6 @@ def test_cli_run_and_eval(tmp_path):
     assert len(data["outputs"]) == 2 and set(data["scores"]) >= {"success", "coherence", "perplexity"}
     assert steering.main(["eval", "--methods", "logit", "--alphas", "0.5", "--limit", "2",
                           "--generation-length", "4", "--out", str(tmp_path / "ev")]) == 0
-    rows = json.loads((tmp_path / "ev" / "table.json").read_text())
+    rows = json.loads((tmp_path / "ev" / "table.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["clean", "prompting", "logit"]
     assert (tmp_path / "ev" / "success_vs_perplexity.png").stat().st_size > 1000
