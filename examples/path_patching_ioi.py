@@ -6,7 +6,7 @@ frozen at the clean run; the value is logit(IO) - logit(S) after the final norm 
 patched values, averaged over the 8 prompt pairs.  The most negative heads are the ones
 whose direct path carries the answer.
 
-    python examples/path_patching_ioi.py [--model smollm2] [--top 8] [--out ioi/]
+    python examples/path_patching_ioi.py [--model smollm2] [--top 8] [--out ioi/] [--pairs 8] [--layers ...]
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--top", type=int, default=8, help="heads to list (default 8)")
     parser.add_argument("--out", default=None, help="folder for the grid (NPZ, JSON, PNG)")
+    parser.add_argument("--pairs", type=int, default=8, help="IOI prompt pairs averaged (default all 8)")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="sender heads' layers (default: every layer)")
     args = parser.parse_args()
     model = tracer.load(args.model)
-    bases, sources, answers = interchange.ioi()
-    result = interchange.path_patch(model, bases, sources, answers, receivers=["final"])
+    bases, sources, answers = (x[:args.pairs] for x in interchange.ioi())
+    result = interchange.path_patch(model, bases, sources, answers, receivers=["final"], layers=args.layers)
     base = result.baselines["base"]
     print(f"logit(IO) - logit(S): clean {base:.3f}, ABC-corrupted {result.baselines['source']:.3f}")
     drop = result.values - base

@@ -5,15 +5,21 @@ interchange, zero/add/collect, an nn.Module around it, generation (on the genera
 and from a source), save/load, seed 001's custom TrainableIntervention, DAS trained with
 ``train_alignment`` in pyvene's own batch format, and boundless DAS.
 
-    python examples/pyvene_seeds.py
+    python examples/pyvene_seeds.py [--new-tokens 30] [--epochs 3]
 """
 
+import argparse
 import tempfile
 
 import torch
 import torch.nn as nn
 
 import tracer as pv
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--new-tokens", type=int, default=30, help="tokens generated in sections 4 and 5")
+parser.add_argument("--epochs", type=int, default=3, help="DAS training epochs in section 9")
+args = parser.parse_args()
 
 model = pv.load()  # SmolLM2-135M-Instruct, an nnsight TransformersModel
 tokenizer = model.tokenizer
@@ -66,7 +72,7 @@ pv_story = pv.IntervenableModel([{
 } for l in range(model.config.num_hidden_layers)], model=model)
 prompt = tokenizer("Once upon a time there was", return_tensors="pt")
 unintervened_story, intervened_story = pv_story.generate(
-    prompt, source_representations=emb_happy * 0.3, max_length=40)
+    prompt, source_representations=emb_happy * 0.3, max_new_tokens=args.new_tokens)
 print("plain:  ", tokenizer.decode(unintervened_story[0], skip_special_tokens=True))
 print("happy:  ", tokenizer.decode(intervened_story[0], skip_special_tokens=True))
 
@@ -77,7 +83,7 @@ pv_story = pv.IntervenableModel([{
     "layer": l, "component": "mlp_output", "intervention": pv_patcher,
 } for l in range(model.config.num_hidden_layers)], model=model)
 _, intervened_story = pv_story.generate(
-    prompt, tokenizer(" Happy", return_tensors="pt"), unit_locations={"sources->base": 0}, max_length=40)
+    prompt, tokenizer(" Happy", return_tensors="pt"), unit_locations={"sources->base": 0}, max_new_tokens=args.new_tokens)
 print("source: ", tokenizer.decode(intervened_story[0], skip_special_tokens=True))
 print("  (as in pyvene's tutorial; it repeats one word because SmolLM2's MLP outputs at a first "
       "token are ~60x larger than elsewhere, so the added source swamps the residual stream)")
@@ -153,7 +159,7 @@ for kind in (pv.LowRankRotatedSpaceIntervention, pv.BoundlessRotatedSpaceInterve
     das = pv.IntervenableModel({"layer": 8, "component": "block_output", "low_rank_dimension": 16,
                                 "intervention_type": kind}, model=model)
     before = das.eval_alignment(data, iia, None, progress=False)
-    das.train_alignment(data, compute_loss, iia, None, epochs=3, lr=1e-2, progress=False)
+    das.train_alignment(data, compute_loss, iia, None, epochs=args.epochs, lr=1e-2, progress=False)
     after = das.eval_alignment(data, iia, None, progress=False)
     extra = ""
     if kind is pv.BoundlessRotatedSpaceIntervention:  # 10. boundless DAS learns how many dims

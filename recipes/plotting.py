@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -62,12 +62,7 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
         bar.ax.axhline(line, color="red", linewidth=1.5)
         bar.ax.text(-0.15, line, f"chance {line:g}", transform=bar.ax.get_yaxis_transform(),
                     color="red", fontsize=7, va="center", ha="right")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return _write(fig, path)
 
 
 def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
@@ -99,6 +94,13 @@ def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
         ax.set_ylabel(label, fontsize=8)
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "steering: success and coherence vs perplexity (labels: alpha)", fontsize=9)
+    return _write(fig, path)
+
+
+def _write(fig: Any, path: str | Path) -> Path:
+    """Lay out, write the figure as a PNG atomically, close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic(path) as tmp:
