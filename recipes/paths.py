@@ -80,7 +80,7 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
                answers: Sequence, receivers: Sequence[Union[str, tuple]],
                sender: Union[None, tuple, list] = None, metric: Union[str, Callable] = "logit_diff",
                max_batch: Optional[int] = None, progress: bool = True,
-               layers: Optional[Sequence[int]] = None) -> SweepResult:
+               layers: Optional[Sequence[int]] = None, resume_dir: Optional[str] = None) -> SweepResult:
     """Path patching from ``sender`` (``("head_out", L, H)`` or a list patched together;
     None: every head before the receivers, each alone) to ``receivers``.
 
@@ -90,7 +90,8 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
     ``"logit_diff"``: first minus second answer), averaged over the prompts.  Returns a
     layer x head grid (NaN where a head is not a sender), or 1 x 1 for given senders, with
     the base and source metrics as baselines.  ``layers`` limits the senders tried one by
-    one (``sender=None``) to heads in those layers.
+    one (``sender=None``) to heads in those layers.  With ``resume_dir`` finished batches of
+    both stages are kept there, so an interrupted run resumes.
     """
     from .interchange import _answer_ids, _model, metric_fn  # interchange re-exports path_patch
 
@@ -144,7 +145,9 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
                 if mlp.order < latest:
                     edits.append(copy(mlp.name, i, 2 * n + i, every, every))
         groups.append(Group(rows, edits, reads, key=tuple(heads)))
-    stage1 = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="path patching")
+    keep = (lambda stage: None) if resume_dir is None else (lambda stage: str(Path(resume_dir) / stage))  # noqa: E731
+    stage1 = execute.run(model, groups, max_batch=max_batch, progress=progress, desc="path patching",
+                         resume_dir=keep("senders"))
 
     # stage 2: the base prompts with the receivers set to what stage 1 recorded
     scores = [Logprobs(i, (-1,) * len(ids[i]), tuple(ids[i])) for i in range(n)]
@@ -160,7 +163,8 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
                     value = value[:, list(hs)]
                 edits.append(Intervention("interchange", s.name, every, hs, rows=[i], source=value))
         plain.append(Group(rows_b + rows_s, edits, scores, key=tuple(heads)))
-    stage2 = execute.run(model, plain, max_batch=max_batch, progress=progress, desc="receivers")
+    stage2 = execute.run(model, plain, max_batch=max_batch, progress=progress, desc="receivers",
+                         resume_dir=keep("receivers"))
 
     def score(values: list) -> float:
         return float(np.mean([fn(v.numpy()[None])[0] for v in values]))

@@ -123,7 +123,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.sw
             answers = args.answers or []
         result = interchange.path_patch(model, bases, sources, answers,
                                         [_receiver(r) for r in args.receivers], metric=args.metric,
-                                        layers=args.layers, **common)
+                                        layers=args.layers, resume_dir=resume, **common)
+    for folder in sorted(Path(resume).glob("**/"), reverse=True):  # done: nothing to resume
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
     name = args.command.replace("-", "_")
     written = result.save(out, name=name)
     print(f"{result.meta.get('title', name)}; baselines " +
