@@ -107,7 +107,7 @@ def _rows(model: Any, texts: Sequence[str]) -> list[list[int]]:
 
 
 def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
-                     remote: Optional[bool] = None) -> torch.Tensor:
+                     remote: Optional[bool] = None, progress: bool = False) -> torch.Tensor:
     """Every head's output at each text's last token: ``(N, layers, heads, head_dim)``.
 
     One plan: ``batch_size`` texts per forward pass; with ``remote=True`` one NDIF request.
@@ -115,7 +115,8 @@ def head_activations(model: Any, texts: Sequence[str], batch_size: int = 128,
     n_layers = tracer.sites.dims_of(model.config).n_layers
     reads = [Activations(f"head_out.{layer}", 0, (-1,)) for layer in range(n_layers)]
     groups = [Group([row], [], reads) for row in _rows(model, texts)]
-    results = execute.run(model, groups, max_batch=batch_size, remote=remote, progress=False)
+    results = execute.run(model, groups, max_batch=batch_size, remote=remote, progress=progress,
+                          desc="ITI: head activations")
     return torch.stack([torch.cat(r) for r in results])
 
 
@@ -140,7 +141,7 @@ ALPHAS = (0.0, 1.0, 2.5, 5.0, 10.0, 15.0)  # tried when alpha is not given; 0 = 
 def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Optional[int] = None,
         alpha: Optional[float] = None, direction: str = "mass_mean", seed: int = 0,
         model_name: Optional[str] = None, remote: Optional[bool] = None,
-        layers: Optional[Sequence[int]] = None) -> tuple[InterventionSet, dict]:
+        layers: Optional[Sequence[int]] = None, progress: bool = False) -> tuple[InterventionSet, dict]:
     """Fit ITI on labelled statements: returns the intervention and a report
     (probe accuracies, chosen heads, splits).  ``layers`` limits the heads that may be
     steered to those layers (every head is still probed).
@@ -164,7 +165,8 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
         raise ValueError(f"ITI needs true and false statements to fit probes: got "
                          f"{len(statements.text)} statements with labels {sorted(set(statements.label.tolist()))}")
     parts = split(statements, seed=seed)
-    every = head_activations(model, [t for v in parts.values() for t in v.text], remote=remote)
+    every = head_activations(model, [t for v in parts.values() for t in v.text], remote=remote,
+                             progress=progress)
     acts, start = {}, 0
     for k, v in parts.items():
         acts[k], start = every[start:start + len(v.text)], start + len(v.text)
@@ -196,7 +198,8 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
         ks = [top_k] if top_k is not None else [k for k in TOP_KS if k <= n_probes] or [n_probes]
         alphas = [alpha] if alpha is not None else list(ALPHAS)
         cands = [(k, a) for a in alphas for k in ks]
-        scores = preference(model, parts["val"], [build(k, a)[1] for k, a in cands], remote=remote)
+        scores = preference(model, parts["val"], [build(k, a)[1] for k, a in cands], remote=remote,
+                            progress=progress)
         selection = [{"top_k": k, "alpha": a, "val_prefers_true": sc} for (k, a), sc in zip(cands, scores)]
         # the best; ties go to the weaker shift (smaller alpha, then fewer heads)
         best = max(range(len(cands)), key=lambda i: (scores[i], -cands[i][1], -cands[i][0]))
@@ -212,10 +215,11 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
 def run(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Optional[int] = None,
         alpha: Optional[float] = None, direction: str = "mass_mean", seed: int = 0,
         model_name: Optional[str] = None, remote: Optional[bool] = None,
-        layers: Optional[Sequence[int]] = None) -> ITIResult:
+        layers: Optional[Sequence[int]] = None, progress: bool = False) -> ITIResult:
     """``fit`` then ``evaluate`` on the held-out test split, as one ``ITIResult``
     (``save(dir)``: the intervention folder, eval.json/.npz, probe_accuracy.png)."""
-    spec, report = fit(model, data, top_k, alpha, direction, seed, model_name, remote=remote, layers=layers)
+    spec, report = fit(model, data, top_k, alpha, direction, seed, model_name, remote=remote, layers=layers,
+                       progress=progress)
     return ITIResult(spec, report, evaluate(model, spec, report["splits"]["test"], remote=remote),
                      model_name or "")
 
@@ -231,12 +235,13 @@ def _pairs(statements: Statements) -> tuple[dict, dict, list]:
 
 
 def preference(model: Any, statements: Statements, specs: Sequence[Optional[InterventionSet]],
-               remote: Optional[bool] = None) -> list[float]:
+               remote: Optional[bool] = None, progress: bool = False) -> list[float]:
     """For each spec (None: the model as is), how often the true statement of a (true, false)
     pair gets the higher log-probability; all specs in one plan."""
     truth, lie, pairs = _pairs(statements)
     groups = [g for s in specs for g in _scored(model, statements.text, s, "tokens")]
-    results = execute.run(model, groups, max_batch=64, remote=remote, progress=False)
+    results = execute.run(model, groups, max_batch=64, remote=remote, progress=progress,
+                          desc="ITI: scoring candidates")
     n, out = len(statements.text), []
     for j in range(len(specs)):
         lp = [float(r[0].sum()) for r in results[j * n:(j + 1) * n]]
@@ -345,7 +350,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
         data = None if args.data is None else load_statements(args.data, args.statement_column, args.label_column)
         result = run(model, data, args.top_k, args.alpha, args.direction, args.seed, args.model,
                      remote=args.remote,
-                     layers=parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers))
+                     layers=parse_layers(args.layers, tracer.sites.dims_of(model.config).n_layers),
+                     progress=True)
         spec, report = result.spec, result.report
         written = result.save(args.out)
         summary = result.to_dict()

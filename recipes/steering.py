@@ -90,8 +90,11 @@ def make_method(model: Any, method: str, layer: int, phrase: str, sae_path: Opti
 def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha: float = 0.5,
         layer: int = 8, length: int = 30, texts: Optional[Sequence[str]] = None,
         test_clean: bool = False, test_bottleneck: bool = False, prompting: bool = False,
-        built: Optional[lens.Method] = None, batch_size: int = 25) -> list[dict]:
-    """Generate over the prompt set; one record per prompt with the output text."""
+        built: Optional[lens.Method] = None, batch_size: int = 25, progress: bool = False) -> list[dict]:
+    """Generate over the prompt set; one record per prompt with the output text (a progress
+    bar over the batches of ``batch_size`` prompts when ``progress``)."""
+    from tqdm.auto import tqdm
+
     checks.text("the intervention phrase", phrase)
     checks.finite("alpha", alpha)
     checks.integer("the generation length", length, low=1)
@@ -106,7 +109,8 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
         m = built or make_method(model, method, layer, phrase)
         ivs = [m.bottleneck()] if test_bottleneck else [m.steer(model, phrase, alpha)]
     records = []
-    for i in range(0, len(texts), batch_size):
+    for i in tqdm(range(0, len(texts), batch_size), desc=f"steer: generating {len(texts)} outputs",
+                  unit="batch", disable=not progress):
         chunk = texts[i:i + batch_size]
         # fixed-length outputs, as in the paper (an instruct model may otherwise stop at once)
         out = tracer.generation.generate(model, chunk, ivs, length, compare=False, where="all",
@@ -118,11 +122,12 @@ def run(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha:
 def steer(model: Any, method: Optional[str], phrase: str = "San Francisco", alpha: float = 0.5,
           layer: int = 8, length: int = 30, texts: Optional[Sequence[str]] = None,
           test_clean: bool = False, test_bottleneck: bool = False, prompting: bool = False,
-          built: Optional[lens.Method] = None, args: Optional[dict] = None) -> SteeringRun:
+          built: Optional[lens.Method] = None, args: Optional[dict] = None,
+          progress: bool = False) -> SteeringRun:
     """One steering run judged: the outputs of ``run`` and their ``evaluate`` scores as a
     ``SteeringRun`` (``save(dir)`` writes outputs.json, which ``interlace eval`` rescores)."""
     records = run(model, method, phrase, alpha, layer, length, texts, test_clean, test_bottleneck,
-                  prompting, built)
+                  prompting, built, batch_size=10 if progress else 25, progress=progress)
     settings = {"method": method, "intervention_phrase": phrase, "alpha": alpha, "layer_idx": layer,
                 "generation_length": length, "test_clean": test_clean,
                 "test_bottleneck": test_bottleneck, "prompting": prompting, **(args or {})}
@@ -359,7 +364,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
         alpha = a.alpha * float(built.direction(model, a.intervention_phrase).float().norm()) / \
             float(lens.stream_norm(model, a.layer_idx))
     result = steer(model, a.method, a.intervention_phrase, alpha, a.layer_idx, a.generation_length,
-                   texts, a.test_clean, a.test_bottleneck, a.prompting, built, args=vars(a))
+                   texts, a.test_clean, a.test_bottleneck, a.prompting, built, args=vars(a),
+                   progress=True)
     for r in result.outputs[:5]:
         print(f"{r['prompt']!r} -> {r['output']!r}")
     print(json.dumps(result.scores))
