@@ -304,6 +304,7 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
 # -- plans ---------------------------------------------------------------------------------
 
 REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
+PROGRESS_ROWS = 64  # with a progress bar, default batches are split no smaller than this
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
@@ -339,6 +340,9 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                         for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
+            if progress:  # a bar needs steps: a long plan runs in about 8 batches at least
+                rows = sum(len(g.rows) for g in groups)
+                max_batch = min(max_batch, max(PROGRESS_ROWS, -(-rows // 8)))
     shared = reuse.plan(model, groups) if exact_reuse else None
     if shared is not None and remote:
         # one session: the reference run's states stay on the server for the cells
