@@ -16,6 +16,7 @@ import tracer
 from recipes import das, interchange, iti, steering
 from tracer import execute, files, plan, resume
 from tracer.files import SpecError
+from tracer.pyvene import folders
 from tracer.interventions import Intervention
 from tracer.sites import SiteError
 
@@ -127,7 +128,7 @@ ROWS = [
     ("embed_dim against the model", lambda m, t: files.load(_folder(
         t, _entry(site="resid_post.0", **{"class": "RotatedSpaceIntervention"}, init={"embed_dim": 4096})), m),
      SpecError, r"embed_dim 4096 does not fit a model 64 wide"),
-    ("pyvene key outside the folder", lambda m, t: files.from_pyvene(_pyvene(t), m), SpecError,
+    ("pyvene key outside the folder", lambda m, t: folders.from_pyvene(_pyvene(t), m), SpecError,
      r"points outside the folder"),
     ("front-end folder without components", lambda m, t: tracer.IntervenableModel.load(_folder(
         t, {**_entry(kind="zero", site="resid_post.0"), "meta": {"pyvene": [{"unit": "pos"}]}}), m),

@@ -9,7 +9,8 @@ import torch
 
 import tracer
 from tracer.interventions import Intervention
-from tracer.files import InterventionSet, SpecError, from_pyvene, model_info
+from tracer.files import InterventionSet, SpecError, model_info
+from tracer.pyvene.folders import from_pyvene
 
 from helpers import encode
 from hooks import edited_logits

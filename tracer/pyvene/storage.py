@@ -82,7 +82,8 @@ class Storage:
     def _from_pyvene(cls, folder: Path, model: Any, tokenizer: Any) -> Any:
         """A folder pyvene's ``save`` wrote: its representations, classes, interchange dims,
         constant sources and trained weights."""
-        from ..files import SpecError, read_pyvene
+        from ..files import SpecError
+        from .folders import read_pyvene
 
         items = read_pyvene(folder)
         reps = []

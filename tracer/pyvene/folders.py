@@ -1,0 +1,96 @@
+"""Folders pyvene saved (``config.json`` + ``intkey_*.bin``): read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and containers, and
+never outside the folder.  ``read_pyvene`` gives every intervention's fields, class and
+state (``IntervenableModel.load`` builds any class from them); ``from_pyvene`` turns the
+plain-tensor ones (Addition, Subtraction, Zero) into an ``InterventionSet``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from ..files import CONFIG, InterventionSet, SpecError, _inside, model_info
+from ..interventions import Intervention
+from ..sites import ALIASES, site as resolve_site
+
+
+PYVENE_FIELDS = ("layer", "component", "unit", "max_number_of_units", "low_rank_dimension",
+                 "intervention_type", "intervention", "subspace_partition", "group_key",
+                 "intervention_link_key", "moe_key", "source_representation",
+                 "hidden_source_representation", "latent_dim")  # pyvene's RepresentationConfig
+
+
+def read_pyvene(folder: Union[str, Path]) -> list[dict]:
+    """The interventions of a folder pyvene saved (``config.json`` + ``intkey_*.bin``): per
+    intervention its representation fields, class name, interchange dim and state (tensors
+    read with ``torch.load(weights_only=True)``, which refuses anything but tensors; only the
+    folder's own files are read)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        reprs = config["representations"]
+        types = config["intervention_types"]
+        keys = config.get("sorted_keys") or []
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SpecError(f"{folder} is not a pyvene intervention folder ({error!r})") from None
+    if not isinstance(reprs, list) or not isinstance(types, list) or len(reprs) != len(types):
+        raise SpecError(f"{folder}/config.json: 'representations' and 'intervention_types' must be "
+                        f"lists of the same length")
+    dims = config.get("intervention_dimensions") or [None] * len(reprs)
+    out = []
+    for i, (rep, type_str) in enumerate(zip(reprs, types)):
+        fields = dict(zip(PYVENE_FIELDS, rep)) if isinstance(rep, list) else dict(rep)
+        if not isinstance(fields.get("component"), str):
+            raise SpecError(f"{folder}/config.json: representation {i} names no component")
+        cls = str(type_str).rsplit(".", 1)[-1].strip("'>")
+        key = keys[i] if i < len(keys) else None
+        path = _inside(folder, f"intkey_{key}.bin") if key else None
+        if path is None or not path.is_file():
+            found = sorted(folder.glob("intkey_*.bin"))
+            path = found[i] if len(found) == len(reprs) else None
+        state = None
+        if path is not None:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # noqa: BLE001 - anything but plain tensors is refused here
+                raise SpecError(f"{path} is not a plain-tensor pyvene file ({error})") from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise SpecError(f"{path} is not a state dict of tensors")
+        out.append({"fields": fields, "class": cls, "state": state,
+                    "interchange_dim": dims[i] if i < len(dims) else None, "file": path})
+    return out
+
+
+def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
+    """A pyvene saved-intervention folder whose interventions are plain tensors (Addition /
+    Subtraction with a constant source, Zero) as an ``InterventionSet``;
+    ``IntervenableModel.load`` reads the trainable classes too."""
+    interventions = []
+    for item in read_pyvene(folder):
+        layer, component, cls = item["fields"].get("layer"), item["fields"]["component"], item["class"]
+        if component in ALIASES:
+            site = resolve_site(model, f"{component}.{layer}").name
+        elif component.endswith((".output", ".input")):
+            site = component
+        else:
+            raise SpecError(f"pyvene component {component!r} has no Interlace site; known "
+                            f"components are {', '.join(ALIASES)} or module paths")
+        if "Zero" in cls:
+            interventions.append(Intervention("zero", site))
+            continue
+        if "Addition" not in cls and "Subtraction" not in cls:
+            raise SpecError(f"pyvene intervention {cls} is not a plain-tensor intervention; "
+                            f"only Addition, Subtraction (with a constant source) and Zero load "
+                            f"here (tracer.IntervenableModel.load reads the others)")
+        vector = (item["state"] or {}).get("source_representation")
+        if not isinstance(vector, torch.Tensor):
+            raise SpecError(f"{item['file'] or folder} holds no source_representation tensor")
+        if "Subtraction" in cls:
+            vector = -vector
+        interventions.append(Intervention("add", site, None, None, {"vector": vector.float()}))
+    spec = InterventionSet(interventions, model_info(model), {"source": "pyvene", "folder": str(folder)})
+    spec.check(model)
+    return spec
