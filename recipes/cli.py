@@ -81,10 +81,7 @@ def seed_everything(seed: int) -> None:
 def setup(args: Any, load: bool = True) -> Any:
     """Seed, check ``--out`` is a writable folder (before any work), and load ``--model``
     with ``--device``/``--dtype``/``--remote``; returns the model (None when ``load`` is
-    False)."""
-    import torch
-
-    import tracer
+    False: ``load_model`` later, when the model's name is known only after reading input)."""
     from tracer import execute
     from tracer.files import writable_dir
 
@@ -93,8 +90,15 @@ def setup(args: Any, load: bool = True) -> Any:
         writable_dir(args.out, "--out")
     if args.remote:
         execute.configure()
-    if not load:
-        return None
+    return load_model(args) if load else None
+
+
+def load_model(args: Any) -> Any:
+    """``--model`` loaded with ``--device``/``--dtype``/``--remote`` (after ``setup``)."""
+    import torch
+
+    import tracer
+
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return tracer.load(args.model, remote=args.remote, device=None if args.remote else args.device,
                        dtype=dtype)

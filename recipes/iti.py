@@ -37,7 +37,7 @@ from tracer.interventions import Intervention
 from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
 from tracer.files import InterventionSet, atomic, model_info
-from recipes.cli import guarded, parse_layers, setup, shared
+from recipes.cli import guarded, load_model, parse_layers, setup, shared
 from recipes.results import ITIResult
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
@@ -198,8 +198,12 @@ def fit(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
         ks = [top_k] if top_k is not None else [k for k in TOP_KS if k <= n_probes] or [n_probes]
         alphas = [alpha] if alpha is not None else list(ALPHAS)
         cands = [(k, a) for a in alphas for k in ks]
-        scores = preference(model, parts["val"], [build(k, a)[1] for k, a in cands], remote=remote,
-                            progress=progress)
+        # a zero shift is the model itself, whatever K: scored once, as no intervention
+        keys = list(dict.fromkeys(None if a == 0 else (k, a) for k, a in cands))
+        got = dict(zip(keys, preference(model, parts["val"],
+                                        [None if key is None else build(*key)[1] for key in keys],
+                                        remote=remote, progress=progress)))
+        scores = [got[None if a == 0 else (k, a)] for k, a in cands]
         selection = [{"top_k": k, "alpha": a, "val_prefers_true": sc} for (k, a), sc in zip(cands, scores)]
         # the best; ties go to the weaker shift (smaller alpha, then fewer heads)
         best = max(range(len(cands)), key=lambda i: (scores[i], -cands[i][1], -cands[i][0]))
@@ -375,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.it
     setup(args, load=False)
     spec = tracer.files.load(args.intervention)
     args.model = args.model or spec.meta.get("model") or "smollm2"
-    model = setup(args)
+    model = load_model(args)
     spec.check(model)
     plain, steered = generate(model, args.prompt, spec, args.max_new_tokens, remote=args.remote)
     for prompt, a, b in zip(args.prompt, plain, steered):

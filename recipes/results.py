@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -127,8 +128,9 @@ class InterchangeResult(Result):
     columns: dict
     name: str = "results"
 
-    @property
+    @cached_property
     def effects(self) -> dict[str, np.ndarray]:
+        """Per rep type, the layer x column effect table (computed once)."""
         from .interchange import effects_table
 
         return {rep: effects_table(o) for rep, o in self.outputs.items()}

@@ -34,7 +34,7 @@ from tracer.plan import Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
 from . import lens
-from .cli import guarded, setup, shared
+from .cli import guarded, load_model, setup, shared
 from .results import SteeringRun, SteeringTable
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
@@ -127,7 +127,7 @@ def steer(model: Any, method: Optional[str], phrase: str = "San Francisco", alph
     """One steering run judged: the outputs of ``run`` and their ``evaluate`` scores as a
     ``SteeringRun`` (``save(dir)`` writes outputs.json, which ``interlace eval`` rescores)."""
     records = run(model, method, phrase, alpha, layer, length, texts, test_clean, test_bottleneck,
-                  prompting, built, batch_size=10 if progress else 25, progress=progress)
+                  prompting, built, progress=progress)
     settings = {"method": method, "intervention_phrase": phrase, "alpha": alpha, "layer_idx": layer,
                 "generation_length": length, "test_clean": test_clean,
                 "test_bottleneck": test_bottleneck, "prompting": prompting, **(args or {})}
@@ -294,7 +294,7 @@ def _score(argv: Sequence[str], prog: str) -> int:
         raise ValueError(f"{a.outputs} is not a steer --out folder ({OUTPUTS} with 'outputs'): {error}") from None
     a.model = a.model or run_args.get("model") or "smollm2"
     phrase = a.intervention_phrase or run_args.get("intervention_phrase") or "San Francisco"
-    scores = evaluate(setup(a), records, phrase)
+    scores = evaluate(load_model(a), records, phrase)
     print(json.dumps(scores))
     with atomic(Path(a.out) / "scores.json") as tmp:
         tmp.write_text(json.dumps({"outputs_file": str(path), "phrase": phrase, "scores": scores}, indent=2))

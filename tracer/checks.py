@@ -90,3 +90,47 @@ def shape(name: str, value: torch.Tensor, want: Sequence[int], where: str) -> to
         raise ValueError(f"{name} has shape {tuple(value.shape)}, which does not fit {where} of "
                          f"shape {tuple(want)}")
     return value
+
+
+def selected_rows(rows: Any, batch: int, name: str, error: type = ValueError) -> list[int]:
+    """Row indices (None: all ``batch`` rows) checked against the batch, at site ``name``."""
+    if rows is None:
+        return list(range(batch))
+    rows = integers(f"rows at site {name}", rows, error)
+    for r in rows:
+        if not -batch <= r < batch:
+            raise error(f"row {r} out of range at site {name}: this invoke has {batch} "
+                        f"rows, valid rows are 0..{batch - 1}")
+    return [r % batch for r in rows]
+
+
+def selected_positions(positions: Any, seq: int, n_rows: int, name: str,
+                       error: type = ValueError) -> Optional[torch.Tensor]:
+    """Positions (None: all; ints, or a ``(rows, P)`` tensor per row) as a ``(1 or rows, P)``
+    tensor in ``0..seq-1``, checked at site ``name``."""
+    if positions is None:
+        return None
+    if isinstance(positions, torch.Tensor):
+        if positions.is_floating_point() or positions.dtype == torch.bool:
+            raise error(f"positions at site {name} must be integers, got a {positions.dtype} tensor")
+        if positions.numel() == 0:
+            raise error(f"positions at site {name} select nothing: give at least one, or None for all")
+        pos = positions.long()
+        if pos.dim() == 1:
+            pos = pos[None, :]
+        if pos.dim() != 2 or pos.shape[0] not in (1, n_rows):
+            raise error(f"per-row positions at site {name} must have shape (rows, P) "
+                        f"with rows = {n_rows}; got {tuple(positions.shape)}")
+    else:
+        given = integers(f"positions at site {name}", positions, error)
+        for p in given:  # before building a tensor: a huge int would overflow it
+            if not -seq <= p < seq:
+                raise error(f"position {p} out of range at site {name}: the sequence has "
+                            f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
+        pos = torch.tensor(given, dtype=torch.long)[None, :]
+    bad = (pos >= seq) | (pos < -seq)
+    if bool(bad.any()):
+        first = int(pos[bad][0])
+        raise error(f"position {first} out of range at site {name}: the sequence has "
+                    f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
+    return pos % seq

@@ -143,15 +143,11 @@ def family_for(config: Any, root: Any) -> Family:
     modules at its top, so the table's paths lose their first part and it has no logits."""
     fam = family_of(config)
     top, _, rest = fam.layers.partition(".")
-    if root is None or not rest or _has(root, top) or not _has(root, rest.split(".")[0]):
+    if root is None or not rest or top in root._modules or rest.split(".")[0] not in root._modules:
         return fam
     strip = lambda path: path.split(".", 1)[1] if path.startswith(top + ".") else path  # noqa: E731
     return fam._replace(layers=strip(fam.layers), embed=strip(fam.embed),
                    final_norm=strip(fam.final_norm), lm_head=None)
-
-
-def _has(root: Any, name: str) -> bool:
-    return name in dict(root.named_children())
 
 
 def dims_of(config: Any) -> Dims:

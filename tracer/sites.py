@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from .checks import integer, integers
+from .checks import integer, integers, selected_positions, selected_rows
 
 Positions = Union[None, int, Sequence[int], torch.Tensor]
 Heads = Union[None, int, Sequence[int]]
@@ -43,7 +43,7 @@ HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
 _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
 _STAGE["router"] = _STAGE["resid_mid"] + 0.5
 
-from .families import (ALIASES, FAMILIES, Dims, Family, _RAW_STAGE,  # noqa: E402,F401
+from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: E402,F401
                        dims_of, family_for, family_of, moe_layers)
 
 
@@ -350,9 +350,9 @@ class Site:
         batch, seq = x.shape[0], x.shape[1]
         if positions is None and heads is None and rows is None:
             return None
-        row_idx = _rows(rows, batch, self.name)
+        row_idx = selected_rows(rows, batch, self.name, SiteError)
         device = x.device
-        pos = _positions(positions, seq, len(row_idx), self.name)
+        pos = selected_positions(positions, seq, len(row_idx), self.name, SiteError)
         r = torch.tensor(row_idx, device=device)[:, None]
         p = pos.to(device) if pos is not None else torch.arange(seq, device=device)[None, :]
         r, p = torch.broadcast_tensors(r, p)
@@ -430,46 +430,6 @@ def _check_layer(kind: str, layer: int, n_layers: int) -> int:
                          f"{n_layers} layers, valid layers are 0..{n_layers - 1} "
                          f"(or -{n_layers}..-1)")
     return layer % n_layers
-
-
-def _rows(rows: Rows, batch: int, name: str) -> list[int]:
-    if rows is None:
-        return list(range(batch))
-    rows = integers(f"rows at site {name}", rows, SiteError)
-    for r in rows:
-        if not -batch <= r < batch:
-            raise SiteError(f"row {r} out of range at site {name}: this invoke has {batch} "
-                             f"rows, valid rows are 0..{batch - 1}")
-    return [r % batch for r in rows]
-
-
-def _positions(positions: Positions, seq: int, n_rows: int, name: str) -> Optional[torch.Tensor]:
-    if positions is None:
-        return None
-    if isinstance(positions, torch.Tensor):
-        if positions.is_floating_point() or positions.dtype == torch.bool:
-            raise SiteError(f"positions at site {name} must be integers, got a {positions.dtype} tensor")
-        if positions.numel() == 0:
-            raise SiteError(f"positions at site {name} select nothing: give at least one, or None for all")
-        pos = positions.long()
-        if pos.dim() == 1:
-            pos = pos[None, :]
-        if pos.dim() != 2 or pos.shape[0] not in (1, n_rows):
-            raise SiteError(f"per-row positions at site {name} must have shape (rows, P) "
-                             f"with rows = {n_rows}; got {tuple(positions.shape)}")
-    else:
-        given = integers(f"positions at site {name}", positions, SiteError)
-        for p in given:  # before building a tensor: a huge int would overflow it
-            if not -seq <= p < seq:
-                raise SiteError(f"position {p} out of range at site {name}: the sequence has "
-                                f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
-        pos = torch.tensor(given, dtype=torch.long)[None, :]
-    bad = (pos >= seq) | (pos < -seq)
-    if bool(bad.any()):
-        first = int(pos[bad][0])
-        raise SiteError(f"position {first} out of range at site {name}: the sequence has "
-                         f"{seq} tokens, valid positions are 0..{seq - 1} (or -{seq}..-1)")
-    return pos % seq
 
 
 def _heads(heads: Heads, site: Site) -> list[int]:

@@ -7,7 +7,7 @@ clear error.  Interlace's own way is ``tracer.load`` (the embedded model needs n
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -76,25 +76,17 @@ def create_gpt_neox(name: str = "EleutherAI/pythia-70m", cache_dir: Optional[str
     return _create("GPTNeoXForCausalLM", name, cache_dir, local_files_only)
 
 
-def create_llama(name: str = "sharpbai/alpaca-7b-merged", cache_dir: Optional[str] = None,
-                 dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
-    """pyvene's ``create_llama`` (bfloat16 by default, as pyvene)."""
-    return _create("LlamaForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+def _causal_lm(name: str, kind: str, default: str) -> Callable[..., tuple]:
+    """pyvene's ``create_<family>`` for a causal LM it loads in bfloat16 by default."""
+    def create(name: str = default, cache_dir: Optional[str] = None, dtype: Any = torch.bfloat16,
+               local_files_only: Optional[bool] = None) -> tuple:
+        return _create(kind, name, cache_dir, local_files_only, dtype=dtype)
+    create.__name__ = create.__qualname__ = name
+    create.__doc__ = f"pyvene's ``{name}`` ({kind}, {default!r} by default, bfloat16 as pyvene)."
+    return create
 
 
-def create_gemma2(name: str = "google/gemma2-2b", cache_dir: Optional[str] = None,
-                  dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
-    """pyvene's ``create_gemma2``."""
-    return _create("Gemma2ForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
-
-
-def create_qwen2(name: str = "Qwen/Qwen2-7B-beta", cache_dir: Optional[str] = None,
-                 dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
-    """pyvene's ``create_qwen2``."""
-    return _create("Qwen2ForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
-
-
-def create_mistral(name: str = "mistralai/Mistral-7B-v0.1", cache_dir: Optional[str] = None,
-                   dtype: Any = torch.bfloat16, local_files_only: Optional[bool] = None) -> tuple:
-    """pyvene's ``create_mistral``."""
-    return _create("MistralForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+create_llama = _causal_lm("create_llama", "LlamaForCausalLM", "sharpbai/alpaca-7b-merged")
+create_gemma2 = _causal_lm("create_gemma2", "Gemma2ForCausalLM", "google/gemma2-2b")
+create_qwen2 = _causal_lm("create_qwen2", "Qwen2ForCausalLM", "Qwen/Qwen2-7B-beta")
+create_mistral = _causal_lm("create_mistral", "MistralForCausalLM", "mistralai/Mistral-7B-v0.1")

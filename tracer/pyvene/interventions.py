@@ -214,7 +214,6 @@ class _Rotation(BaseIntervention):
     """A trainable intervention built on ``rotate_layer`` (orthonormal columns)."""
 
     trainable = True
-    localist = False
 
     @property
     def rotation(self) -> torch.Tensor:
@@ -234,10 +233,7 @@ class RotatedSpaceIntervention(_Rotation):
     def forward(self, base, source=None, subspaces=None):
         r = self.rotation.to(base.dtype)
         rb, rs = base @ r, self.source_of(source).to(base.dtype) @ r
-        dims = subspaces
-        if dims is None:
-            dims = torch.arange(int(self.interchange_dim), device=base.device)
-        mixed = subspace(rb, rs.expand_as(rb), dims)
+        mixed = subspace(rb, rs.expand_as(rb), self.dims(subspaces, rb.shape[-1]))
         return mixed @ r.T
 
 
@@ -313,7 +309,6 @@ class AutoencoderIntervention(BaseIntervention):
     is the index ``embed_dim``; ``subspaces``, when given, name the latents instead."""
 
     trainable = True
-    localist = False
 
     def __init__(self, embed_dim: int, latent_dim: Optional[int] = None, interchange_dim: Any = None,
                  **kwargs: Any):

@@ -112,7 +112,8 @@ class Storage:
                     raise ValueError(f"unexpected tensors {sorted(state)}")
             except (RuntimeError, ValueError, TypeError) as error:
                 raise SpecError(f"{item['file'] or folder}: pyvene's {item['class']} does not fit "
-                                f"{rep_name(reps[i])} ({str(error).splitlines()[0]})") from None
+                                f"layer {reps[i].layer} {reps[i].component} "
+                                f"({str(error).splitlines()[0]})") from None
         return made
 
     @classmethod
@@ -139,7 +140,3 @@ class Storage:
                         "head_k": "key_output", "head_v": "value_output"}[kind]
             reps.append(RepresentationConfig(int(layer) if layer else None, kind, unit, intervention=made))
         return cls(reps, model, tokenizer=tokenizer)
-
-
-def rep_name(rep: RepresentationConfig) -> str:
-    return f"layer {rep.layer} {rep.component}"

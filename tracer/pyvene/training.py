@@ -65,6 +65,9 @@ class Training:
         if not batches:
             raise ValueError("train_alignment got no batches")
         pyvene = all("input_ids" in b for b in batches)
+        if not pyvene and any("input_ids" in b for b in batches):
+            raise ValueError("train_alignment got batches in both formats (pyvene's input_ids "
+                             "and Interlace's base); give one")
         epochs = (10 if pyvene else 1) if epochs is None else epochs
         total = epochs * len(batches)
         optimizer = optimizer or torch.optim.Adam(params, lr=lr)
