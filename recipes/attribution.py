@@ -30,8 +30,10 @@ import torch
 
 import tracer
 from tracer import checks, gradients
+from tracer.resume import steps as resume_steps
 
 from . import qkfix
+from . import dataset
 from .results import SweepResult
 
 METHODS = ("atp", "qk", "gradrop", "atp*")
@@ -44,20 +46,24 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, int]],
+def attribute(model: Any, base: Any = None, source: Any = None, answers: Any = None,
               site: str = "resid_pre", metric: Union[str, Callable] = "logprob",
               method: str = "atp", layers: Optional[Sequence[int]] = None,
-              heads: bool = False, verify: int = 0) -> SweepResult:
+              heads: bool = False, verify: int = 0, roles: Optional[dict] = None,
+              data: Any = None, seed: int = 0, progress: Any = True) -> SweepResult:
     """Estimated patch effects of ``site`` (source into base), layer x position, or layer x
-    head (all positions together) with ``heads=True`` on a head site.
+    head (all positions together) with ``heads=True`` on a head site, or layer x role with
+    ``roles`` (each role's span as one patch: the sum of its positions' estimates).
 
-    ``method``: ``"atp"`` (signed first-order estimates of the metric's change), ``"qk"``
-    (signed, query and key patches through the exact softmax), ``"gradrop"`` (GradDrop
-    magnitudes) or ``"atp*"`` (QK fix and GradDrop).  ``metric`` as in ``sweep`` (default
-    ``"logprob"`` of the first answer).  Base and source need the same number of tokens.
-    On a remote model both passes are one NDIF request (named metrics only).
+    One pair (strings) or a data set as ``interchange.sweep`` takes it: the estimates are
+    the mean over pairs, each pair's kept in ``per_prompt``.  ``method``: ``"atp"`` (signed
+    first-order estimates of the metric's change), ``"qk"`` (signed, query and key patches
+    through the exact softmax; pairs of equal length), ``"gradrop"`` (GradDrop magnitudes)
+    or ``"atp*"`` (QK fix and GradDrop).  ``metric`` as in ``sweep`` (default ``"logprob"``
+    of the first answer).  On a remote model each pair's passes are one NDIF request
+    (named metrics only).
     """
-    from .interchange import _answer_ids, _layers, _model, metric_fn
+    from .interchange import _answer_ids, _columns_of, _layers, _model, _pairs, metric_fn
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
@@ -67,43 +73,64 @@ def attribute(model: Any, base: str, source: str, answers: Sequence[Union[str, i
         raise ValueError(f"a remote attribute needs a named metric ({', '.join(gradients.METRICS)}): "
                          f"a Python function cannot be shipped to NDIF")
     tok = model.tokenizer
-    b_ids, s_ids = tracer.tokens.paired_ids(tok, base, source)
+    items = _pairs(base, source, answers, roles, data)
     dims = tracer.sites.dims_of(model.config)
     layers = _layers(layers, dims.n_layers)
     sites = [tracer.site(model, site, layer=layer) for layer in layers]
     if heads and sites[0].n_heads is None:
         raise ValueError(f"heads=True needs a head site; {site!r} has no heads")
-    answer_ids = _answer_ids(tok, answers, model.config.vocab_size)
-    name, fn = metric_fn(metric, len(answer_ids))
-    n = len(b_ids)
+    ids, spans, cols, labels, axis = _columns_of(tok, items, None, "each" if heads else None, sites[0])
+    answer_ids = [_answer_ids(tok, list(p.answers), model.config.vocab_size) for p in items]
+    name, fn = metric_fn(metric, min(len(a) for a in answer_ids))
     drops = list(range(dims.n_layers)) if method in ("gradrop", "atp*") else []
     qk = method in ("qk", "atp*") and sites[0].kind in ("head_q", "head_k")
-    grads, base_acts, src_acts, attn = _passes(model, b_ids, s_ids, sites, drops, answer_ids,
-                                               None if callable(metric) else name, fn, qk, remote)
-    est = []
-    for s in sites:
-        if qk:
-            b_read, s_read, g_out, out = attn[s.layer]
-            per = qkfix.estimates(b_read, s_read, g_out, out, s.kind, s.name).float()
-        else:
-            diff = (s.view(src_acts[s.name])[0] - s.view(base_acts[s.name])[0]).float()  # (n, ...)
-            per = (diff[None] * s.view(grads[s.name]).float()).sum(-1)   # (rows, n[, H])
-        if heads:
-            per = per.sum(1)                                            # (rows, H)
-        elif per.dim() == 3:
-            per = per.sum(-1)                                           # all heads at a position
-        value = per[1:].abs().sum(0) / max(1, dims.n_layers - 1) if drops else per[0]
-        est.append(value.detach().cpu().numpy())
-    values_np = np.stack(est)
-    cols = list(range(sites[0].n_heads)) if heads else [f"{p}:{tok.decode([b_ids[p]])}" for p in range(n)]
-    axis = "head" if heads else "position"
-    result = SweepResult(values_np, ("layer", axis), {"layer": layers, axis: cols},
-                         f"{'|AtP*| ' if drops else 'AtP '}{name}",
-                         meta={"base": base, "source": source, "site": site, "method": method,
-                               "answers": [str(a) for a in answers],
-                               "title": f"attribution ({method}) of patching {site}: {name}"})
+    if qk:
+        for (b_ids, s_ids), p in zip(ids, items):
+            if len(b_ids) != len(s_ids):
+                raise ValueError(f"method {method!r} on {site}: base {p.base!r} and source {p.source!r} "
+                                 f"have {len(b_ids)} and {len(s_ids)} tokens; the QK fix pairs them "
+                                 f"position by position")
+    per_pair = []
+    for (b_ids, s_ids), span, ans in resume_steps(list(zip(ids, spans, answer_ids)), "attribution", progress):
+        grads, base_acts, src_acts, attn = _passes(model, b_ids, s_ids, sites, drops, ans,
+                                                   None if callable(metric) else name, fn, qk, remote)
+        est = []
+        for s in sites:
+            if qk:
+                b_read, s_read, g_out, out = attn[s.layer]
+                by_pos = qkfix.estimates(b_read, s_read, g_out, out, s.kind, s.name).float()
+                per = [by_pos[:, list(span[c][0])].sum(1) for c in cols]           # (rows[, H])
+            else:
+                b_val = s.view(base_acts[s.name])[0].float()
+                s_val = s.view(src_acts[s.name])[0].float()
+                g = s.view(grads[s.name]).float()
+                per = []
+                for c in cols:
+                    bp, sp = list(span[c][0]), list(span[c][1])
+                    per.append(((s_val[sp] - b_val[bp])[None] * g[:, bp]).sum(-1).sum(1))
+            if heads:
+                per = [p[:, c] for p, c in zip(per, cols)]                         # (rows,) per head
+            else:
+                per = [p.sum(-1) if p.dim() == 2 else p for p in per]              # all heads together
+            per_t = torch.stack(per, -1)                                           # (rows, cols)
+            value = per_t[1:].abs().sum(0) / max(1, dims.n_layers - 1) if drops else per_t[0]
+            est.append(value.detach().cpu().numpy())
+        per_pair.append(np.stack(est))
+    per_np = np.stack(per_pair)
+    first = items[0]
+    one = len(items) == 1
+    meta = {"base": first.base if one else [p.base for p in items],
+            "source": first.source if one else [p.source for p in items], "site": site,
+            "method": method, "answers": [str(a) for a in first.answers] if one else
+            [[str(a) for a in p.answers] for p in items],
+            "title": f"attribution ({method}) of patching {site}: {name}"}
+    if not one:
+        meta["prompts_summary"] = dataset.summary(items)
+    result = SweepResult(per_np.mean(0), ("layer", axis), {"layer": layers, axis: labels},
+                         f"{'|AtP*| ' if drops else 'AtP '}{name}", meta=meta,
+                         per_prompt=None if one else per_np, seed=seed)
     if verify:
-        _verify(model, result, base, source, answers, site, metric, layers, heads, verify)
+        _verify(model, result, items, site, metric, layers, heads, verify)
     return result
 
 
@@ -171,8 +198,8 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
         {s.name: v.detach().cpu() for s, v in zip(order, src)}, attn
 
 
-def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Sequence,
-            site: str, metric: Any, layers: list, heads: bool, k: int) -> None:
+def _verify(model: Any, result: SweepResult, items: list, site: str, metric: Any, layers: list,
+            heads: bool, k: int) -> None:
     """Exact patches of the ``k`` cells with the largest estimates; warns when the estimates
     do not order them as the exact effects do (Spearman < 0.5, or a sign flip for AtP)."""
     from .interchange import sweep
@@ -181,7 +208,7 @@ def _verify(model: Any, result: SweepResult, base: str, source: str, answers: Se
     values = result.values
     flat = np.argsort(-np.abs(np.nan_to_num(values)), axis=None)[:k]
     cells = [np.unravel_index(i, values.shape) for i in flat]
-    exact = sweep(model, base, source, answers, site=site, metric=metric,
+    exact = sweep(model, data=items, site=site, metric=metric,
                   layers=sorted({layers[c[0]] for c in cells}),
                   heads=[int(c[1]) for c in cells] if heads else None, progress=False)
     exact_layers = list(exact.labels["layer"])

@@ -29,6 +29,7 @@ from tracer import checks, execute
 from tracer.interventions import Intervention
 from tracer.plan import Activations, Group, Logprobs, copy
 
+from . import dataset
 from .results import SweepResult
 
 IOI_FILE = Path(__file__).with_name("data") / "ioi.json"
@@ -76,18 +77,22 @@ def _senders(model: Any, sender: Union[None, tuple, list], before: tuple) -> lis
     return [heads]
 
 
-def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, Sequence[str]],
-               answers: Sequence, receivers: Sequence[Union[str, tuple]],
+def path_patch(model: Any, base: Any, source: Union[None, str, Sequence[str]],
+               answers: Any, receivers: Sequence[Union[str, tuple]],
                sender: Union[None, tuple, list] = None, metric: Union[str, Callable] = "logit_diff",
                max_batch: Optional[int] = None, progress: bool = True,
-               layers: Optional[Sequence[int]] = None, resume_dir: Optional[str] = None) -> SweepResult:
+               layers: Optional[Sequence[int]] = None, resume_dir: Optional[str] = None,
+               seed: int = 0) -> SweepResult:
     """Path patching from ``sender`` (``("head_out", L, H)`` or a list patched together;
     None: every head before the receivers, each alone) to ``receivers``.
 
-    ``base``/``source``: a prompt or a list of prompts, pairs of equal token length;
+    ``base``/``source``: a prompt or a list of prompts, pairs of equal token length (or
+    ``base`` a data set as ``recipes.dataset.pairs`` reads it, ``source`` None);
     ``answers``: the answers (a list of strings or ids, shared by all prompts, or one list
     per prompt) whose next-token log-probabilities ``metric`` scores (default
-    ``"logit_diff"``: first minus second answer), averaged over the prompts.  Returns a
+    ``"logit_diff"``: first minus second answer), averaged over the prompts; each prompt's
+    grid is kept in ``per_prompt`` (``spread()`` over them, seeded by ``seed``), and
+    ``normalized`` takes base as clean and source as corrupted (noising).  Returns a
     layer x head grid (NaN where a head is not a sender), or 1 x 1 for given senders, with
     the base and source metrics as baselines.  ``layers`` limits the senders tried one by
     one (``sender=None``) to heads in those layers.  With ``resume_dir`` finished batches of
@@ -97,18 +102,22 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
 
     model = _model(model)
     tok = model.tokenizer
-    bases = [base] if isinstance(base, str) else list(base)
-    sources = [source] if isinstance(source, str) else list(source)
-    if not bases or len(bases) != len(sources):
-        raise ValueError(f"base and source must be prompts in pairs; got {len(bases)} base and "
-                         f"{len(sources)} source prompts")
+    if source is None:
+        items = dataset.pairs(base, answers=answers or None)
+    else:
+        bases = [base] if isinstance(base, str) else list(base)
+        sources = [source] if isinstance(source, str) else list(source)
+        if not bases or len(bases) != len(sources):
+            raise ValueError(f"base and source must be prompts in pairs; got {len(bases)} base and "
+                             f"{len(sources)} source prompts")
+        if not answers:
+            raise ValueError("answers must be a non-empty list of strings or token ids, shared or one per prompt")
+        items = dataset.pairs(base=bases, source=sources, answers=answers)
+    bases, sources = [p.base for p in items], [p.source for p in items]
+    answer_lists = [list(p.answers) for p in items]
     pairs = [tracer.tokens.paired_ids(tok, b, s, "path patching pairs them position by position")
              for b, s in zip(bases, sources)]
     rows_b, rows_s = [p[0] for p in pairs], [p[1] for p in pairs]
-    per_prompt = answers and not isinstance(answers[0], (str, int))
-    answer_lists = list(answers) if per_prompt else [list(answers)] * len(bases)
-    if len(answer_lists) != len(bases):
-        raise ValueError(f"{len(answer_lists)} answer lists for {len(bases)} prompts")
     ids = [_answer_ids(tok, a, model.config.vocab_size) for a in answer_lists]
     name, fn = metric_fn(metric, min(len(a) for a in ids))
     if not receivers:
@@ -166,23 +175,28 @@ def path_patch(model: Any, base: Union[str, Sequence[str]], source: Union[str, S
     stage2 = execute.run(model, plain, max_batch=max_batch, progress=progress, desc="receivers",
                          resume_dir=keep("receivers"))
 
-    def score(values: list) -> float:
-        return float(np.mean([fn(v.numpy()[None])[0] for v in values]))
+    def scores(values: list) -> np.ndarray:  # one value per prompt
+        return np.array([fn(v.numpy()[None])[0] for v in values])
 
     clean = stage2[0]
-    baselines = {"base": score(clean[:n]), "source": score(clean[n:])}
-    cells = [score(v) for v in stage2[1:]]
+    base_per, source_per = scores(clean[:n]), scores(clean[n:])
+    cells = np.array([scores(v) for v in stage2[1:]])                 # (senders, prompts)
     meta = {"base": bases, "source": sources, "answers": [[str(a) for a in x] for x in answer_lists],
             "receivers": [s.name if hs is None else f"{s.name}[{','.join(map(str, hs))}]" for s, hs in recv],
             "title": f"path patching to {', '.join(str(r) for r in receivers)}: {name}"}
+    if n > 1:
+        meta["prompts_summary"] = dataset.summary(items)
+    common = dict(baselines={"base": float(base_per.mean()), "source": float(source_per.mean())},
+                  meta=meta, prompt_baselines={"base": base_per, "source": source_per},
+                  clean="base", corrupted="source", seed=seed)
     if sender is not None:
         label = "+".join(f"{layer}.{h}" for layer, h in sets[0])
-        return SweepResult(np.array([[cells[0]]]), ("sender", "metric"),
-                           {"sender": [label], "metric": [name]}, name, baselines=baselines, meta=meta)
-    grid = np.full((dims.n_layers, dims.n_heads), np.nan)
+        per = cells.T[:, :, None] if n > 1 else None                 # (prompts, 1, 1)
+        return SweepResult(np.array([[cells[0].mean()]]), ("sender", "metric"),
+                           {"sender": [label], "metric": [name]}, name, per_prompt=per, **common)
+    grid = np.full((n, dims.n_layers, dims.n_heads), np.nan)
     for heads, value in zip(sets, cells):
-        grid[heads[0]] = value
-    return SweepResult(grid, ("layer", "head"), {"layer": list(range(dims.n_layers)),
-                                                 "head": list(range(dims.n_heads))},
-                       name, baselines=baselines, meta=meta)
-
+        grid[(slice(None),) + heads[0]] = value
+    return SweepResult(grid.mean(0), ("layer", "head"), {"layer": list(range(dims.n_layers)),
+                                                        "head": list(range(dims.n_heads))},
+                       name, per_prompt=grid if n > 1 else None, **common)

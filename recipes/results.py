@@ -54,7 +54,13 @@ class Result(abc.ABC):
 
 @dataclass
 class SweepResult(Result):
-    """A labelled 2-D result: ``values[i, j]`` for ``axes[0]`` label i and ``axes[1]`` label j."""
+    """A labelled 2-D result: ``values[i, j]`` for ``axes[0]`` label i and ``axes[1]`` label j.
+
+    Over a data set ``values`` is the mean over prompts, ``per_prompt`` (prompts x grid)
+    holds each prompt's grid and ``prompt_baselines`` each prompt's baselines;
+    ``spread()`` gives the standard error and a seeded bootstrap 95% interval per cell.
+    ``clean`` / ``corrupted`` name the baselines that ``normalized`` scales between:
+    ``(values - corrupted) / (clean - corrupted)``, from the means over prompts."""
 
     values: np.ndarray
     axes: tuple
@@ -63,19 +69,72 @@ class SweepResult(Result):
     baselines: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     name: str = "sweep"
+    per_prompt: Optional[np.ndarray] = None
+    prompt_baselines: dict = field(default_factory=dict)
+    clean: Optional[str] = None
+    corrupted: Optional[str] = None
+    seed: int = 0
+
+    @property
+    def n_prompts(self) -> int:
+        """How many prompts (pairs) the values average."""
+        return 1 if self.per_prompt is None else int(self.per_prompt.shape[0])
+
+    def spread(self, samples: int = 1000, level: float = 0.95) -> Optional[dict]:
+        """``{"stderr", "low", "high"}`` per cell over the prompts (a bootstrap interval of
+        the mean, seeded by ``seed``); None for a single prompt."""
+        from tracer.metrics import bootstrap_interval, standard_error
+
+        if self.n_prompts < 2:
+            return None
+        low, high = bootstrap_interval(self.per_prompt, samples, level, self.seed)
+        return {"stderr": standard_error(self.per_prompt), "low": low, "high": high}
+
+    @property
+    def normalized(self) -> Optional[np.ndarray]:
+        """``(values - corrupted) / (clean - corrupted)`` (0 = corrupted, 1 = clean), or None
+        without both baselines or when they are equal (the metric cannot tell them apart)."""
+        from tracer.metrics import normalized_effect
+
+        if self.clean is None or self.corrupted is None:
+            return None
+        clean, corrupted = self.baselines[self.clean], self.baselines[self.corrupted]
+        if not abs(clean - corrupted) > 1e-9:
+            return None
+        return normalized_effect(self.values, clean, corrupted)
 
     def to_dict(self) -> dict:
         """Plain JSON-able data."""
-        return {"axes": list(self.axes), "labels": {k: [str(x) for x in v] for k, v in self.labels.items()},
-                "metric": self.metric, "values": self.values.tolist(),
-                "baselines": {k: float(v) for k, v in self.baselines.items()}, "meta": self.meta}
+        out = {"axes": list(self.axes), "labels": {k: [str(x) for x in v] for k, v in self.labels.items()},
+               "metric": self.metric, "values": self.values.tolist(),
+               "baselines": {k: float(v) for k, v in self.baselines.items()}, "meta": self.meta,
+               "n_prompts": self.n_prompts}
+        if self.clean is not None:
+            norm = self.normalized
+            out["normalized"] = {"clean": self.clean, "corrupted": self.corrupted,
+                                 "values": None if norm is None else norm.tolist()}
+        spread = self.spread()
+        if spread is not None:
+            out["spread"] = {"stderr": spread["stderr"].tolist(), "ci95_low": spread["low"].tolist(),
+                             "ci95_high": spread["high"].tolist(), "bootstrap_seed": self.seed}
+            out["prompt_baselines"] = {k: np.asarray(v).tolist() for k, v in self.prompt_baselines.items()}
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"values": self.values,
-                **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()}}
+        out = {"values": self.values,
+               **{f"labels_{k}": np.asarray([str(x) for x in v]) for k, v in self.labels.items()}}
+        if self.normalized is not None:
+            out["normalized"] = self.normalized
+        spread = self.spread()
+        if spread is not None:
+            out.update(per_prompt=self.per_prompt, stderr=spread["stderr"], ci95_low=spread["low"],
+                       ci95_high=spread["high"],
+                       **{f"baseline_{k}": np.asarray(v) for k, v in self.prompt_baselines.items()})
+        return out
 
     def save(self, out: Union[str, Path], name: Optional[str] = None) -> dict[str, Path]:
-        """Write ``NAME.npz``, ``NAME.json`` and ``NAME.png`` into ``out``."""
+        """Write ``NAME.npz``, ``NAME.json`` and ``NAME.png`` (and ``NAME_normalized.png``)
+        into ``out``."""
         if name is not None:
             self.name = name
         return super().save(out)
@@ -83,35 +142,48 @@ class SweepResult(Result):
     def plot(self, path: Union[str, Path], title: Optional[str] = None,
              scale: Optional[str] = None) -> dict[str, Path]:
         """The result as a heatmap PNG (``path``: a folder, for ``NAME.png``, or a ``.png``
-        file): the title names the prompts, the colorbar the quantity and answer; ``scale``
-        as ``plotting.heatmap`` (default: 0..1 for probabilities, symmetric around 0 for
-        signed estimates, else the data's range)."""
+        file): the title names the prompts (or how many, for a data set), the colorbar the
+        quantity and answer; ``scale`` as ``plotting.heatmap`` (default: 0..1 for
+        probabilities, symmetric around 0 for signed estimates, else the data's range).
+        With normalized values (a folder given) also ``NAME_normalized.png``."""
         path = Path(path)
-        if path.suffix != ".png":
+        folder = path.suffix != ".png"
+        if folder:
             path = path / f"{self.name}.png"
-        return {"png": self._heatmap(path, title, scale)}
+        out = {"png": self._heatmap(path, self.values, self.metric, title, scale)}
+        norm = self.normalized
+        if folder and norm is not None:
+            out["normalized_png"] = self._heatmap(
+                path.with_name(f"{self.name}_normalized.png"), norm,
+                f"normalized {self.metric}: 0 = {self.corrupted}, 1 = {self.clean}", title, "auto")
+        return out
 
-    def _heatmap(self, path: Path, title: Optional[str], scale: Optional[str]) -> Path:
+    def _heatmap(self, path: Path, values: np.ndarray, cbar: str, title: Optional[str],
+                 scale: Optional[str]) -> Path:
         from .plotting import heatmap
 
         a0, a1 = self.axes
         meta = self.meta
         lines = [title or meta.get("title", "")]
-        if "base" in meta and "source" in meta:
+        if self.n_prompts > 1:
+            lines[0] += f" (mean over {self.n_prompts} prompts)"
+        if meta.get("prompts_summary"):
+            lines.append(meta["prompts_summary"])
+        elif isinstance(meta.get("base"), str) and isinstance(meta.get("source"), str):
             lines.append(f"base {meta['base']!r}, source {meta['source']!r}")
-        elif "prompt" in meta:
+        elif isinstance(meta.get("prompt"), str):
             lines.append(f"prompt {meta['prompt']!r}, subject {meta.get('subject', '')!r}")
         answers = meta.get("answers")
-        cbar = self.metric
-        if answers and "logit_diff" in self.metric and len(answers) > 1:
-            cbar += f" (logit {answers[0]!r} - logit {answers[1]!r})"
-        elif answers and not self.metric.startswith("P("):
-            cbar += f" of {answers[0]!r}"
+        if answers and isinstance(answers[0], str) and cbar == self.metric:
+            if "logit_diff" in self.metric and len(answers) > 1:
+                cbar += f" (logit {answers[0]!r} - logit {answers[1]!r})"
+            elif not self.metric.startswith("P("):
+                cbar += f" of {answers[0]!r}"
         if scale is None:
-            signed = float(np.nanmin(self.values)) < 0 if np.isfinite(self.values).any() else False
+            signed = float(np.nanmin(values)) < 0 if np.isfinite(values).any() else False
             scale = "unit" if self.metric.startswith("P(") or self.metric == "prob" else \
                 ("symmetric" if signed else "auto")
-        return heatmap(self.values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
+        return heatmap(values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
                        xlabel=a1, ylabel=a0, cbar=cbar, scale=scale)
 
 

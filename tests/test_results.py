@@ -40,7 +40,7 @@ def test_interchange_result(tiny_models, tmp_path):
 def test_sweep_result(tiny_models, tmp_path):
     res = interchange.sweep(tiny_models["llama"], "The capital of France is", "The capital of Italy is",
                             ["Paris"], progress=False)
-    _check(res, tmp_path, ["sweep.json", "sweep.npz"], ["sweep.png"])
+    _check(res, tmp_path, ["sweep.json", "sweep.npz"], ["sweep.png", "sweep_normalized.png"])
     assert np.allclose(np.load(tmp_path / "saved" / "sweep.npz")["values"], res.values)
 
 

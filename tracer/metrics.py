@@ -64,6 +64,39 @@ def effect_scores(original: np.ndarray, intervened: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(p1 - p0).sum(axis=0).mean(axis=0)
 
 
+def standard_error(per_prompt: np.ndarray) -> np.ndarray:
+    """The standard error of the mean over axis 0 (prompts); needs two prompts or more."""
+    x = np.asarray(per_prompt, dtype=float)
+    if x.shape[0] < 2:
+        raise ValueError("a standard error needs at least two prompts")
+    return x.std(axis=0, ddof=1) / math.sqrt(x.shape[0])
+
+
+def bootstrap_interval(per_prompt: np.ndarray, samples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A percentile bootstrap interval of the mean over axis 0 (prompts), per cell: the
+    prompts resampled with replacement ``samples`` times from ``numpy``'s generator seeded
+    with ``seed`` (the same seed, the same interval)."""
+    x = np.asarray(per_prompt, dtype=float)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("a bootstrap interval needs at least two prompts")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=samples)     # (samples, n)
+    means = (counts @ x.reshape(n, -1)) / n                             # (samples, cells)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return low.reshape(x.shape[1:]), high.reshape(x.shape[1:])
+
+
+def normalized_effect(patched: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """``(patched - corrupted) / (clean - corrupted)``: 0 = the corrupted run's metric,
+    1 = the clean run's (the patching literature's normalized logit difference)."""
+    return (np.asarray(patched, float) - corrupted) / (np.asarray(clean, float) - corrupted)
+
+
 def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Mean of ``positive`` minus mean of ``negative`` over the first axis (CAA, mass-mean)."""
     if len(positive) == 0 or len(negative) == 0:

@@ -300,6 +300,81 @@ def split_results(layout: tuple, flat: Sequence[torch.Tensor]) -> list[list[torc
     return [[by_slot[slot][start:stop] for slot, start, stop in group] for group in places]
 
 
+def _shift_read(rd: Any, offset: int, n: int) -> Any:
+    if isinstance(rd, Logprobs):
+        return Logprobs(rd.row % n + offset, rd.positions, rd.tokens)
+    if isinstance(rd, Distribution):
+        return Distribution(rd.row % n + offset, rd.positions)
+    return Activations(rd.site, rd.row % n + offset, rd.positions)
+
+
+def _shift(iv: Intervention, offset: int, n: int) -> Intervention:
+    rows = list(range(n)) if iv.rows is None else [r % n for r in iv.rows]
+    source = iv.source
+    if isinstance(source, Source) and source.row is not None:
+        row = source.row
+        row = [r % n + offset for r in row] if isinstance(row, (list, tuple)) else row % n + offset
+        source = Source(row=row, positions=source.positions, site=source.site)
+    elif isinstance(source, Source):  # the rows edited: they move with them
+        source = Source(row=[r + offset for r in rows], positions=source.positions, site=source.site)
+    return iv.replace(rows=[r + offset for r in rows], source=source)
+
+
+def merge(plans: Sequence[Sequence[Group]]) -> tuple[list[Group], list[list[int]]]:
+    """Plans of one shape (a data set: one plan per prompt pair, group k of each the same
+    cell) as one plan whose group k runs group k of every plan side by side, and the count
+    of readouts each plan contributes to each group (for ``unmerge``).
+
+    Rows and sources are renumbered; each group keeps the interventions its plans share
+    with their first group as the merged first group's own objects, first, so that
+    ``tracer.reuse`` sees a reference run and its cells (every plan edits its own rows, so
+    putting them first changes nothing)."""
+    if not plans:
+        raise ValueError("no plans to merge")
+    sizes = {len(p) for p in plans}
+    if len(sizes) != 1:
+        raise ValueError(f"plans to merge need the same number of groups; got {sorted(sizes)}")
+    if len(plans) == 1:
+        return list(plans[0]), [[len(g.reads)] for g in plans[0]]
+    shifted: dict = {}
+
+    def moved(iv: Intervention, offset: int, n: int) -> Intervention:
+        key = (id(iv), offset)
+        if key not in shifted:
+            shifted[key] = (iv, _shift(iv, offset, n))  # the original kept alive: ids stay unique
+        return shifted[key][1]
+
+    groups, counts = [], []
+    for k in range(len(plans[0])):
+        rows, reads, head, tail, count = [], [], [], [], []
+        for plan in plans:
+            g, first = plan[k], plan[0]
+            offset, n = len(rows), len(g.rows)
+            rows.extend(g.rows)
+            base = first.interventions if g.rows == first.rows else []
+            prefix = len(base) if all(a is b for a, b in zip(g.interventions, base)) \
+                and len(g.interventions) >= len(base) else 0
+            head.extend(moved(iv, offset, n) for iv in g.interventions[:prefix])
+            tail.extend(moved(iv, offset, n) for iv in g.interventions[prefix:])
+            reads.extend(_shift_read(rd, offset, n) for rd in g.reads)
+            count.append(len(g.reads))
+        groups.append(Group(rows, head + tail, reads, key=plans[0][k].key))
+        counts.append(count)
+    return groups, counts
+
+
+def unmerge(results: Sequence[Sequence[torch.Tensor]], counts: list[list[int]]) -> list[list[list[torch.Tensor]]]:
+    """Per plan, per group, its readouts, from the results of ``merge``'s plan."""
+    n_plans = len(counts[0])
+    out: list = [[None] * len(counts) for _ in range(n_plans)]
+    for k, (values, count) in enumerate(zip(results, counts)):
+        start = 0
+        for p, c in enumerate(count):
+            out[p][k] = list(values[start:start + c])
+            start += c
+    return out
+
+
 def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
     """Indices of groups per batch, in order, each batch at most ``max_batch`` rows.
 

@@ -42,12 +42,87 @@ def find(tokenizer: Any, prompt: str, word: str, occurrence: Optional[int] = Non
         raise ValueError(f"target {word!r} occurs {len(starts)} times in {prompt!r}; occurrence "
                          f"{occurrence} does not exist (valid: 0..{len(starts) - 1}, or -1 for the last)")
     start = starts[occurrence]
-    end = start + len(word)
+    return span_tokens(tokenizer, prompt, start, start + len(word), repr(word))
+
+
+def span_tokens(tokenizer: Any, prompt: str, start: int, end: int, what: str = "the span") -> list[int]:
+    """Positions of the tokens of ``prompt`` that overlap characters ``start:end``."""
     offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
     found = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
     if not found:
-        raise ValueError(f"target {word!r} covers no token of {prompt!r}")
+        raise ValueError(f"target {what} covers no token of {prompt!r}")
     return found
+
+
+# A role names a place in a prompt: an int (a token index, -1 = the last token), a word or
+# span (whole words, as ``find``), (word, occurrence) for a repeated one, or a character
+# span ``slice(start, end)`` (what a template's slot fills).
+Role = Any
+
+
+def role_positions(tokenizer: Any, prompt: str, role: Role, name: str = "role") -> list[int]:
+    """The token positions (unpadded, ascending) of ``role`` in ``prompt``; an error names
+    the role, the prompt and what a role may be."""
+    n = len(tokenizer(prompt)["input_ids"])
+    if isinstance(role, bool):
+        raise ValueError(f"role {name!r}: {role!r} is a boolean, not a token index or a word")
+    if isinstance(role, int) or (hasattr(role, "__index__") and not isinstance(role, (str, tuple, slice))):
+        i = int(role)
+        if not -n <= i < n:
+            raise ValueError(f"role {name!r}: token index {i} is out of range for {prompt!r} "
+                             f"({n} tokens: valid 0..{n - 1} or -{n}..-1)")
+        return [i % n]
+    if isinstance(role, slice):
+        return span_tokens(tokenizer, prompt, role.start, role.stop, f"role {name!r}")
+    if isinstance(role, tuple) and len(role) == 2 and isinstance(role[0], str):
+        word, occurrence = role
+    elif isinstance(role, str):
+        word, occurrence = role, None
+    else:
+        raise ValueError(f"role {name!r}: {role!r} is not a role; a role is a token index "
+                         f"(-1 = last), a word or span of the prompt, or (word, occurrence)")
+    try:
+        return find(tokenizer, prompt, word, occurrence)
+    except ValueError as error:
+        raise ValueError(f"role {name!r}: {error}") from None
+
+
+def fill_template(template: str, fills: dict) -> tuple[str, dict]:
+    """A template's prompt and its roles as character spans.
+
+    Slots are ``{NAME}``; the k-th occurrence of a repeated slot is role ``NAME1``,
+    ``NAME2``, ... (IOI's S1, S2), a slot that occurs once is role ``NAME``.  ``fills``
+    gives each slot's text by ``NAME`` (every occurrence) or by ``NAMEk`` (one occurrence:
+    the ABC corruption replaces only S2).  Role ``END`` is the last token."""
+    import re
+
+    slots = list(re.finditer(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", template))
+    if not slots:
+        raise ValueError(f"template {template!r} has no {{SLOT}}")
+    counts: dict = {}
+    for m in slots:
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    seen: dict = {}
+    out, spans, last = [], {}, 0
+    length = 0
+    for m in slots:
+        slot = m.group(1)
+        seen[slot] = seen.get(slot, 0) + 1
+        role = f"{slot}{seen[slot]}" if counts[slot] > 1 else slot
+        text = fills.get(role, fills.get(slot))
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"template {template!r}: no text for slot {{{slot}}} (role {role}); "
+                             f"fills give {sorted(fills)}")
+        piece = template[last:m.start()]
+        out.append(piece)
+        length += len(piece)
+        spans[role] = slice(length, length + len(text))
+        out.append(text)
+        length += len(text)
+        last = m.end()
+    out.append(template[last:])
+    spans.setdefault("END", -1)
+    return "".join(out), spans
 
 
 def padded_positions(positions: Sequence[Sequence[int]], lengths: Sequence[int],
