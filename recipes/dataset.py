@@ -192,13 +192,18 @@ def pairs(data: Any = None, base: Optional[Sequence[str]] = None, source: Option
         if len(values) != len(out):
             raise ValueError(f"role {name!r} has {len(values)} values for {len(out)} pairs")
         out = [Pair(p.base, p.source, p.answers,
-                    {**p.roles, name: v if isinstance(v, tuple) and len(v) == 2 and not isinstance(v[1], int)
-                     else (v, v)})
+                    {**p.roles, name: v if _paired(v) else (v, v)})
                for p, v in zip(out, values)]
     for i, p in enumerate(out):
         if not p.answers:
             raise ValueError(f"pair {i} has no answers: give answers= or an answers column")
     return out
+
+
+def _paired(value: Any) -> bool:
+    """A (base role, source role) pair, not one (word, occurrence) role."""
+    return isinstance(value, tuple) and len(value) == 2 and not (
+        isinstance(value[0], str) and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
 def role_names(data: Sequence[Pair]) -> list[str]:
