@@ -40,6 +40,9 @@ import tracer
 from tracer.tokens import fill_template, role_positions
 
 
+IOI_FILE = Path(__file__).with_name("data") / "ioi.json"
+
+
 @dataclass(frozen=True)
 class Pair:
     """One base/source prompt pair, its answers and its roles (name -> (base, source))."""
@@ -237,3 +240,9 @@ def summary(data: Sequence[Pair]) -> str:
     if len(data) == 1:
         return f"base {first.base!r}, source {first.source!r}"
     return f"{len(data)} prompt pairs, e.g. base {first.base!r}, source {first.source!r}"
+
+
+def ioi(limit: Optional[int] = None) -> list[Pair]:
+    """The shipped IOI data set (``recipes/data/ioi.json``, 120 pairs): answers (IO, S),
+    roles IO, S1, S2 and END."""
+    return pairs(IOI_FILE, answers_col=["io", "s"], limit=limit)

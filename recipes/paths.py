@@ -32,13 +32,14 @@ from tracer.plan import Activations, Group, Logprobs, copy
 from . import dataset
 from .results import SweepResult
 
-IOI_FILE = Path(__file__).with_name("data") / "ioi.json"
+IOI_FILE = dataset.IOI_FILE
 
 Head = tuple  # ("head_out", layer, head)
 
 
 def ioi() -> tuple[list[str], list[str], list[list[str]]]:
-    """The shipped IOI prompts: (base prompts, source prompts, answers [io, s] per prompt)."""
+    """The shipped IOI prompts as lists: (base prompts, source prompts, answers [io, s] per
+    prompt); ``recipes.dataset.ioi()`` has them as pairs with their roles."""
     items = json.loads(IOI_FILE.read_text())["items"]
     return ([it["base"] for it in items], [it["source"] for it in items],
             [[it["io"], it["s"]] for it in items])

@@ -119,6 +119,20 @@ def test_bad_senders_and_receivers_are_named(tiny_models):
 
 def test_the_shipped_ioi_prompts_pair_up():
     bases, sources, answers = paths.ioi()
-    assert len(bases) == len(sources) == len(answers) == 8
+    assert len(bases) == len(sources) == len(answers) >= 100
     for b, s, (io, subject) in zip(bases, sources, answers):
         assert b.count(subject.strip()) == 2 and s.count(subject.strip()) == 1 and io.strip() in b
+
+
+@pytest.mark.smollm2
+def test_the_shipped_ioi_roles_resolve(smollm2):
+    from recipes import dataset
+
+    items = dataset.pairs(paths.IOI_FILE, answers_col=["io", "s"])
+    assert len(items) >= 100
+    tok = smollm2.tokenizer
+    for i, p in enumerate(items):
+        roles = dataset.resolve(tok, p, i)
+        assert list(roles) == ["IO", "S1", "S2", "END"]
+        assert all(len(b) == len(s) == 1 for b, s in roles.values())  # single-token names
+        assert len(tok(p.base)["input_ids"]) == len(tok(p.source)["input_ids"])
