@@ -81,7 +81,7 @@ def interchange_records(run: Any) -> dict[str, list[dict]]:
     out = {}
     for rep, effects in run.effects.items():
         cols = ["all" if c is None else c for c in run.columns[rep]]
-        out[rep] = long_table(effects, run.config["layers"], cols, "layer", "head", "effect")
+        out[rep] = long_table(effects, run.layers(rep), cols, "layer", "head", "effect")
     return out
 
 
@@ -158,7 +158,7 @@ def interchange_tab(st: Any, get_model: Any) -> None:
             title = f"{rep}: swapping {cfg['targets'][0]!r} <-> {cfg['targets'][1]!r} (effect: TV distance)"
             st.altair_chart(heatmap_chart(recs, "layer", "head", "effect", title, (0.0, 1.0)),
                             width="stretch")
-        top = interchange.strongest(run.outputs, run.columns)
+        top = interchange.strongest(run)
         st.subheader("Strongest effects")
         st.dataframe([{"effect": e, "rep": r, "layer": layer, "head": str(h)} for e, r, layer, h in top])
         arrays = run.arrays()

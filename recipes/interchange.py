@@ -199,6 +199,11 @@ class InterchangeIntervention:
         groups, columns = self.plan(targets, rep_types, multihead, heads, layers, occurrence)
         logprobs = execute.run(self.model, groups, max_batch=max_batch, progress=progress,
                                desc="interchange", remote=remote, resume_dir=resume_dir)
+        self.columns = columns
+        return self.outputs(groups, logprobs)
+
+    def outputs(self, groups: list[Group], logprobs: list) -> dict[str, np.ndarray]:
+        """``run``'s arrays from a plan's groups and their readouts."""
         n_conts = len(self.conts)
 
         def probs(values: list) -> np.ndarray:  # one readout per row -> (C, 2)
@@ -210,7 +215,6 @@ class InterchangeIntervention:
             layer_cols.setdefault(g.key[0], []).append(probs(lp))
         for layer, cols in layer_cols.items():
             output[f"interv_layer_{layer}"] = np.stack(cols, axis=-1)
-        self.columns = columns
         return output
 
 
@@ -222,10 +226,16 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
                 config: Optional[dict] = None) -> InterchangeResult:
     """The seed's experiment as one call: per rep type (and, with ``together``, all of them
     at once), the continuation probabilities with the targets' representations swapped at
-    each layer, all heads together or per head (``heads``: ``"each"`` or indices).  Returns
+    each layer, all heads together or per head (``heads``: ``"each"`` or indices).  Over a
+    data set ``sents`` is a list of prompt pairs, ``targets`` one pair of words per prompt
+    pair and ``conts`` shared or one list per pair: every pair's swaps run as one plan
+    (chunked, exact reuse per pair) and the effects are the mean over pairs.  Returns
     an ``InterchangeResult`` (``save(dir)``: results.json/.npz, one heatmap per rep type).
     ``progress``: a bar (True), none (False) or ``callback(done, total, desc)`` over the
     rep types; ``resume_dir`` keeps finished batches so an interrupted run resumes."""
+    if _many_pairs(sents):
+        return _interchange_pairs(model, sents, conts, targets, rep_types, heads, layers, together,
+                                  max_batch, remote, occurrence, resume_dir, progress, config)
     recipe = model if isinstance(model, InterchangeIntervention) else InterchangeIntervention(
         model, InterchangeInterventionConfig(sents=sents, conts=conts), remote=bool(remote))
     runs = {rep: [rep] for rep in rep_types}
@@ -254,6 +264,61 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
            "effect": "mean over prompts of the TV distance between normalized continuation probabilities",
            **(config or {})}
     return InterchangeResult(cfg, outputs, columns)
+
+
+def _many_pairs(sents: Any) -> bool:
+    """A list of prompt pairs, not one pair."""
+    return isinstance(sents, (list, tuple)) and bool(sents) and all(
+        isinstance(p, (list, tuple)) for p in sents)
+
+
+def _interchange_pairs(model: Any, sents: Sequence, conts: Sequence, targets: Sequence,
+                       rep_types: Sequence[str], heads: Any, layers: Any, together: bool,
+                       max_batch: Optional[int], remote: Optional[bool], occurrence: int,
+                       resume_dir: Optional[str], progress: Any, config: Optional[dict]) -> InterchangeResult:
+    """``interchange`` over many prompt pairs (see there)."""
+    if not _many_pairs(targets) or len(targets) != len(sents):
+        raise ValueError(f"over {len(sents)} prompt pairs targets must be one pair of words per prompt "
+                         f"pair; got {targets!r}")
+    per_conts = list(conts) if _many_pairs(conts) else [list(conts)] * len(sents)
+    if len(per_conts) != len(sents):
+        raise ValueError(f"{len(per_conts)} continuation lists for {len(sents)} prompt pairs")
+    if len({len(c) for c in per_conts}) != 1:
+        raise ValueError("every prompt pair needs the same number of continuations")
+    loaded = _model(model, remote=bool(remote))
+    recipes = [InterchangeIntervention(loaded, InterchangeInterventionConfig(sents=list(p), conts=list(c)))
+               for p, c in zip(sents, per_conts)]
+    runs = {rep: [rep] for rep in rep_types}
+    if together and len(rep_types) > 1:
+        runs["+".join(rep_types)] = list(rep_types)
+    outputs, columns, per_pair = {}, {}, []
+    per_pair = [dict() for _ in recipes]
+    for i, (name, reps) in enumerate(runs.items()):
+        per_head = heads is not None and any(r in HEAD_REPS for r in reps)
+        built = [r.plan(t, reps, not per_head, heads if per_head else None, layers, occurrence)
+                 for r, t in zip(recipes, targets)]
+        step = (lambda done, total, desc, i=i, name=name: progress(i + done / max(total, 1), len(runs), name)) \
+            if callable(progress) else progress
+        results = execute.run_plans(loaded, [g for g, _ in built], max_batch=max_batch, progress=step,
+                                    desc=f"interchange {name}", remote=remote,
+                                    resume_dir=None if resume_dir is None else str(Path(resume_dir) / name))
+        for k, (r, (groups, cols), lp) in enumerate(zip(recipes, built, results)):
+            per_pair[k][name] = r.outputs(groups, lp)
+        outputs[name] = per_pair[0][name]
+        columns[name] = built[0][1]
+    if resume_dir is not None:
+        try:
+            Path(resume_dir).rmdir()
+        except OSError:
+            pass
+    cfg = {"sents": [list(p) for p in sents], "conts": [list(c) for c in per_conts],
+           "targets": [list(t) for t in targets], "rep_types": list(rep_types), "heads": heads,
+           "together": together, "n_pairs": len(sents),
+           "layers": list(layers) if layers is not None else list(range(recipes[0].num_layers)),
+           "alignment": "target tokens paired from the end",
+           "effect": "mean over prompt pairs of the mean over prompts of the TV distance between "
+                     "normalized continuation probabilities", **(config or {})}
+    return InterchangeResult(cfg, outputs, columns, per_pair=per_pair)
 
 
 def effects_table(output: dict[str, np.ndarray]) -> np.ndarray:
@@ -575,14 +640,16 @@ def causal_trace(model: Any, prompt: Any, subject: Any, answer: Any,
                        clean="clean", corrupted="corrupted", seed=seed)
 
 
-def strongest(outputs: dict[str, dict[str, np.ndarray]], columns: dict[str, list], top: int = 10) -> list[tuple]:
-    """The ``top`` (effect, rep, layer, head) entries, strongest first."""
+def strongest(result: InterchangeResult, top: int = 10, reps: Optional[Sequence[str]] = None) -> list[tuple]:
+    """The ``top`` (effect, rep, layer, head) entries of a result (over a data set, of the mean
+    over pairs), strongest first; ``reps`` limits it to those rep types."""
     rows = []
-    for rep, output in outputs.items():
-        effects = effects_table(output)
-        for layer in range(effects.shape[0]):
-            for j, c in enumerate(columns[rep]):
-                rows.append((float(effects[layer, j]), rep, layer, "all" if c is None else c))
+    for rep, effects in result.effects.items():
+        if reps is not None and rep not in reps:
+            continue
+        for i, layer in enumerate(result.layers(rep)):
+            for j, c in enumerate(result.columns[rep]):
+                rows.append((float(effects[i, j]), rep, layer, "all" if c is None else c))
     return sorted(rows, key=lambda r: -r[0])[:top]
 
 
@@ -628,14 +695,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
                          args.remote, args.occurrence, str(Path(args.out) / ".partial"),
                          config={"model": args.model, "dtype": args.dtype, "seed": args.seed})
     paths = result.save(args.out)
-    outputs, columns = result.outputs, result.columns
+    outputs = result.outputs
     original = outputs[next(iter(outputs))]["original"][:, :, 0]
     print("original P(continuation | prompt):")
     for c, cont in enumerate(args.conts):
         print(f"  {cont!r:>12}: " + "  ".join(f"sent{s + 1}={original[c, s]:.4f}" for s in range(2)))
     print("strongest effects per rep type (effect = TV distance of the continuation preference):")
     for name in outputs:
-        for effect, rep, layer, head in strongest({name: outputs[name]}, columns, top=3):
+        for effect, rep, layer, head in strongest(result, top=3, reps=[name]):
             print(f"  {rep:<16} layer {layer:>3}  head {head!s:>3}  effect {effect:.4f}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

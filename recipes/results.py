@@ -192,27 +192,51 @@ class InterchangeResult(Result):
     """The seed's interchange run: per rep type, the continuation probabilities originally
     and with the targets swapped (``outputs[rep]``: ``"original"`` (C, 2, 1),
     ``"interv_layer_L"`` (C, 2, columns)), its columns (heads, or "all") and effects
-    (layer x column TV distances).  Files: ``results.json``, ``results.npz``,
+    (layer x column TV distances).  Over a data set ``per_pair`` holds every prompt pair's
+    outputs (``outputs`` is the first pair's), ``effects`` is the mean over pairs and
+    ``pair_effects`` each pair's table.  Files: ``results.json``, ``results.npz``,
     ``heatmap_<rep>.png``."""
 
     config: dict
     outputs: dict
     columns: dict
     name: str = "results"
+    per_pair: Optional[list] = None
+
+    @cached_property
+    def pair_effects(self) -> dict[str, np.ndarray]:
+        """Per rep type, (pairs, layers, columns) effect tables (one pair: a leading 1)."""
+        from .interchange import effects_table
+
+        pairs = self.per_pair if self.per_pair is not None else [self.outputs]
+        return {rep: np.stack([effects_table(p[rep]) for p in pairs]) for rep in self.outputs}
 
     @cached_property
     def effects(self) -> dict[str, np.ndarray]:
-        """Per rep type, the layer x column effect table (computed once)."""
-        from .interchange import effects_table
+        """Per rep type, the layer x column effect table (the mean over pairs)."""
+        return {rep: e.mean(0) for rep, e in self.pair_effects.items()}
 
-        return {rep: effects_table(o) for rep, o in self.outputs.items()}
+    def layers(self, rep: str) -> list[int]:
+        """The layers of a rep type's rows, as run."""
+        return sorted(int(k.rsplit("_", 1)[1]) for k in self.outputs[rep] if k.startswith("interv_layer_"))
 
     def to_dict(self) -> dict:
         effects = self.effects
-        return {"config": self.config, "results": {
+        out = {"config": self.config, "results": {
             rep: {"columns": [("all" if c is None else c) for c in self.columns[rep]],
+                  "layers": self.layers(rep),
                   "effect": effects[rep].tolist(), "probs": {k: v.tolist() for k, v in out.items()}}
             for rep, out in self.outputs.items()}}
+        if self.per_pair is not None:
+            from tracer.metrics import standard_error
+
+            for rep in self.outputs:
+                entry = out["results"][rep]
+                entry["pair_effects"] = self.pair_effects[rep].tolist()
+                entry["effect_stderr"] = standard_error(self.pair_effects[rep]).tolist() \
+                    if len(self.per_pair) > 1 else None
+                entry["pair_probs"] = [{k: v.tolist() for k, v in p[rep].items()} for p in self.per_pair]
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         effects = self.effects
@@ -220,6 +244,8 @@ class InterchangeResult(Result):
         for rep, output in self.outputs.items():
             out.update({f"{rep}/{k}": v for k, v in output.items()})
             out[f"{rep}/effect"] = effects[rep]
+            if self.per_pair is not None:
+                out[f"{rep}/pair_effects"] = self.pair_effects[rep]
         return out
 
     def plot(self, out: Union[str, Path]) -> dict[str, Path]:
@@ -229,10 +255,15 @@ class InterchangeResult(Result):
         cfg, paths = self.config, {}
         for rep, effect in self.effects.items():
             cols = ["all" if c is None else c for c in self.columns[rep]]
+            if self.per_pair is None:
+                what = (f"swapping {cfg['targets'][0]!r} <-> {cfg['targets'][1]!r} ({rep})\n"
+                        f"{cfg['sents'][0]!r}\n{cfg['sents'][1]!r}")
+            else:
+                what = (f"swapping the targets ({rep}), mean over {len(self.per_pair)} prompt pairs\n"
+                        f"e.g. {cfg['sents'][0][0]!r} / {cfg['sents'][0][1]!r}")
             paths[f"heatmap_{rep}"] = heatmap(
-                effect, list(range(effect.shape[0])), cols, Path(out) / f"heatmap_{rep}.png",
-                title=f"{cfg.get('model', '')}: swapping {cfg['targets'][0]!r} <-> "
-                      f"{cfg['targets'][1]!r} ({rep})\n{cfg['sents'][0]!r}\n{cfg['sents'][1]!r}",
+                effect, self.layers(rep), cols, Path(out) / f"heatmap_{rep}.png",
+                title=f"{cfg.get('model', '')}: {what}",
                 xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
                 scale="unit")
         return paths

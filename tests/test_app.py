@@ -88,7 +88,9 @@ def test_viewer_opens_a_saved_result_folder(monkeypatch, tiny_folder, tmp_path):
     at = _app(monkeypatch, tiny_folder)
     at.text_input(key="rv-folder").input(str(tmp_path)).run()
     assert not at.exception
-    assert len(_charts(at)) == 1 and [e.label for e in at.expander] == ["sweep.json", "sweep.npz", "sweep.png"]
+    titles = [c["title"] for c in _charts(at)]
+    assert titles == ["sweep.npz: values", "sweep.npz: normalized"], titles
+    assert [e.label for e in at.expander] == ["sweep.json", "sweep.npz", "sweep.png", "sweep_normalized.png"]
 
 
 def test_parse_layers():

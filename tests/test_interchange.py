@@ -115,6 +115,53 @@ def test_targets_of_different_lengths_pair_from_the_end(tiny_models):
     np.testing.assert_allclose(out["interv_layer_0"][:, :, 0], want, rtol=1e-5, atol=1e-6)
 
 
+PAIRS = [SENTS, ["The capital of Spain is", "The capital of Germany is"],
+         ["The cat sat on the xylophone today", "The cat sat on the mat today"]]
+PAIR_TARGETS = [TARGETS, ["Spain", "Germany"], ["xylophone", "mat"]]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_interchange_over_pairs_equals_each_pair_and_plain_hooks(tiny_models, arch):
+    """Many prompt pairs run as one merged plan; every pair's numbers equal that pair alone
+    (and plain hooks), and the effects are the mean of the pairs' tables."""
+    model = tiny_models[arch]
+    reps = ["lay", "qry", "val"]
+    many = interchange.interchange(model, PAIRS, CONTS, PAIR_TARGETS, reps, heads="each",
+                                   together=True, progress=False, max_batch=7)
+    assert len(many.per_pair) == 3 and many.pair_effects["lay"].shape == (3, 2, 1)
+    for k, (pair, targets) in enumerate(zip(PAIRS, PAIR_TARGETS)):
+        alone = interchange.interchange(model, pair, CONTS, targets, reps, heads="each", together=True,
+                                        progress=False)
+        for rep in alone.outputs:
+            for key, value in alone.outputs[rep].items():
+                np.testing.assert_allclose(many.per_pair[k][rep][key], value, rtol=1e-5, atol=1e-6,
+                                           err_msg=f"pair {k} {rep} {key}")
+        want = hook_reference(model, pair, CONTS, targets, ["val"], 1, 2)
+        np.testing.assert_allclose(many.per_pair[k]["val"]["interv_layer_1"][:, :, 2], want,
+                                   rtol=1e-5, atol=1e-6)
+    for rep, effects in many.effects.items():
+        np.testing.assert_allclose(effects, many.pair_effects[rep].mean(0), atol=1e-12)
+    top = interchange.strongest(many, top=50)
+    assert top[0][0] == pytest.approx(max(float(e.max()) for e in many.effects.values()))
+    data = many.to_dict()["results"]["qry"]
+    assert data["layers"] == [0, 1] and np.array(data["pair_effects"]).shape == (3, 2, 4)
+    assert np.all(np.array(data["effect_stderr"]) >= 0)
+
+
+def test_interchange_over_pairs_bad_input(tiny_models):
+    model = tiny_models["llama"]
+    with pytest.raises(ValueError, match="targets must be one pair of words per prompt pair"):
+        interchange.interchange(model, PAIRS, CONTS, TARGETS, ["lay"], progress=False)
+    with pytest.raises(ValueError, match="2 continuation lists for 3 prompt pairs"):
+        interchange.interchange(model, PAIRS, [CONTS, CONTS], PAIR_TARGETS, ["lay"], progress=False)
+
+
+def test_strongest_names_the_layers_run(tiny_models):
+    result = interchange.interchange(tiny_models["llama"], SENTS, CONTS, TARGETS, ["lay"], layers=[1],
+                                     progress=False)
+    assert [row[2] for row in interchange.strongest(result)] == [1]
+
+
 def test_effect_score():
     original = np.array([[[0.6], [0.2]], [[0.2], [0.6]]])
     flipped = original[:, ::-1]
