@@ -73,8 +73,6 @@ def _role(tok, prompt, word):
 def test_role_sweep_equals_plain_hooks_per_pair(tiny_models, arch):
     model = tiny_models[arch]
     tok = model.tokenizer
-    res = interchange.sweep(model, data=DATA, site="resid_pre", metric="logit_diff", progress=False,
-                            roles={"end": -1}, layers=[0, 1])
     # roles come from the records' columns only when named: here "end" is shared and the
     # subject column is read through role_cols
     items = dataset.pairs(DATA, role_cols={"subject": "subject"}, roles={"end": -1})
@@ -95,6 +93,34 @@ def test_role_sweep_equals_plain_hooks_per_pair(tiny_models, arch):
                 assert res.per_prompt[i, li, ci] == pytest.approx(want, abs=TOL), (i, layer, role)
         assert res.prompt_baselines["base"][i] == pytest.approx(hook_clean(model, rec["base"], rec["answers"]), abs=TOL)
         assert res.prompt_baselines["source"][i] == pytest.approx(hook_clean(model, rec["source"], rec["answers"]), abs=TOL)
+    assert np.allclose(res.values, res.per_prompt.mean(0), atol=1e-6)
+
+
+@pytest.mark.smollm2
+def test_ioi_roles_on_smollm2_equal_plain_hooks(smollm2):
+    """The shipped IOI pairs on the embedded model: every (layer, role) cell of every pair
+    equals a plain-hook patch at hand-placed token indices (IO, S1, S2 found word by word)."""
+    items = dataset.ioi(limit=3)
+    layers = [0, 14, 29]
+    res = interchange.sweep(smollm2, data=items, site="resid_pre", metric="logit_diff", layers=layers,
+                            progress=False)
+    assert list(res.labels["role"]) == ["IO", "S1", "S2", "END"] and res.per_prompt.shape == (3, 3, 4)
+    tok = smollm2.tokenizer
+    raw = json.loads(dataset.IOI_FILE.read_text())["items"][:3]
+    for i, rec in enumerate(raw):
+        io, s, s2 = rec["fills"]["IO"], rec["fills"]["S"], rec["source_fills"]["S2"]
+        base_at = {"IO": _role(tok, rec["base"], io), "S1": tracer.tokens.find(tok, rec["base"], s, 0),
+                   "S2": tracer.tokens.find(tok, rec["base"], s, 1),
+                   "END": [len(tok(rec["base"])["input_ids"]) - 1]}
+        source_at = {"IO": _role(tok, rec["source"], io), "S1": tracer.tokens.find(tok, rec["source"], s, 0),
+                     "S2": _role(tok, rec["source"], s2), "END": [len(tok(rec["source"])["input_ids"]) - 1]}
+        for li, layer in enumerate(layers):
+            for ci, role in enumerate(["IO", "S1", "S2", "END"]):
+                b, src = list(base_at[role]), list(source_at[role])
+                n = min(len(b), len(src))
+                want = hook_cell(smollm2, "llama", "resid_pre", layer, rec["base"], rec["source"],
+                                 b[len(b) - n:], src[len(src) - n:], [rec["io"], rec["s"]])
+                assert res.per_prompt[i, li, ci] == pytest.approx(want, abs=TOL), (i, layer, role)
     assert np.allclose(res.values, res.per_prompt.mean(0), atol=1e-6)
 
 
