@@ -5,7 +5,8 @@
 - **Interchange**: the Space's form (two prompts, continuations, target words, rep types,
   heads, layers) and its three examples; every head of every layer in few batched passes.
 - **Sweep**: patch one site from a source prompt into a base prompt, layer x position or
-  layer x head.
+  layer x head; or over an uploaded CSV of prompt pairs (base, source, answers and role
+  columns), layer x role, the mean over pairs with its normalized heatmap.
 - **Causal tracing**: ROME's noise-the-subject, restore-one-state sweep.
 - **Open results**: any folder a recipe wrote (NPZ, JSON, CSV, PNG).
 
@@ -26,10 +27,11 @@ from typing import Any, Optional
 import numpy as np
 
 import tracer
-from recipes import interchange
+from recipes import dataset, interchange
 from recipes.cli import parse_layers
 from recipes.results import SweepResult
 
+MAX_PAIRS = 1000  # pairs one app run takes from an uploaded data set
 EXAMPLES = {"Winograd (seed)": 0, "is_small (seed)": 1, "emotions (seed)": 2}
 
 
@@ -85,6 +87,36 @@ def interchange_records(run: Any) -> dict[str, list[dict]]:
     return out
 
 
+def uploaded_pairs(content: bytes, roles: str, limit: int) -> list:
+    """The prompt pairs of an uploaded CSV (``base``, ``source``, ``answers`` as ``a|b`` or a
+    JSON list, and role columns): ``roles`` names them, comma-separated, ``END`` being the
+    last token; the first ``limit`` rows (at most ``MAX_PAIRS``)."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("the uploaded data set is not UTF-8 text (save it as a CSV in UTF-8)") from None
+    rows = dataset.csv_records(text)
+    if not rows:
+        raise ValueError("the uploaded CSV has no rows under its header")
+    header = list(rows[0])
+    missing = [c for c in ("base", "source", "answers") if c not in header]
+    if missing:
+        raise ValueError(f"the uploaded CSV lacks column(s) {', '.join(missing)}; its columns are "
+                         f"{', '.join(header)} (needed: base, source, answers, and any role columns)")
+    names = [r.strip() for r in roles.split(",") if r.strip()]
+    if not names:
+        raise ValueError("name at least one role: a column of the CSV, or END for the last token")
+    unknown = [r for r in names if r != "END" and r not in header]
+    if unknown:
+        raise ValueError(f"role(s) {', '.join(unknown)} are not columns of the uploaded CSV; its columns "
+                         f"are {', '.join(header)} (or END for the last token)")
+    tracer.checks.integer("pairs", limit, low=1, high=MAX_PAIRS)
+    items = dataset.pairs(rows, role_cols={r: r for r in names if r != "END"},
+                          roles={"END": -1} if "END" in names else None, limit=limit)
+    # the grid's role axis in the order the roles were named
+    return [dataset.Pair(p.base, p.source, p.answers, {r: p.roles[r] for r in names}) for p in items]
+
+
 # -- the page ------------------------------------------------------------------------
 
 def _model(st: Any, name: str, remote: bool, host: str) -> Any:
@@ -106,17 +138,23 @@ def _bar(st: Any) -> Any:
 
 def _show_sweep(st: Any, result: SweepResult, key: str) -> None:
     a0, a1 = result.axes
+    many = result.n_prompts > 1
+    title = result.meta.get("title", "") + (f" (mean over {result.n_prompts} prompts)" if many else "")
     records = long_table(result.values, list(result.labels[a0]), list(result.labels[a1]), a0, a1,
                          result.metric)
-    st.altair_chart(heatmap_chart(records, a0, a1, result.metric, result.meta.get("title", "")),
-                    width="stretch")
-    st.caption("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items()))
+    st.altair_chart(heatmap_chart(records, a0, a1, result.metric, title), width="stretch")
+    normalized = result.normalized
+    if many and normalized is not None:
+        recs = long_table(normalized, list(result.labels[a0]), list(result.labels[a1]), a0, a1, "normalized")
+        st.altair_chart(heatmap_chart(recs, a0, a1, "normalized",
+                                      f"normalized: 0 = {result.corrupted} run, 1 = {result.clean} run"),
+                        width="stretch")
+    st.caption("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
+               + (f" (means over {result.n_prompts} prompts)" if many else ""))
     top = sorted(records, key=lambda r: -abs(r[result.metric]))[:10]
     st.dataframe([{k: v for k, v in r.items() if not k.startswith("_")} for r in top])
-    arrays = {"values": result.values, **{f"labels_{k}": np.asarray([str(x) for x in v])
-                                          for k, v in result.labels.items()}}
     cols = st.columns(3)
-    cols[0].download_button("NPZ", npz_bytes(arrays), f"{key}.npz", key=f"{key}-npz")
+    cols[0].download_button("NPZ", npz_bytes(result.arrays()), f"{key}.npz", key=f"{key}-npz")
     cols[1].download_button("JSON", json.dumps(result.to_dict(), indent=2), f"{key}.json", key=f"{key}-json")
     cols[2].download_button("CSV", csv_bytes(records), f"{key}.csv", key=f"{key}-csv")
 
@@ -176,16 +214,28 @@ def sweep_tab(st: Any, get_model: Any) -> None:
         source = st.text_input("Source prompt (patched from; same token count)", "The capital of Italy is",
                                key="sw-source")
         answers = st.text_input("Answers (comma-separated; the first is scored)", " Rome, Madrid", key="sw-ans")
+        upload = st.file_uploader("Or a data set: a CSV of prompt pairs (columns base, source, answers "
+                                  "as a|b, and role columns; source_<role> for the source's word)",
+                                  type=["csv"], key="sw-data")
+        roles = st.text_input("Roles of the data set (columns, comma-separated; END: the last token)",
+                              "END", key="sw-roles")
+        limit = st.number_input("Pairs used from the data set", 1, MAX_PAIRS, 100, key="sw-limit")
         site = st.selectbox("Site", ["resid_post", "resid_pre", "attn_out", "mlp_out", "head_out",
                                      "head_q", "head_k", "head_v"], key="sw-site")
         metric = st.selectbox("Metric", ["prob", "logprob", "logit_diff"], key="sw-metric")
         go = st.form_submit_button("Run sweep")
     if go:
         try:
-            ans = [a if a.startswith(" ") else " " + a.strip() for a in answers.split(",") if a.strip()]
-            st.session_state["sw-run"] = interchange.sweep(
-                get_model(), base, source, ans, site=site, metric=metric,
-                heads="each" if site.startswith("head_") else None, progress=_bar(st))
+            heads = "each" if site.startswith("head_") else None
+            if upload is not None:
+                items = uploaded_pairs(upload.getvalue(), roles, int(limit))
+                result = interchange.sweep(get_model(), data=items, site=site, metric=metric, heads=heads,
+                                           progress=_bar(st))
+            else:
+                ans = [a if a.startswith(" ") else " " + a.strip() for a in answers.split(",") if a.strip()]
+                result = interchange.sweep(get_model(), base, source, ans, site=site, metric=metric,
+                                           heads=heads, progress=_bar(st))
+            st.session_state["sw-run"] = result
         except (ValueError, IndexError, KeyError, OSError) as error:
             st.error(str(error))
     if st.session_state.get("sw-run") is not None:

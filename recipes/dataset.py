@@ -31,6 +31,7 @@ seed's alignment rule).  A role missing from a prompt is an error naming the pai
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ def _read_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
-            return [dict(r) for r in csv.DictReader(f)]
+            return csv_records(f.read())
     if suffix == ".jsonl":
         rows = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -79,6 +80,11 @@ def _read_file(path: Path) -> list[dict]:
             raise ValueError(f"{path}: a JSON data set is a list of records or {{\"items\": [...]}}")
         return data
     raise ValueError(f"data file {path} is not .json, .jsonl or .csv")
+
+
+def csv_records(text: str) -> list[dict]:
+    """The rows of a CSV text with a header row, as records."""
+    return [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
 
 
 def records(data: Any) -> list:

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from recipes import app, interchange  # noqa: E402
+from recipes import app, dataset, interchange  # noqa: E402
 from tracer import testing  # noqa: E402
 
 APP = app.__file__
@@ -72,6 +72,48 @@ def test_sweep_and_causal_tracing_tabs(monkeypatch, tiny_folder):
     charts = _charts(at)
     assert len(charts) == 2
     assert [t["field"] for t in charts[0]["encoding"]["tooltip"]][:2] == ["layer", "position"]
+
+
+CSV = ("base,source,answers,subject,source_subject\n"
+       "The capital of France is,The capital of Italy is, Paris| Rome,France,Italy\n"
+       "The tall tower in Tokyo Tower city is,The tall tower in Paris is, Tokyo| Paris,Tokyo Tower,Paris\n"
+       "Where is Berlin,Where is Madrid, Germany| Spain,Berlin,Madrid\n")
+
+
+def test_sweep_tab_runs_an_uploaded_csv_by_role(monkeypatch, tiny_folder):
+    at = _app(monkeypatch, tiny_folder)
+    at.file_uploader(key="sw-data").upload("pairs.csv", CSV.encode(), "text/csv")
+    at.text_input(key="sw-roles").input("subject, END")
+    at.selectbox(key="sw-site").select("resid_pre")
+    at.selectbox(key="sw-metric").select("logit_diff")
+    at.button[1].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    charts = _charts(at)
+    assert len(charts) == 2 and "mean over 3 prompts" in str(charts[0]["title"])
+    items = dataset.pairs(dataset.csv_records(CSV), role_cols={"subject": "subject"}, roles={"END": -1})
+    want = interchange.sweep(str(tiny_folder), data=items, site="resid_pre", metric="logit_diff",
+                             progress=False)
+    cells = _cells(at, 0)
+    got = cells.pivot(index="_row", columns="_col", values="logit_diff").to_numpy()
+    np.testing.assert_allclose(got, want.values, atol=1e-5)
+    assert sorted(set(cells["role"])) == ["END", "subject"]
+    norm = _cells(at, 1).pivot(index="_row", columns="_col", values="normalized").to_numpy()
+    np.testing.assert_allclose(norm, want.normalized, atol=1e-4)
+
+
+@pytest.mark.parametrize("csv_text, roles, message", [
+    ("base,source\na,b\n", "END", "lacks column\\(s\\) answers"),
+    (CSV, "subject, object", "role\\(s\\) object are not columns"),
+    (CSV, " , ", "name at least one role"),
+    ("base,source,answers\n", "END", "no rows"),
+])
+def test_a_bad_upload_is_one_message(csv_text, roles, message):
+    with pytest.raises(ValueError, match=message):
+        app.uploaded_pairs(csv_text.encode(), roles, 10)
+    with pytest.raises(ValueError, match="not UTF-8"):
+        app.uploaded_pairs(b"\xff\xfe\x00", "END", 10)
+    with pytest.raises(ValueError, match="pairs must be"):
+        app.uploaded_pairs(CSV.encode(), "END", app.MAX_PAIRS + 1)
 
 
 def test_bad_input_is_shown_not_raised(monkeypatch, tiny_folder):

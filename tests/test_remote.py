@@ -143,6 +143,32 @@ def test_sweep_and_causal_trace_remote_equal_local_one_request_each(ndif):
 
 
 @pytest.mark.remote
+def test_a_data_set_sweep_remote_equals_local_one_request_per_chunk(ndif):
+    """Five pairs of different lengths by role, two pairs per chunk (a row budget of four
+    reference rows): three requests, every pair's values equal the local run's."""
+    before = _requests()
+    out = _client(f"""
+        from recipes import dataset, interchange
+        names = [("France", "Italy"), ("Spain", "Peru"), ("Tokyo Tower", "Paris"), ("Rome", "Oslo"),
+                 ("the big city of Berlin", "Madrid")]
+        data = [dict(base=f"The capital of {{a}} is", source=f"The capital of {{b}} is",
+                     answers=[" Paris", " Rome"], subject=a, source_subject=b) for a, b in names]
+        items = dataset.pairs(data, role_cols={{"subject": "subject"}}, roles={{"end": -1}})
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            sweep = interchange.sweep(model, data=items, site="resid_pre", metric="logit_diff",
+                                      remote=remote, progress=False, max_chunk_rows=4)
+            res[name] = [sweep.per_prompt.tolist(), sweep.prompt_baselines["base"].tolist()]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 3) == 3
+    for a, b in zip(out["local"], out["remote"]):
+        assert len(a) == 5
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
+
+
+@pytest.mark.remote
 def test_attribution_remote_equals_local_one_request_each(ndif):
     before = _requests()
     out = _client(f"""
