@@ -3,7 +3,7 @@ object's name straight into the logits (the IOI paper's name movers)?
 
 Each head is patched alone from the ABC-corrupted prompts with every other head and MLP
 frozen at the clean run; the value is logit(IO) - logit(S) after the final norm takes the
-patched values, averaged over the 8 prompt pairs.  The most negative heads are the ones
+patched values, averaged over the first 8 of the 120 shipped prompt pairs.  The most negative heads are the ones
 whose direct path carries the answer.
 
     python examples/path_patching_ioi.py [--model smollm2] [--top 8] [--out ioi/] [--pairs 8] [--layers ...]
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--top", type=int, default=8, help="heads to list (default 8)")
     parser.add_argument("--out", default=None, help="folder for the grid (NPZ, JSON, PNG)")
-    parser.add_argument("--pairs", type=int, default=8, help="IOI prompt pairs averaged (default all 8)")
+    parser.add_argument("--pairs", type=int, default=8, help="IOI prompt pairs averaged (default the first 8 of 120)")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="sender heads' layers (default: every layer)")
     args = parser.parse_args()

@@ -107,8 +107,8 @@ def _answers(value: Any, where: str) -> tuple:
                 value = json.loads(text)
             except json.JSONDecodeError:
                 raise ValueError(f"{where}: answers {value!r} is not a JSON list") from None
-        else:
-            value = text.split("|")
+        else:  # not stripped: an answer's leading space is part of its token
+            value = value.split("|")
     if isinstance(value, (int, str)) or not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"{where}: answers must be a non-empty list, got {value!r}")
     return tuple(value)

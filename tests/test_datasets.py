@@ -243,6 +243,13 @@ def test_csv_jsonl_and_datasets_give_the_same_result(tiny_models, tmp_path):
     assert np.allclose(a.per_prompt, b.per_prompt, atol=1e-6)
 
 
+def test_answers_in_a_csv_cell_keep_their_leading_spaces(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text('base,source,answers\nThe capital of France is,The capital of Italy is, Paris| Rome\n'
+                    'Where is Rome,Where is Oslo,"["" Italy"", "" Norway""]"\n')
+    assert [p.answers for p in dataset.pairs(path)] == [(" Paris", " Rome"), (" Italy", " Norway")]
+
+
 def test_missing_role_and_bad_data_are_clear_errors(tiny_models, tmp_path):
     model = tiny_models["gpt2"]
     with pytest.raises(ValueError, match=r"pair 1: role 'subject': target 'Rome' does not occur in the prompt 'Where is Berlin'"):

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # script -> (arguments, a line its output must contain)
 EXAMPLES = {
     "attribution_capital.py": ([], "estimate"),
+    "dataset_ioi.py": (["--pairs", "3", "--layers", "0", "15", "29", "--out", "{tmp}/ioi"], "normalized"),
     "das_smollm2.py": (["--layers", "6", "--steps", "2", "--dim", "8"], "held-out IIA"),
     "das_three_sum.py": (["--epochs", "1", "--out", "{tmp}/das"], "held-out IIA"),
     "interchange_winograd.py": ([], "strongest layers"),
