@@ -453,6 +453,35 @@ def _columns_of(tok: Any, items: list, positions: Any, heads: Any, probe: Any) -
     return ids, [{c: ((c,), (c,)) for c in cols} for _ in items], cols, labels, "position"
 
 
+def sweep_plans(model: Any, items: Sequence[dataset.Pair], site: str = "resid_post",
+                positions: Optional[Sequence] = None, layers: Optional[Sequence[int]] = None,
+                heads: Union[None, str, Sequence[int]] = None,
+                metric: Union[str, Callable] = "prob") -> tuple:
+    """The plans of ``sweep`` (a loaded model, ``dataset.Pair`` items): (one plan per pair,
+    layers, column keys, column labels, column axis, metric name, metric function); each
+    plan is the pair's clean run then one group per (layer, column)."""
+    tok = model.tokenizer
+    dims = tracer.sites.dims_of(model.config)
+    layers = _layers(layers, dims.n_layers)
+    probe = tracer.site(model, site, layer=layers[0])
+    ids, spans, cols, col_labels, col_axis = _columns_of(tok, items, positions, heads, probe)
+    answer_ids = [_answer_ids(tok, list(p.answers), model.config.vocab_size) for p in items]
+    name, fn = metric_fn(metric, min(len(a) for a in answer_ids))
+    names_l = [tracer.site(model, site, layer=layer).name for layer in layers]
+    plans_ = []
+    for (b_ids, s_ids), span, ans in zip(ids, spans, answer_ids):
+        reads = [Logprobs(r, (-1,) * len(ans), tuple(ans)) for r in (0, 1)]
+        rows = [b_ids, s_ids]
+        groups = [Group(rows, [], reads, key="clean")]
+        for name_l, layer in zip(names_l, layers):
+            for c in cols:
+                dst, src = span[c]
+                hs = (c,) if heads is not None else None
+                groups.append(Group(rows, [plans.copy(name_l, 0, 1, dst, src, hs)], reads[:1], key=(layer, c)))
+        plans_.append(groups)
+    return plans_, layers, cols, col_labels, col_axis, name, fn
+
+
 def sweep(model: Any, base: Any = None, source: Any = None, answers: Any = None,
           site: str = "resid_post", positions: Optional[Sequence] = None,
           layers: Optional[Sequence[int]] = None, heads: Union[None, str, Sequence[int]] = None,
@@ -477,26 +506,9 @@ def sweep(model: Any, base: Any = None, source: Any = None, answers: Any = None,
     """
     clean_key, corrupted_key = _direction(direction)
     model = _model(model)
-    tok = model.tokenizer
     items = _pairs(base, source, answers, roles, data)
-    dims = tracer.sites.dims_of(model.config)
-    layers = _layers(layers, dims.n_layers)
-    probe = tracer.site(model, site, layer=layers[0])
-    ids, spans, cols, col_labels, col_axis = _columns_of(tok, items, positions, heads, probe)
-    answer_ids = [_answer_ids(tok, list(p.answers), model.config.vocab_size) for p in items]
-    name, fn = metric_fn(metric, min(len(a) for a in answer_ids))
-    names_l = [tracer.site(model, site, layer=layer).name for layer in layers]
-    plans_ = []
-    for (b_ids, s_ids), span, ans in zip(ids, spans, answer_ids):
-        reads = [Logprobs(r, (-1,) * len(ans), tuple(ans)) for r in (0, 1)]
-        rows = [b_ids, s_ids]
-        groups = [Group(rows, [], reads, key="clean")]
-        for name_l, layer in zip(names_l, layers):
-            for c in cols:
-                dst, src = span[c]
-                hs = (c,) if heads is not None else None
-                groups.append(Group(rows, [plans.copy(name_l, 0, 1, dst, src, hs)], reads[:1], key=(layer, c)))
-        plans_.append(groups)
+    plans_, layers, cols, col_labels, col_axis, name, fn = sweep_plans(model, items, site, positions,
+                                                                        layers, heads, metric)
     results = execute.run_plans(model, plans_, max_batch=max_batch, progress=progress, desc="sweep",
                                 remote=remote, resume_dir=resume_dir, max_chunk_rows=max_chunk_rows,
                                 exact_reuse=exact_reuse)

@@ -392,8 +392,13 @@ def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
         yield batch
 
 
+CPU_BATCH_BYTES = 2 ** 30  # a CPU batch's activations: larger batches buy no throughput there
+
+
 def default_max_batch(model: Any, seq_len: int, keep: int = 1, fraction: float = 0.4) -> int:
-    """Rows per batch that fit in ``fraction`` of free memory (GPU if the model is on one)."""
+    """Rows per batch that fit in ``fraction`` of free memory (GPU if the model is on one);
+    on a CPU at most ``CPU_BATCH_BYTES`` of activations, so that a long sweep's memory stays
+    bounded whatever the machine has free."""
     cfg = model.config
     param = next(module(model).parameters())
     bytes_per = param.element_size() if param.device.type != "meta" else 4
@@ -404,9 +409,10 @@ def default_max_batch(model: Any, seq_len: int, keep: int = 1, fraction: float =
     per_row = seq_len * per_token * bytes_per + keep * cfg.vocab_size * 4 * 3
     if param.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(param.device)
+        budget = free * fraction
     else:
-        free = _available_ram()
-    return int(max(1, min(8192, free * fraction // max(per_row, 1))))
+        budget = min(_available_ram() * fraction, CPU_BATCH_BYTES)
+    return int(max(1, min(8192, budget // max(per_row, 1))))
 
 
 def _available_ram() -> int:
