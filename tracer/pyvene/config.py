@@ -10,7 +10,7 @@ when there is no source.  For ``"h.pos"`` units each side is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import torch
@@ -22,7 +22,8 @@ UNITS = ("pos", "h", "h.pos")
 
 @dataclass
 class RepresentationConfig:
-    """Where one intervention goes (pyvene's ``RepresentationConfig``)."""
+    """Where one intervention goes (pyvene's ``RepresentationConfig``; its fields in
+    pyvene's order, so positional tuples read the same; ``name`` is Interlace's key)."""
 
     layer: Optional[int] = None
     component: str = "block_output"
@@ -32,34 +33,102 @@ class RepresentationConfig:
     intervention_type: Any = None
     intervention: Any = None
     subspace_partition: Any = None
+    group_key: Any = None
+    intervention_link_key: Any = None
+    moe_key: Any = None
     source_representation: Any = None
-    name: Optional[str] = None
+    hidden_source_representation: Any = None
     latent_dim: Optional[int] = None
+    name: Optional[str] = None
+
+    def _asdict(self) -> dict:
+        """The fields as a dict (pyvene's namedtuple has ``_asdict``)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 IntervenableRepresentationConfig = RepresentationConfig
+MODES = ("parallel", "serial")
 
 
-@dataclass
+def _representation(rep: Any, i: int) -> RepresentationConfig:
+    """One representation in any form pyvene takes: a RepresentationConfig, a dict, or a
+    positional list/tuple."""
+    if isinstance(rep, RepresentationConfig):
+        return rep
+    if isinstance(rep, dict):
+        known = set(RepresentationConfig.__dataclass_fields__)
+        unknown = set(rep) - known
+        if unknown:
+            raise ValueError(f"representation {i}: unknown keys {sorted(unknown)}; valid keys "
+                             f"are {sorted(known)}")
+        return RepresentationConfig(**rep)
+    if isinstance(rep, (list, tuple)):
+        if len(rep) > len(RepresentationConfig.__dataclass_fields__):
+            raise ValueError(f"representation {i}: {len(rep)} positional fields; RepresentationConfig "
+                             f"has {len(RepresentationConfig.__dataclass_fields__)}")
+        return RepresentationConfig(*rep)
+    raise ValueError(f"representation {i}: {rep!r} is not a RepresentationConfig, a dict or a list")
+
+
 class IntervenableConfig:
-    """A list of representations and the intervention type(s) they use."""
+    """A list of representations and the intervention type(s) they use, as pyvene's
+    ``IntervenableConfig(representations, intervention_types=VanillaIntervention,
+    mode="parallel", sorted_keys=None, model_type=None)``: a representation without an
+    intervention gets ``intervention_types`` (one class, or one per representation);
+    ``mode="serial"`` chains sources (``"source_0->source_1"``, ..., ``"source_N->base"``);
+    ``model_type`` (a model class or a transformers ``model_type`` string) is checked
+    against the model the config is mounted on."""
 
-    representations: Any = field(default_factory=list)
-    intervention_types: Any = None
-    intervenable_representations: Any = None
-    intervenable_interventions_type: Any = None
+    def __init__(self, representations: Any = None, intervention_types: Any = None,
+                 mode: str = "parallel", sorted_keys: Any = None, model_type: Any = None,
+                 intervention_dimensions: Any = None, intervention_constant_sources: Any = None,
+                 intervenable_representations: Any = None, intervenable_interventions_type: Any = None,
+                 **kwargs: Any) -> None:
+        from .interventions import VanillaIntervention
 
-    def __post_init__(self) -> None:
-        if self.intervenable_representations is not None:
-            self.representations = self.intervenable_representations
-        if self.intervenable_interventions_type is not None:
-            self.intervention_types = self.intervenable_interventions_type
-        if isinstance(self.representations, (RepresentationConfig, dict)):
-            self.representations = [self.representations]
+        if intervenable_representations is not None:
+            representations = intervenable_representations
+        if intervenable_interventions_type is not None:
+            intervention_types = intervenable_interventions_type
+        if representations is None:
+            representations = [RepresentationConfig(0)]
+        if not isinstance(representations, list):
+            representations = [representations]
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'parallel' or 'serial', not {mode!r}")
+        self.representations = [_representation(r, i) for i, r in enumerate(representations)]
+        self.intervention_types = VanillaIntervention if intervention_types is None else intervention_types
+        self.mode, self.sorted_keys, self.model_type = mode, sorted_keys, model_type
+        self.intervention_dimensions = intervention_dimensions
+        self.intervention_constant_sources = intervention_constant_sources
+        for key, value in kwargs.items():  # pyvene's PretrainedConfig keeps extra fields
+            setattr(self, key, value)
+
+    def add_intervention(self, representations: Any) -> None:
+        """Append representations (any form); each must name its intervention type, as in pyvene."""
+        if not isinstance(representations, list):
+            representations = [representations]
+        if not isinstance(self.intervention_types, list):
+            self.intervention_types = [self.intervention_types] * len(self.representations)
+        for rep in representations:
+            rep = _representation(rep, len(self.representations))
+            if rep.intervention_type is None and rep.intervention is None:
+                raise ValueError("add_intervention: the representation needs an intervention_type "
+                                 "(or an intervention), as pyvene requires")
+            self.representations.append(rep)
+            self.intervention_types.append(rep.intervention_type if rep.intervention_type is not None
+                                           else rep.intervention)
+
+    def __repr__(self) -> str:
+        return (f"IntervenableConfig(mode={self.mode!r}, representations={self.representations!r}, "
+                f"intervention_types={self.intervention_types!r})")
 
 
 def representations(config: Any) -> list[RepresentationConfig]:
-    """Every accepted config form as a list of RepresentationConfig."""
+    """Every accepted config form as a list of RepresentationConfig, each with its
+    intervention type filled in (pyvene's default: ``VanillaIntervention``)."""
+    from .interventions import VanillaIntervention
+
     if isinstance(config, IntervenableConfig):
         reps, types = list(config.representations), config.intervention_types
     elif isinstance(config, (dict, RepresentationConfig)):
@@ -70,21 +139,23 @@ def representations(config: Any) -> list[RepresentationConfig]:
         raise TypeError(f"config must be a dict, a list of dicts, a RepresentationConfig or an "
                         f"IntervenableConfig, not {type(config).__name__}")
     out = []
+    if isinstance(types, (list, tuple)) and len(types) != len(reps):
+        raise ValueError(f"{len(types)} intervention_types for {len(reps)} representations: give one "
+                         f"type, or one per representation")
     for i, rep in enumerate(reps):
-        if isinstance(rep, dict):
-            known = set(RepresentationConfig.__dataclass_fields__)
-            unknown = set(rep) - known
-            if unknown:
-                raise ValueError(f"representation {i}: unknown keys {sorted(unknown)}; valid keys "
-                                 f"are {sorted(known)}")
-            rep = RepresentationConfig(**rep)
-        elif isinstance(rep, (list, tuple)):
-            rep = RepresentationConfig(*rep)
-        if rep.intervention is None and rep.intervention_type is None and types is not None:
-            rep.intervention_type = types[i] if isinstance(types, (list, tuple)) else types
+        rep = _representation(rep, i)
+        if rep.intervention is not None and rep.intervention_type is not None:
+            raise ValueError(f"representation {i}: give intervention_type or intervention, not both")
+        if rep.intervention is None and rep.intervention_type is None:
+            given = types[i] if isinstance(types, (list, tuple)) else types
+            rep = replace(rep, intervention_type=VanillaIntervention if given is None else given)
         out.append(rep)
     return out
 
+
+def mode_of(config: Any) -> str:
+    """A config's mode (``"parallel"`` unless an IntervenableConfig says otherwise)."""
+    return config.mode if isinstance(config, IntervenableConfig) else "parallel"
 
 
 def locations(units: list, unit_locations: Any, batch: int) -> list[tuple]:
@@ -101,7 +172,10 @@ def locations(units: list, unit_locations: Any, batch: int) -> list[tuple]:
                          f"{sorted(unknown)}")
     if "sources->base" in unit_locations:
         value = unit_locations["sources->base"]
-        src, base = value if isinstance(value, tuple) and len(value) == 2 else (value, value)
+        # pyvene reads a pair of ints, tuple or list ([2, 5]), as source 2 -> base 5
+        pair = isinstance(value, tuple) and len(value) == 2 or (
+            isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value))
+        src, base = tuple(value) if pair else (value, value)
     else:
         src, base = None, unit_locations["base"]
     def per_unit(value: Any, k: int) -> Any:

@@ -26,8 +26,9 @@ from torch import nn
 from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
-from .config import (UNITS, PerRow, RepresentationConfig, locations, per_row_heads, representations,
-                     shared, shift_positions)
+from . import routing
+from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, per_row_heads,
+                     representations, shared, shift_positions)
 from .outputs import IntervenableModelOutput, lm_loss
 from .interventions import BaseIntervention, LambdaIntervention
 from .storage import Storage
@@ -75,12 +76,17 @@ class IntervenableModel(Training, Storage, nn.Module):
         self.position_ids = position_ids
         self.model = _wrap(model, tokenizer)
         self.remote = remote
+        self.mode = mode_of(config)
+        routing.check_model_type(self.model, getattr(config, "model_type", None))
         self.representations = representations(config)
         self.interventions = nn.ModuleDict()
-        # config order; ``_exec`` is the model's execution order, which nnsight requires
+        self._links: dict = {}  # intervention_link_key -> the one intervention module linked units share
+        # config order; ``_exec`` is the model's execution order, which nnsight requires (a
+        # stable sort: units at one site keep config order, which serial chains rely on)
         self._units = [self._bind(i, rep) for i, rep in enumerate(self.representations)]
         self._exec = sorted(range(len(self._units)), key=lambda k: self._units[k]["order"])
         self.keys = [u["key"] for u in self._units]
+        self._group = routing.groups_of(self.representations)
 
     # -- config -> sites ----------------------------------------------------------------
 
@@ -95,7 +101,13 @@ class IntervenableModel(Training, Storage, nn.Module):
             raise ValueError(f"representation {i}: unit {rep.unit!r} needs a head component, "
                              f"and {rep.component!r} has no heads; head components are "
                              f"{', '.join(heads_components)}")
-        intervention = self._make(i, rep, s.width)
+        link = rep.intervention_link_key
+        if link is not None and link in self._links:  # linked: one module, one set of weights
+            intervention = self._links[link]
+        else:
+            intervention = self._make(i, rep, s.width)
+            if link is not None:
+                self._links[link] = intervention
         key = rep.name or f"layer_{rep.layer}_comp_{rep.component}_unit_{rep.unit}_nunit_{rep.max_number_of_units}#{i}"
         self.interventions[key.replace(".", "_")] = intervention
         skip_from = None
@@ -198,17 +210,10 @@ class IntervenableModel(Training, Storage, nn.Module):
             return list(reps)
         return [reps] * n
 
-    def _source_blocks(self, sources: Optional[list]) -> list[Optional[int]]:
-        """Per unit (config order), which source input it reads (None: it reads none)."""
-        n = len(self._units)
-        if not sources:
-            return [None] * n
-        if len(sources) not in (1, n):
-            raise ValueError(f"{len(sources)} sources for {n} interventions: give one shared "
-                             f"source or one per intervention")
-        return [None if unit["skip_from"] is not None
-                or not getattr(self.interventions[unit["key"]], "needs_source", True)
-                else (0 if len(sources) == 1 else k) for k, unit in enumerate(self._units)]
+    def _reads(self) -> list[bool]:
+        """Per unit, whether it takes a source (Skip reads its own site; sourceless kinds none)."""
+        return [u["skip_from"] is None and getattr(self.interventions[u["key"]], "needs_source", True)
+                for u in self._units]
 
     def _subspaces(self, subspaces: Any, k: int) -> Any:
         """Representation k's subspace dims; with its ``subspace_partition`` (pyvene's
@@ -229,34 +234,39 @@ class IntervenableModel(Training, Storage, nn.Module):
                              f"of subspace_partition {partition}")
         return [d for i in sub for d in parts[i]]
 
-    def _bound(self, locs: list, sources: Optional[list], source_representations: Any,
-               subspaces: Any, layout: dict) -> list[list[Intervention]]:
-        """Per representation (config order), its ``Intervention`` records on the base rows of
-        the combined batch (one, or one per head list when heads differ between rows);
-        sources are other rows of the same batch."""
+    def _bound(self, plan: list, source_representations: Any, subspaces: Any,
+               layout: dict) -> list[list[Intervention]]:
+        """Per representation (config order), its ``Intervention`` records on its destination
+        rows of the combined batch (one, or one per head list when heads differ between
+        rows); sources are other rows of the same batch."""
         constants = self._constant_sources(source_representations)
-        blocks = (self._source_blocks(sources) if source_representations is None
-                  else [None] * len(self._units))
-        base_rows, lm = layout["rows"][0], self._is_lm()
+        lm = self._is_lm()
         bound = []
         for k, unit in enumerate(self._units):
-            pos = shift_positions(locs[k][1], layout["pads"][0], len(base_rows)) if lm else None
+            if plan[k] is None:
+                bound.append([])
+                continue
+            src, dst, loc = plan[k]
+            d = 0 if dst is None else layout["source_block"][dst]
+            dst_rows = layout["rows"][d]
+            pos = shift_positions(loc[1], layout["pads"][d], len(dst_rows)) if lm else None
             if unit["skip_from"] is not None:
                 source = Source(site=unit["skip_from"])
-            elif blocks[k] is not None:
-                b = layout["source_block"][blocks[k]]
+            elif src is not None:
+                b = layout["source_block"][src]
                 rows = layout["rows"][b]
-                rows = rows * len(base_rows) if len(rows) == 1 else rows
-                if len(rows) != len(base_rows):
-                    raise ValueError(f"source {blocks[k]} has {len(rows)} rows but the base has "
-                                     f"{len(base_rows)}")
-                src_pos = shift_positions(locs[k][0], layout["pads"][b], len(rows)) if lm else None
+                rows = rows * len(dst_rows) if len(rows) == 1 else rows
+                if len(rows) != len(dst_rows):
+                    raise ValueError(f"source {src} has {len(rows)} rows but the "
+                                     f"{'base' if dst is None else f'source {dst}'} has {len(dst_rows)}")
+                src_pos = shift_positions(loc[0], layout["pads"][b], len(rows)) if lm else None
                 source = Source(row=rows, positions=src_pos)
             else:
                 source = constants[k]
-            heads = locs[k][2] if unit["heads"] else None
+            heads = loc[2] if unit["heads"] else None
             record = Intervention(self.interventions[unit["key"]], unit["site"], pos,
-                                  None if isinstance(heads, PerRow) else heads, rows=base_rows, source=source, subspaces=self._subspaces(subspaces, k))
+                                  None if isinstance(heads, PerRow) else heads, rows=dst_rows, source=source,
+                                  subspaces=self._subspaces(subspaces, k))
             if isinstance(heads, PerRow) and isinstance(record.kind, it.CollectIntervention):
                 raise ValueError("CollectIntervention needs the same heads in every batch row")
             bound.append(per_row_heads(record, heads) if isinstance(heads, PerRow) else [record])
@@ -280,13 +290,13 @@ class IntervenableModel(Training, Storage, nn.Module):
 
         if sources is not None and not isinstance(sources, (list, tuple)):
             sources = [sources]
-        locs = locations(self._units, unit_locations, self._batch(base))
-        used = sorted({b for b in self._source_blocks(sources) if b is not None}) \
-            if source_representations is None else []
+        plan = routing.plan(self.mode, self._units, self._reads(), self._group, sources, unit_locations,
+                            self._batch(base), source_representations is not None)
+        used = sorted({b for p in plan if p is not None for b in p[:2] if b is not None})
         blocks = [base] + [sources[b] for b in used] + ([base] if output_original_output else [])
         inputs, layout = self._combine(blocks)
         layout["source_block"] = {b: 1 + j for j, b in enumerate(used)}
-        bound = self._bound(locs, sources, source_representations, subspaces, layout)
+        bound = self._bound(plan, source_representations, subspaces, layout)
         self._check_sources([r for rs in bound for r in rs])
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if self.remote and grad:
@@ -369,7 +379,10 @@ class IntervenableModel(Training, Storage, nn.Module):
         from ..plan import Activations, Group
 
         values = self._constant_sources(source_representations)
-        blocks = self._source_blocks(sources) if source_representations is None else [None] * len(values)
+        blocks = routing.source_blocks(self._reads(), self._group, sources) \
+            if source_representations is None else [None] * len(values)
+        if routing.SKIPPED in blocks:
+            raise ValueError("generate needs a source for every intervention group that reads one")
         reading = [k for k, b in enumerate(blocks) if b is not None]
         groups = []  # one group per (unit, source row), all read in one plan
         for k in reading:
@@ -423,6 +436,9 @@ class IntervenableModel(Training, Storage, nn.Module):
         if not hasattr(self.model, "generate") or not hasattr(self.model, "tokenizer"):
             raise ValueError("generate needs a language model wrapped with a tokenizer: pass "
                              "tokenizer= to IntervenableModel, or an nnsight TransformersModel")
+        if self.mode != "parallel":
+            raise ValueError("generate applies parallel interventions; serial chains of sources run "
+                             "in forward (mode='serial')")
         if sources is not None and not isinstance(sources, (list, tuple)):
             sources = [sources]
         prompt = dict(base) if hasattr(base, "keys") else base

@@ -1,0 +1,204 @@
+"""pyvene's configuration surface against pyvene 0.1.8 itself (beside tests/test_pyvene_parity.py):
+IntervenableConfig in pyvene's positional and keyword forms, its VanillaIntervention default,
+add_intervention, model_type, group_key (sources per group), intervention_link_key (one module
+shared) and serial mode (source_0 -> source_1 -> base); logits equal to 1e-5 in fp32."""
+
+import os
+import warnings
+
+import pytest
+import torch
+
+import tracer as ours
+from tracer import testing
+
+try:
+    import pyvene as real
+except ImportError as error:  # CI installs it: a missing pyvene there is a failure
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI must run the pyvene parity test: {error} "
+                           "(make setup installs pyvene==0.1.8 --no-deps)") from error
+    pytest.skip(f"pyvene is not installed: {error}", allow_module_level=True)
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    tok = testing.tokenizer()
+    enc = lambda texts: tok(texts, return_tensors="pt", padding=True)  # noqa: E731
+    return (enc(["The capital of Spain is", "The capital of Italy is"]),
+            enc(["The capital of France is", "The capital of Rome is"]),
+            enc(["The capital of Paris is", "The capital of Madrid is"]))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return testing.tiny("gpt2")
+
+
+def _both(model, make_config, call):
+    """``call(lib, intervenable)`` on pyvene and on ours, each with ``make_config(lib)``."""
+    out = []
+    for lib, m in ((real, ours.sites.module(model)), (ours, model)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm = lib.IntervenableModel(make_config(lib), model=m)
+            with torch.no_grad():
+                out.append(call(lib, pm))
+    return out
+
+
+def _close(got, want):
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("form", ["positional", "keyword", "list", "dict", "namedtuple-like"])
+def test_config_forms_and_the_vanilla_default_equal_pyvene(model, prompts, form):
+    base, source, _ = prompts
+
+    def config(lib):
+        reps = {"positional": lambda: [lib.RepresentationConfig(1, "block_output", "pos", 1)],
+                "keyword": lambda: [lib.RepresentationConfig(layer=1, component="block_output")],
+                "list": lambda: [[1, "block_output", "pos", 1]],
+                "dict": lambda: [{"layer": 1, "component": "block_output"}],
+                "namedtuple-like": lambda: lib.RepresentationConfig(1, "mlp_output")}[form]()
+        if form == "positional":
+            return lib.IntervenableConfig(reps, lib.VanillaIntervention, "parallel")
+        return lib.IntervenableConfig(representations=reps)  # no type: VanillaIntervention
+
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source], {"sources->base": 3})[1].logits)
+    _close(got, want)
+    assert (got - ours.sites.module(model)(**base).logits).abs().max() > 1e-4  # the patch did something
+
+
+def test_representation_config_fields_are_pyvenes_in_order():
+    fields = list(ours.RepresentationConfig.__dataclass_fields__)
+    assert fields[:len(real.RepresentationConfig._fields)] == list(real.RepresentationConfig._fields)
+    rep = ours.RepresentationConfig(*real.RepresentationConfig(2, "mlp_output", "pos", 3, 8, None, None,
+                                                               [[0, 4]], 1, "k"))
+    assert (rep.layer, rep.max_number_of_units, rep.low_rank_dimension, rep.subspace_partition,
+            rep.group_key, rep.intervention_link_key) == (2, 3, 8, [[0, 4]], 1, "k")
+    assert rep._asdict()["component"] == "mlp_output"
+
+
+def test_add_intervention_equals_pyvene(model, prompts):
+    base, source, other = prompts
+
+    def config(lib):
+        cfg = lib.IntervenableConfig([{"layer": 0, "component": "block_output",
+                                       "intervention_type": lib.VanillaIntervention}])
+        cfg.add_intervention({"layer": 1, "component": "mlp_output",
+                              "intervention_type": lib.AdditionIntervention})
+        return cfg
+
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source, other],
+                                                        {"sources->base": 2})[1].logits)
+    _close(got, want)
+    with pytest.raises(ValueError, match="needs an intervention_type"):
+        ours.IntervenableConfig([{"layer": 0}]).add_intervention({"layer": 1})
+
+
+def test_model_type_is_accepted_and_checked(model, prompts):
+    module = ours.sites.module(model)
+    base, source, _ = prompts
+    for model_type in (type(module), "gpt2"):
+        pm = ours.IntervenableModel(ours.IntervenableConfig([{"layer": 0}], model_type=model_type), model)
+        assert pm(base, [source], {"sources->base": 1})[1].logits.shape[0] == 2
+    llama = type(ours.sites.module(testing.tiny("llama")))
+    with pytest.raises(ValueError, match="model_type is LlamaForCausalLM but the model is GPT2LMHeadModel"):
+        ours.IntervenableModel(ours.IntervenableConfig([{"layer": 0}], model_type=llama), model)
+    with pytest.raises(ValueError, match="model_type is 'llama' but the model is 'gpt2'"):
+        ours.IntervenableModel(ours.IntervenableConfig([{"layer": 0}], model_type="llama"), model)
+    with pytest.raises(ValueError, match="mode must be 'parallel' or 'serial'"):
+        ours.IntervenableConfig([{"layer": 0}], mode="chained")
+
+
+def test_group_keys_share_a_source_as_pyvene(model, prompts):
+    """pyvene's path-patching tutorial: the interventions of one group read one source."""
+    base, source, other = prompts
+
+    def config(lib):
+        return lib.IntervenableConfig([
+            {"layer": 0, "component": "block_output", "group_key": 0},
+            {"layer": 1, "component": "attention_output", "group_key": 0},
+            {"layer": 1, "component": "mlp_output", "group_key": 1}], lib.VanillaIntervention)
+
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source, other],
+                                                        {"sources->base": 4})[1].logits)
+    _close(got, want)
+    # a None source skips its group (pyvene's rule): equal to a config without that group
+    want, got = _both(model, config, lambda lib, pm: pm(base, [None, other], {"sources->base": 4})[1].logits)
+    _close(got, want)
+    with pytest.raises(ValueError, match="3 sources for 2 intervention groups"):
+        ours.IntervenableModel(config(ours), model)(base, [source, other, other], {"sources->base": 4})
+    bad = ours.IntervenableConfig([{"layer": 0, "group_key": 1}, {"layer": 1, "group_key": 0}])
+    with pytest.raises(ValueError, match="group keys must ascend"):
+        ours.IntervenableModel(bad, model)
+
+
+def test_linked_interventions_share_one_module_as_pyvene(model, prompts):
+    """Two representations with one intervention_link_key: one module, one set of weights
+    (pyvene counts its parameters once), each reading its own source at one site.  pyvene
+    also hands a linked unit the previous linked unit's output as its base ("hot
+    activations"); at one site and position that is the edited value we read too, so the
+    numbers agree; across different sites pyvene's base would be another layer's value,
+    which we do not copy: each unit reads its own site."""
+    base, source, other = prompts
+
+    def config(lib):
+        return lib.IntervenableConfig([
+            {"layer": 1, "component": "block_output", "intervention_link_key": "rot",
+             "low_rank_dimension": 4},
+            {"layer": 1, "component": "block_output", "intervention_link_key": "rot",
+             "low_rank_dimension": 4}], lib.LowRankRotatedSpaceIntervention)
+
+    peer = real.IntervenableModel(config(real), model=ours.sites.module(model))
+    pm = ours.IntervenableModel(config(ours), model)
+    theirs, mine = (list(m.interventions.values()) for m in (peer, pm))
+    assert theirs[0] is theirs[1] and mine[0] is mine[1]
+    mine[0].load_state_dict({k: v for k, v in theirs[0].state_dict().items()
+                             if k not in ("embed_dim", "interchange_dim")})
+    trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    assert trainable == peer.count_parameters() == 64 * 4  # one 64 x 4 rotation, not two
+    with torch.no_grad():
+        want = peer(base, [source, other], {"sources->base": 3})[1].logits
+        got = pm(base, [source, other], {"sources->base": 3})[1].logits
+    _close(got, want)
+    assert (got - ours.sites.module(model)(**base).logits).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("layers", [(0, 1), (1, 0), (1, 1)])
+def test_serial_sources_chain_as_pyvene(model, prompts, layers):
+    """mode='serial': source_0's value goes into source_1's run, whose (changed) value goes
+    into the base; layers in either order and at one site."""
+    base, source, other = prompts
+
+    def config(lib):
+        return lib.IntervenableConfig([{"layer": layers[0], "component": "block_output"},
+                                       {"layer": layers[1], "component": "block_output"}],
+                                      lib.VanillaIntervention, mode="serial")
+
+    locs = {"source_0->source_1": 2, "source_1->base": 3}
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source, other], locs)[1].logits)
+    _close(got, want)
+    locs = {"source_0->source_1": (1, 2), "source_1->base": ([[[2], [2]]], [[[4], [4]]])}
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source, other], locs)[1].logits)
+    _close(got, want)
+    pm = ours.IntervenableModel(config(ours), model)
+    with pytest.raises(ValueError, match="serial mode's unit_locations are a dict with the keys "
+                                         "source_0->source_1, source_1->base"):
+        pm(base, [source, other], {"sources->base": 3})
+    with pytest.raises(ValueError, match="serial mode needs one source per intervention group"):
+        pm(base, [source], locs)
+
+
+@pytest.mark.parametrize("locs", [[2, 4], (1, 4), [1, 2, 3]])
+def test_a_two_int_list_is_source_then_base_as_pyvene(model, prompts, locs):
+    base, source, _ = prompts
+
+    def config(lib):
+        return lib.IntervenableConfig([{"layer": 0, "component": "block_output"}])
+
+    want, got = _both(model, config, lambda lib, pm: pm(base, [source], {"sources->base": locs})[1].logits)
+    _close(got, want)
