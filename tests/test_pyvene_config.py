@@ -202,3 +202,92 @@ def test_a_two_int_list_is_source_then_base_as_pyvene(model, prompts, locs):
 
     want, got = _both(model, config, lambda lib, pm: pm(base, [source], {"sources->base": locs})[1].logits)
     _close(got, want)
+
+
+def _subspace_config(lib):
+    return lib.IntervenableConfig([{"layer": 1, "component": "block_output"}], lib.VanillaIntervention)
+
+
+@pytest.mark.parametrize("subspaces", [2, [1, 3], [[[0, 2], [0, 2]]]])
+def test_subspaces_as_an_int_a_list_or_per_row_equal_pyvene(model, prompts, subspaces):
+    """pyvene broadcasts an int or a list of dims to every row and intervention."""
+    base, source, _ = prompts
+    want, got = _both(model, _subspace_config, lambda lib, pm: pm(base, [source], {"sources->base": 3},
+                                                                  subspaces=subspaces)[1].logits)
+    _close(got, want)
+
+
+def test_subspaces_that_differ_between_rows(model, prompts):
+    """One list of dims per row, different rows different dims: each row here equals pyvene
+    run with that row's dims for every row.  pyvene 0.1.8 itself gets this case wrong in a
+    model's forward: its fancy indexing over (rows, units, dims) applies the union of the
+    rows' dims ([0, 1, 5, 7]) to every row (called directly on a 2-d tensor it is right;
+    test_intervention_objects_called_as_pyvene checks that)."""
+    base, source, _ = prompts
+    got = _both(model, _subspace_config, lambda lib, pm: pm(base, [source], {"sources->base": 3},
+                                                            subspaces=[[[0, 1], [5, 7]]])[1].logits)[1]
+    for row, dims in enumerate(([0, 1], [5, 7])):
+        want = _both(model, _subspace_config, lambda lib, pm: pm(base, [source], {"sources->base": 3},
+                                                                 subspaces=[[dims, dims]])[1].logits)[0]
+        _close(got[row], want[row])
+    union = _both(model, _subspace_config, lambda lib, pm: pm(base, [source], {"sources->base": 3},
+                                                              subspaces=[[[0, 1], [5, 7]]])[1].logits)[0]
+    assert (union[0] - got[0]).abs().max() > 1e-4  # pyvene's union differs from row 0's own dims
+
+
+def _calls(lib):
+    b = torch.arange(12.).reshape(2, 6)
+    s = -torch.arange(12.).reshape(2, 6) - 1
+    return [
+        (lambda: lib.VanillaIntervention(embed_dim=2), dict(base=b, source=s)),
+        (lambda: lib.VanillaIntervention(embed_dim=6), dict(base=b, source=s, subspaces=[[1, 3]] * 2)),
+        (lambda: lib.VanillaIntervention(embed_dim=6), dict(base=b, source=s, subspaces=[[1, 3], [0, 5]])),
+        (lambda: lib.AdditionIntervention(embed_dim=2), dict(base=b, source=s)),
+        (lambda: lib.SubtractionIntervention(embed_dim=6), dict(base=b, source=s)),
+        (lambda: lib.ZeroIntervention(embed_dim=6), dict(base=b)),
+        (lambda: lib.VanillaIntervention(embed_dim=6), dict(base=b, source=s[0])),  # broadcast source
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_intervention_objects_called_as_pyvene(case):
+    """An intervention called directly, with keywords: embed_dim limits the edit to the first
+    embed_dim dims, subspaces per example, a source broadcast over rows."""
+    outs = []
+    for lib in (real, ours):
+        make, kw = _calls(lib)[case]
+        outs.append(make()(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}))
+    _close(outs[1], outs[0])
+
+
+@pytest.mark.parametrize("kind", ["RotatedSpaceIntervention", "BoundlessRotatedSpaceIntervention",
+                                  "LowRankRotatedSpaceIntervention"])
+def test_rotations_promote_integer_rows_as_pyvene(kind):
+    base, source = torch.arange(12).reshape(2, 6), -torch.arange(12).reshape(2, 6)
+    extra = {"low_rank_dimension": 2} if kind.startswith("LowRank") else {}
+    torch.manual_seed(0)
+    theirs = getattr(real, kind)(embed_dim=6, **extra)
+    mine = getattr(ours, kind)(embed_dim=6, **extra)
+    mine.load_state_dict({k: v for k, v in theirs.state_dict().items()
+                          if k not in ("embed_dim", "interchange_dim")}, strict=False)
+    want, got = theirs(base.clone(), source.clone()), mine(base.clone(), source.clone())
+    assert got.dtype == want.dtype == torch.int64
+    assert torch.equal(got, want) and got.abs().sum() > 0
+
+
+def test_location_helpers_equal_pyvenes():
+    assert ours.GET_LOC((3, 4), batch_size=2) == real.GET_LOC((3, 4), batch_size=2)
+    assert ours.get_list_depth([[[1]], 2]) == real.get_list_depth([[[1]], 2]) == 3
+    enc = testing.tokenizer()(["a b", "c d"], return_tensors="pt")
+    assert ours.get_batch_size(enc) == real.get_batch_size(enc) == 2
+    x = torch.linspace(-2, 12, 29)
+    _close(ours.sigmoid_boundary(x, 1.0, 9.0, 0.5), real.sigmoid_boundary(x, 1.0, 9.0, 0.5))
+    _close(ours.harmonic_sigmoid_boundary(x, 1.0, 9.0, 0.5), real.harmonic_sigmoid_boundary(x, 1.0, 9.0, 0.5))
+    m = torch.rand(5, 5)
+    _close(ours.closeness_to_permutation_loss(m), real.closeness_to_permutation_loss(m))
+    gpt2 = ours.sites.module(testing.tiny("gpt2"))
+    gpt2.config.architectures = ["GPT2LMHeadModel"]  # pyvene dispatches on it
+    h = torch.randn(1, 2, gpt2.config.n_embd)
+    _close(ours.embed_to_distrib(gpt2, h, log=True), real.embed_to_distrib(gpt2.transformer, h, log=True))
+    with pytest.raises(ValueError, match="'h.pos' unit locations only"):
+        ours.GET_LOC((1, 2), unit="pos")

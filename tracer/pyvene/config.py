@@ -261,19 +261,27 @@ def _depth(v: Any) -> int:
 def per_row_heads(record: Any, heads: PerRow) -> list:
     """A record whose heads differ between rows, as one record per head list (its rows,
     their positions and their source rows)."""
+    return per_row(record, heads, "heads")
+
+
+def per_row(record: Any, values: PerRow, field: str) -> list:
+    """A record whose ``field`` (heads or subspaces) differs between rows, as one record
+    per distinct value (its rows, their positions and their source rows)."""
     out = []
     n = len(record.rows)
-    for hs, idx in heads.groups():
+    for value, idx in values.groups():
         take = lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == n else x  # noqa: E731
         src = record.source
         if isinstance(src, Source):
             row = src.row if not isinstance(src.row, (list, tuple)) else [src.row[i] for i in idx]
             src = Source(row=row, positions=take(src.positions), site=src.site)
-        elif isinstance(src, torch.Tensor):
+        elif isinstance(src, torch.Tensor) and src.dim() > 1 and src.shape[0] == n:
+            src = src[idx]
+        elif isinstance(src, torch.Tensor) and field == "heads":
             raise ValueError("source_representations with different heads per batch row are not "
                              "supported; give every row the same heads")
         out.append(record.replace(rows=[record.rows[i] for i in idx], positions=take(record.positions),
-                                  heads=hs, source=src))
+                                  source=src, **{field: value}))
     return out
 
 

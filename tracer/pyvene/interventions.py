@@ -35,8 +35,9 @@ class BaseIntervention(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.kwargs = dict(kwargs)
-        # pyvene: without subspaces, only the first interchange_dim dims are edited
-        self.interchange_dim = kwargs.get("interchange_dim")
+        # pyvene: without subspaces, only the first interchange_dim dims are edited, and
+        # interchange_dim starts as embed_dim (a 2-wide Vanilla on 6-wide rows swaps 2 dims)
+        self.interchange_dim = kwargs.get("interchange_dim", embed_dim)
         rep = None if source_representation is None else torch.as_tensor(source_representation).detach()
         self.register_buffer("source_representation", rep)
 
@@ -57,7 +58,24 @@ class BaseIntervention(nn.Module):
             return subspaces
         return range(int(self.interchange_dim))
 
-    def __call__(self, base: torch.Tensor, source: Any = None, *args: Any) -> torch.Tensor:
+    def __call__(self, base: torch.Tensor, source: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # pyvene's call: intervention(base, source, subspaces=...), subspaces an int, a list
+        # of dims or one list per example (rows with different dims run one by one)
+        if args:
+            kwargs.setdefault("subspaces", args[0])
+            args = args[1:]
+        sub = kwargs.get("subspaces")
+        if isinstance(sub, int) and not isinstance(sub, bool):
+            kwargs["subspaces"] = [sub]
+        elif isinstance(sub, (list, tuple)) and sub and all(isinstance(x, (list, tuple)) for x in sub):
+            rows = [list(x) for x in sub]
+            if all(r == rows[0] for r in rows) or base.dim() < 2 or base.shape[0] != len(rows):
+                kwargs["subspaces"] = rows[0]
+            else:
+                per_source = isinstance(source, torch.Tensor) and source.dim() == base.dim() \
+                    and source.shape[0] == base.shape[0]
+                return torch.cat([self(base[i:i + 1], source[i:i + 1] if per_source else source,
+                                       *args, **{**kwargs, "subspaces": r}) for i, r in enumerate(rows)])
         # As pyvene's do_intervention: a distributed intervention whose embed_dim spans all
         # the selected units (max_number_of_units positions, or heads) gets them concatenated,
         # (..., units, d) -> (..., units * d), and its output is split back.
@@ -65,10 +83,10 @@ class BaseIntervention(nn.Module):
         width = self.embed_dim
         if self.localist or not isinstance(width, int) or base.dim() < 3 or \
                 base.shape[-1] == width or base.shape[-2] * base.shape[-1] != width:
-            return nn.Module.__call__(self, base, source, *args)
+            return nn.Module.__call__(self, base, source, *args, **kwargs)
         if isinstance(source, torch.Tensor) and source.dim() >= 2 and source.shape[-2:] == base.shape[-2:]:
             source = source.flatten(-2)
-        return nn.Module.__call__(self, base.flatten(-2), source, *args).unflatten(-1, base.shape[-2:])
+        return nn.Module.__call__(self, base.flatten(-2), source, *args, **kwargs).unflatten(-1, base.shape[-2:])
 
     def source_of(self, source: Optional[torch.Tensor]) -> torch.Tensor:
         if source is not None:
@@ -206,6 +224,12 @@ class RotateLayer(nn.Module):
         return torch.matmul(x.to(self.weight.dtype), self.weight)
 
 
+def _working_dtype(base: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a rotation computes in: the base's when it is floating (a bf16 model
+    stays bf16), else the weight's (pyvene promotes integer rows, then casts back)."""
+    return base.dtype if base.is_floating_point() else weight.dtype
+
+
 def _orthogonal(n: int, k: Optional[int] = None) -> nn.Module:
     return nn.utils.parametrizations.orthogonal(RotateLayer(n, k))
 
@@ -231,10 +255,11 @@ class RotatedSpaceIntervention(_Rotation):
         self.rotate_layer = _orthogonal(embed_dim)
 
     def forward(self, base, source=None, subspaces=None):
-        r = self.rotation.to(base.dtype)
-        rb, rs = base @ r, self.source_of(source).to(base.dtype) @ r
+        dtype = _working_dtype(base, self.rotation)
+        r = self.rotation.to(dtype)
+        rb, rs = base.to(dtype) @ r, self.source_of(source).to(dtype) @ r
         mixed = subspace(rb, rs.expand_as(rb), self.dims(subspaces, rb.shape[-1]))
-        return mixed @ r.T
+        return (mixed @ r.T).to(base.dtype)
 
 
 class LowRankRotatedSpaceIntervention(_Rotation):
@@ -246,11 +271,13 @@ class LowRankRotatedSpaceIntervention(_Rotation):
         self.rotate_layer = _orthogonal(embed_dim, low_rank_dimension)
 
     def forward(self, base, source=None, subspaces=None):
-        b = self.rotation.to(base.dtype)
+        dtype = _working_dtype(base, self.rotation)
+        b = self.rotation.to(dtype)
         if subspaces is not None:
             b = b[:, subspaces]
-        diff = (self.source_of(source).to(base.dtype) - base) @ b
-        return base + diff @ b.T
+        x = base.to(dtype)
+        diff = (self.source_of(source).to(dtype) - x) @ b
+        return (x + diff @ b.T).to(base.dtype)
 
 
 class BoundlessRotatedSpaceIntervention(_Rotation):
@@ -276,10 +303,11 @@ class BoundlessRotatedSpaceIntervention(_Rotation):
         return torch.sigmoid(i / t) * torch.sigmoid((boundary - i) / t)
 
     def forward(self, base, source=None, subspaces=None):
-        r = self.rotation.to(base.dtype)
-        rb, rs = base @ r, self.source_of(source).to(base.dtype) @ r
-        m = self.mask().to(base.dtype)
-        return ((1 - m) * rb + m * rs) @ r.T
+        dtype = _working_dtype(base, self.rotation)
+        r = self.rotation.to(dtype)
+        rb, rs = base.to(dtype) @ r, self.source_of(source).to(dtype) @ r
+        m = self.mask().to(dtype)
+        return (((1 - m) * rb + m * rs) @ r.T).to(base.dtype)
 
 
 class AutoencoderLayer(nn.Module):
