@@ -18,6 +18,7 @@ held-out pairs measures the alignment; an untrained rotation and the wrong varia
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -30,11 +31,25 @@ from recipes.cli import guarded
 from recipes.results import DASResult
 
 DIGITS = 10
-VARIABLES: dict[str, Callable] = {
-    # counterfactual answer when the variable's value is taken from the source
-    "a+b": lambda base, src: src[:, 0] + src[:, 1] + base[:, 2],
-    "b+c": lambda base, src: base[:, 0] + src[:, 1] + src[:, 2],
-}
+VARIABLES = ("a+b", "b+c")  # the program's variable, and the control
+
+
+def program(variable: str = "a+b") -> tracer.CausalModel:
+    """The three-number sum as a causal model (pyvene's ``CausalModel``) whose intermediate
+    variable ``v`` is ``variable``: ``v = a + b, y = v + c`` (the seed's program), or the
+    control ``v = b + c, y = a + v``."""
+    if variable not in VARIABLES:
+        raise ValueError(f"unknown variable {variable!r}; valid variables are {', '.join(VARIABLES)}")
+    digits = list(range(DIGITS))
+    first, second = ("a", "b"), ("c",)
+    if variable == "b+c":
+        first, second = ("b", "c"), ("a",)
+    return tracer.CausalModel(
+        ["a", "b", "c", "v", "y"],
+        {"a": digits, "b": digits, "c": digits, "v": list(range(2 * DIGITS - 1)),
+         "y": list(range(3 * (DIGITS - 1) + 1))},
+        {"a": [], "b": [], "c": [], "v": list(first), "y": ["v", *second]},
+        {"a": lambda: 0, "b": lambda: 0, "c": lambda: 0, "v": lambda x, z: x + z, "y": lambda v, w: v + w})
 
 
 class SumMLP(nn.Module):
@@ -89,11 +104,20 @@ def train_mlp(hidden: int = 64, steps: int = 1500, seed: int = 0) -> tuple[SumML
 
 
 def pairs(n: int, variable: str, seed: int) -> dict:
-    """``n`` random (base, source) pairs with the counterfactual label for ``variable``."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randint(0, DIGITS, (n, 3), generator=g)
-    src = torch.randint(0, DIGITS, (n, 3), generator=g)
-    return {"base": one_hot(base), "sources": [one_hot(src)], "labels": VARIABLES[variable](base, src)}
+    """``n`` random (base, source) pairs with the counterfactual label for ``variable``:
+    the causal model's output with ``v`` taken from the source (``run_interchange``)."""
+    model = program(variable)
+    state = random.getstate()  # CausalModel samples with Python's random, as pyvene's does
+    random.seed(seed)
+    try:
+        drawn = [(model.sample_input(), model.sample_input()) for _ in range(n)]
+    finally:
+        random.setstate(state)
+    triple = lambda s: [s["a"], s["b"], s["c"]]  # noqa: E731
+    base = torch.tensor([triple(b) for b, _ in drawn])
+    src = torch.tensor([triple(s) for _, s in drawn])
+    labels = torch.tensor([model.run_interchange(b, {"v": s})["y"] for b, s in drawn])
+    return {"base": one_hot(base), "sources": [one_hot(src)], "labels": labels}
 
 
 def batches(d: dict, size: int) -> list[dict]:

@@ -5,6 +5,7 @@ classes (thin modules over ``tracer.interventions``; trace-time), ``model`` the
 ``IntervenableModel`` with training and generation.
 """
 
+from .causal_model import CausalModel
 from .config import (IntervenableConfig, IntervenableRepresentationConfig, RepresentationConfig)
 from .interventions import (CLASSES, AdditionIntervention, AutoencoderIntervention,
                             BaseIntervention, BoundlessRotatedSpaceIntervention,
@@ -30,7 +31,7 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
            "LocalistRepresentationIntervention", "ConstantSourceIntervention", "CreateError", "create_gemma2", "create_gpt2",
            "create_gpt2_lm", "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral",
-           "create_qwen2", "GET_LOC", "closeness_to_permutation_loss", "count_parameters",
+           "create_qwen2", "CausalModel", "GET_LOC", "closeness_to_permutation_loss", "count_parameters",
            "embed_to_distrib", "format_token", "get_batch_size", "get_list_depth",
            "harmonic_sigmoid_boundary", "lsm", "random_permutation_matrix", "set_seed",
            "sigmoid_boundary", "sm", "top_vals"]
