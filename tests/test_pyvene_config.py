@@ -291,3 +291,45 @@ def test_location_helpers_equal_pyvenes():
     _close(ours.embed_to_distrib(gpt2, h, log=True), real.embed_to_distrib(gpt2.transformer, h, log=True))
     with pytest.raises(ValueError, match="'h.pos' unit locations only"):
         ours.GET_LOC((1, 2), unit="pos")
+
+
+def _scaled_class(lib):
+    class Scaled(lib.SourcelessIntervention):
+        """base * factor, the factor given per call (intervention_additional_kwargs)."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+
+        def forward(self, base, source=None, subspaces=None, factor=1.0, **kwargs):
+            return base * factor
+    return Scaled
+
+
+def test_intervention_additional_kwargs_reach_the_intervention_as_pyvene(model, prompts):
+    base, _, _ = prompts
+    want, got = _both(model, lambda lib: lib.IntervenableConfig(
+        [{"layer": 1, "component": "mlp_output", "intervention": _scaled_class(lib)(embed_dim=64)}]),
+        lambda lib, pm: pm(base, unit_locations={"base": 2},
+                           intervention_additional_kwargs={"factor": 3.0})[1].logits)
+    _close(got, want)
+    plain = ours.IntervenableModel([{"layer": 1, "component": "mlp_output",
+                                     "intervention": _scaled_class(ours)(embed_dim=64)}], model)
+    assert (plain(base, unit_locations={"base": 2})[1].logits - got).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generate_on_the_prompt_without_unit_locations_as_pyvene(arch):
+    """intervene_on_prompt=True and no unit locations: pyvene edits every prompt position and
+    then every new token."""
+    tiny = testing.tiny(arch)
+    base = tiny.tokenizer("The capital of Spain is", return_tensors="pt")
+    vec = torch.randn(tiny.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 5
+    outs = []
+    for lib, m in ((real, ours.sites.module(tiny)), (ours, tiny)):
+        pm = lib.IntervenableModel({"layer": 0, "component": "block_output",
+                                    "intervention_type": lib.AdditionIntervention}, model=m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, steered = pm.generate(base, source_representations=vec, intervene_on_prompt=True, max_length=14)
+        outs.append(getattr(steered, "sequences", steered)[0].tolist()[:14])
+    assert outs[1] == outs[0]

@@ -388,6 +388,27 @@ class HeadsIntervention(BaseIntervention):
         return out.flatten(-2)
 
 
+class WithKwargs(BaseIntervention):
+    """``inner`` called with pyvene's ``intervention_additional_kwargs`` added (its weights
+    stay ``inner``'s)."""
+
+    def __init__(self, inner: BaseIntervention, extra: dict):
+        super().__init__(getattr(inner, "embed_dim", None))
+        self.inner, self.extra = inner, dict(extra)
+        self.needs_source = getattr(inner, "needs_source", True)
+        self.trainable = getattr(inner, "trainable", False)
+
+    def forward(self, base, source=None, subspaces=None):
+        if subspaces is None:
+            return self.inner(base, source, **self.extra)
+        return self.inner(base, source, subspaces=subspaces, **self.extra)
+
+
+def unwrapped(intervention: Any) -> Any:
+    """The intervention a ``WithKwargs`` wraps (others as they are)."""
+    return intervention.inner if isinstance(intervention, WithKwargs) else intervention
+
+
 def rebuild(klass: type, init: dict, state: dict, plain: bool = False,
             legacy: bool = False) -> BaseIntervention:
     """An intervention rebuilt from its class, constructor arguments and state (what a folder
@@ -433,6 +454,8 @@ def shippable(intervention: Any) -> Any:
     """The intervention as NDIF can receive it (trainable rotations as plain copies)."""
     from torch.nn.utils import parametrize
 
+    if isinstance(intervention, WithKwargs):
+        return WithKwargs(shippable(intervention.inner), intervention.extra)
     if not any(parametrize.is_parametrized(m) for m in intervention.modules()):
         return intervention
     return rebuild(type(intervention), intervention.init_args(), intervention.state_dict(),

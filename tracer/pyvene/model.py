@@ -297,7 +297,8 @@ class IntervenableModel(Training, Storage, nn.Module):
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
                 source_representations: Any = None, subspaces: Any = None,
                 output_original_output: bool = True, return_dict: Optional[bool] = None,
-                labels: Any = None, use_cache: Optional[bool] = None) -> Any:
+                labels: Any = None, use_cache: Optional[bool] = None,
+                intervention_additional_kwargs: Optional[dict] = None) -> Any:
         """``(original, intervened)`` model outputs; with Collect interventions the first item
         is ``(original, [collected values])``.  The original is computed by default, as
         pyvene's README uses it (pyvene 0.1.8 itself returns None unless
@@ -319,6 +320,7 @@ class IntervenableModel(Training, Storage, nn.Module):
         inputs, layout = self._combine(blocks)
         layout["source_block"] = {b: 1 + j for j, b in enumerate(used)}
         bound = self._bound(plan, source_representations, subspaces, layout)
+        bound = [[self._with_kwargs(r, intervention_additional_kwargs) for r in rs] for rs in bound]
         self._check_sources([r for rs in bound for r in rs])
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if self.remote and grad:
@@ -328,7 +330,7 @@ class IntervenableModel(Training, Storage, nn.Module):
         ordered = [r for k in self._exec for r in bound[k]]
         if self.remote:
             ordered = [u.replace(kind=it.shippable(u.kind)) for u in ordered]
-        collect = [i for i, u in enumerate(ordered) if isinstance(u.kind, it.CollectIntervention)]
+        collect = [i for i, u in enumerate(ordered) if isinstance(it.unwrapped(u.kind), it.CollectIntervention)]
         seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
                                             remote=self.remote, grad=grad)
         intervened = self._output(out, hidden, layout, 0)
@@ -430,6 +432,23 @@ class IntervenableModel(Training, Storage, nn.Module):
                              subspaces=self._shared_subspaces(subspaces, k))
                 for k, u in enumerate(self._units)]
 
+    @staticmethod
+    def _with_kwargs(record: Intervention, extra: Optional[dict]) -> Intervention:
+        """pyvene's ``intervention_additional_kwargs``: passed to every intervention call
+        (Lambda functions take only base and source, as in pyvene)."""
+        if not extra or isinstance(record.kind, LambdaIntervention):
+            return record
+        return record.replace(kind=it.WithKwargs(record.kind, extra))
+
+    @staticmethod
+    def _generation_steps(intervene_on_prompt: bool, unit_locations: Any) -> str:
+        """pyvene's rule: on the prompt only at its unit locations; with no locations every
+        prompt position and then every new token; without ``intervene_on_prompt`` the new
+        tokens only."""
+        if not intervene_on_prompt:
+            return "generated"
+        return "all" if unit_locations is None else "prompt"
+
     def _check_sources(self, units: list[Intervention]) -> None:
         for u in units:
             iv = u.kind
@@ -443,12 +462,13 @@ class IntervenableModel(Training, Storage, nn.Module):
                  source_representations: Any = None, intervene_on_prompt: bool = False,
                  subspaces: Any = None, max_length: Optional[int] = None,
                  max_new_tokens: Optional[int] = None, output_original_output: bool = True,
-                 **kwargs: Any) -> tuple:
+                 intervention_additional_kwargs: Optional[dict] = None, **kwargs: Any) -> tuple:
         """``(original tokens, intervened tokens)`` from one batched ``generate``.
 
         As in pyvene, interventions apply to the generated tokens (each step's new position),
-        or with ``intervene_on_prompt=True`` to the prompt only, at the base unit locations
-        (see ``tracer.generation`` for the per-step rule).
+        or with ``intervene_on_prompt=True`` to the prompt at the base unit locations, or,
+        without unit locations, to every prompt position and every new token (see
+        ``tracer.generation`` for the per-step rule).
         """
         from .. import generation
 
@@ -472,8 +492,9 @@ class IntervenableModel(Training, Storage, nn.Module):
             max_new_tokens = max_length - (width or 0)
         locs = locations(self._units, unit_locations, batch)
         units = self._generation_records(locs, sources, source_representations, subspaces, batch)
+        units = [self._with_kwargs(u, intervention_additional_kwargs) for u in units]
         self._check_sources(units)
         out = generation.generate(self.model, prompt, units, max_new_tokens,
-                                  where="prompt" if intervene_on_prompt else "generated",
+                                  where=self._generation_steps(intervene_on_prompt, unit_locations),
                                   compare=output_original_output, **kwargs)
         return out.plain_tokens, out.steered_tokens
