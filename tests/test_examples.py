@@ -20,7 +20,7 @@ EXAMPLES = {
     "patching.py": ([], "Rome"),
     "path_patching_ioi.py": (["--pairs", "1", "--layers", "28", "29", "--out", "{tmp}/ioi"],
                              "heads whose direct path"),
-    "pyvene_seeds.py": (["--new-tokens", "6", "--epochs", "1"], "BoundlessRotatedSpaceIntervention"),
+    "pyvene_seeds.py": (["--new-tokens", "6", "--epochs", "1"], "equal to the two steps by hand"),
     "steering.py": (["--eval-prompts", "2", "--new-tokens", "8"], "perplexity"),
 }
 
