@@ -40,3 +40,20 @@ def subject_patch_probs(model, base, source, subject, layer, answers):
         probs = module(**tok(base, return_tensors="pt")).logits[0, -1].softmax(-1)
     h.remove()
     return {a: float(probs[tok(a, add_special_tokens=False)["input_ids"][0]]) for a in answers}
+
+
+def peer_pyvene():
+    """pyvene 0.1.8, the differential peer (``make setup`` installs it --no-deps): CI must
+    have it; elsewhere a module using it is skipped."""
+    import os
+
+    import pytest
+
+    try:
+        import pyvene
+    except ImportError as error:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI must run the pyvene parity tests: {error} "
+                               "(make setup installs pyvene==0.1.8 --no-deps)") from error
+        pytest.skip(f"pyvene is not installed: {error}", allow_module_level=True)
+    return pyvene

@@ -3,7 +3,6 @@ IntervenableConfig in pyvene's positional and keyword forms, its VanillaInterven
 add_intervention, model_type, group_key (sources per group), intervention_link_key (one module
 shared) and serial mode (source_0 -> source_1 -> base); logits equal to 1e-5 in fp32."""
 
-import os
 import warnings
 
 import pytest
@@ -12,13 +11,9 @@ import torch
 import tracer as ours
 from tracer import testing
 
-try:
-    import pyvene as real
-except ImportError as error:  # CI installs it: a missing pyvene there is a failure
-    if os.environ.get("CI"):
-        raise RuntimeError(f"CI must run the pyvene parity test: {error} "
-                           "(make setup installs pyvene==0.1.8 --no-deps)") from error
-    pytest.skip(f"pyvene is not installed: {error}", allow_module_level=True)
+from helpers import peer_pyvene
+
+real = peer_pyvene()
 
 ATOL = 1e-5
 

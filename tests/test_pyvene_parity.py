@@ -2,7 +2,6 @@
 set-up), on the same tiny models, configs and inputs: logits (or collected values) equal to
 1e-5 in fp32.  Cases where pyvene itself crashes are skipped with the reason, not passed."""
 
-import os
 import warnings
 
 import pytest
@@ -11,13 +10,9 @@ import torch
 import tracer as ours
 from tracer import testing
 
-try:
-    import pyvene as real
-except ImportError as error:  # CI installs it: a missing pyvene there is a failure
-    if os.environ.get("CI"):
-        raise RuntimeError(f"CI must run the pyvene parity test: {error} "
-                           "(make setup installs pyvene==0.1.8 --no-deps)") from error
-    pytest.skip(f"pyvene is not installed: {error}", allow_module_level=True)
+from helpers import peer_pyvene
+
+real = peer_pyvene()
 
 FAMILIES = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox")
 COMPONENTS = ("block_input", "block_output", "mlp_input", "mlp_output", "mlp_activation",
