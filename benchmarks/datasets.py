@@ -13,7 +13,8 @@ tests/test_datasets.py) by:
      row of a single batch whose hooks write the cached values in;
   4. TransformerLens 4.3's ``get_act_patch_attn_head_out_all_pos`` when installed (head_out
      only: it has no roles), one batch per token length with the mean as its metric
-     (checked against the engine's mean over pairs).
+     (checked against the engine's mean over pairs); it patches every layer with one
+     forward per cell, so it runs on ``--lens-pairs`` pairs beside the engine and hooks.
 It prints seconds, the ratio to the plain hooks and the peak resident memory each added.
 
 ``--memory N`` instead checks the memory of an N-pair (default 1000: the shipped pairs
@@ -40,9 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+_HERE = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _HERE)
 import tracer  # noqa: E402
 from head_sweep import timed  # noqa: E402
+
+# this file is named datasets.py: drop its folder from the path so that Hugging Face's
+# datasets (which TransformerLens imports) stays importable
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 from recipes import dataset, interchange  # noqa: E402
 from recipes.cli import parse_layers  # noqa: E402
 from tracer import execute  # noqa: E402
@@ -180,12 +186,38 @@ def memory_check(model: Any, n_pairs: int, device: str) -> None:
     assert np.isfinite(res.values).all()
 
 
+def _grid(result: Any) -> np.ndarray:
+    """A sweep's per-pair grids (one pair: its values with a leading 1)."""
+    return result.per_prompt if result.per_prompt is not None else result.values[None]
+
+
+def compare(name: str, methods: list, device: str, layers: list) -> None:
+    """Check every method equal to the first (TransformerLens against its mean over pairs),
+    then print seconds, the ratio to plain hooks and peak memory."""
+    times, want = {}, None
+    for label, fn in methods:
+        got, seconds, mb = timed(fn, device)
+        if want is None:
+            want = got
+        err = float(np.abs(got - (want.mean(0) if label == "TL 4.3" else want)).max())
+        tol = TOL if device == "cpu" else 5e-2
+        assert err <= tol, f"{name}: {label} differs from reuse by {err:.2e} (tolerance {tol})"
+        times[label] = (seconds, mb)
+    base = times["hooks"][0]
+    grid = f"{len(layers)}x{want.shape[-1]}"
+    cells = "  ".join(f"{n} {s:7.2f}s {s / base:5.2f}x {mb:6.0f}MB" for n, (s, mb) in times.items())
+    print(f"{name + ' ' + grid:<24} cells={want.size:6d}  {cells}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--device", default=None)
     parser.add_argument("--pairs", type=int, default=100, help="IOI pairs (default 100 of 120)")
     parser.add_argument("--layers", default="all", help="layers swept, e.g. 0-29 (default all)")
+    parser.add_argument("--lens-pairs", type=int, default=4,
+                        help="pairs of the TransformerLens comparison (it patches every layer, one "
+                             "forward per cell; default 4)")
     parser.add_argument("--memory", type=int, nargs="?", const=1000, default=None, metavar="PAIRS",
                         help="check the memory of a PAIRS-pair layer x head sweep instead (default 1000)")
     parser.add_argument("--sites", nargs="+", default=["resid_pre", "head_out"], choices=["resid_pre", "head_out"])
@@ -206,27 +238,22 @@ def main() -> None:
     for site in args.sites:
         heads = "each" if site == "head_out" else None
         methods = [
-            ("reuse", lambda: interchange.sweep(model, data=items, site=site, heads=heads, metric="logit_diff",
-                                                layers=layers, progress=False).per_prompt),
-            ("full", lambda: interchange.sweep(model, data=items, site=site, heads=heads, metric="logit_diff",
-                                               layers=layers, progress=False, exact_reuse=False).per_prompt),
+            ("reuse", lambda: _grid(interchange.sweep(model, data=items, site=site, heads=heads, metric="logit_diff",
+                                                layers=layers, progress=False))),
+            ("full", lambda: _grid(interchange.sweep(model, data=items, site=site, heads=heads, metric="logit_diff",
+                                               layers=layers, progress=False, exact_reuse=False))),
             ("hooks", lambda: np.stack([plain_hook_sweep(model, p, site, layers) for p in items])),
         ]
+        compare(site, methods, device, layers)
         if site == "head_out" and importlib.util.find_spec("transformer_lens") is not None:
-            methods.append(("TL 4.3", lambda: lens_sweep(model, items, layers, device)))
-        times, want = {}, None
-        for label, fn in methods:
-            got, seconds, mb = timed(fn, device)
-            if want is None:
-                want = got
-            err = float(np.abs(got - (want.mean(0) if label == "TL 4.3" else want)).max())
-            tol = TOL if device == "cpu" else 5e-2
-            assert err <= tol, f"{site}: {label} differs from reuse by {err:.2e} (tolerance {tol})"
-            times[label] = (seconds, mb)
-        base = times["hooks"][0]
-        grid = f"{len(layers)}x{want.shape[-1]}"
-        cells = "  ".join(f"{n} {s:7.2f}s {s / base:5.2f}x {mb:6.0f}MB" for n, (s, mb) in times.items())
-        print(f"{site + ' ' + grid:<18} cells={want.size:6d}  {cells}", flush=True)
+            # TransformerLens patches every layer, one forward per cell: on its own few pairs
+            few = items[:args.lens_pairs]
+            every = list(range(dims.n_layers))
+            compare(f"{site} ({len(few)} pairs)", [
+                ("reuse", lambda: _grid(interchange.sweep(model, data=few, site=site, heads=heads, metric="logit_diff",
+                                                    progress=False))),
+                ("hooks", lambda: np.stack([plain_hook_sweep(model, p, site, every) for p in few])),
+                ("TL 4.3", lambda: lens_sweep(model, few, every, device))], device, every)
     if "head_out" in args.sites and importlib.util.find_spec("transformer_lens") is None:
         print("TransformerLens is not installed (pip install transformer-lens==4.3.0): no TL line")
 
