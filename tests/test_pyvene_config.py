@@ -328,3 +328,19 @@ def test_generate_on_the_prompt_without_unit_locations_as_pyvene(arch):
             _, steered = pm.generate(base, source_representations=vec, intervene_on_prompt=True, max_length=14)
         outs.append(getattr(steered, "sequences", steered)[0].tolist()[:14])
     assert outs[1] == outs[0]
+
+
+def test_create_helpers_take_a_config_as_pyvenes(tmp_path):
+    """create_llama(config=...) and create_gpt2_lm(config=...) build the model from the
+    config with random weights; the tokenizer still comes from name (a local folder here)."""
+    testing.tokenizer().save_pretrained(tmp_path)
+    for create, arch, cls in ((ours.create_llama, "llama", "LlamaForCausalLM"),
+                              (ours.create_gpt2_lm, "gpt2", "GPT2LMHeadModel")):
+        cfg = testing.tiny_config(arch)
+        config, tok, made = create(name=str(tmp_path), config=cfg)
+        assert type(made).__name__ == cls and config is cfg and tok("a b")["input_ids"]
+        assert sum(p.numel() for p in made.parameters()) == \
+            sum(p.numel() for p in ours.sites.module(testing.tiny(arch)).parameters())
+    with pytest.raises(ours.pyvene.CreateError, match="could not load the tokenizer"):
+        ours.create_llama(name=str(tmp_path / "missing"), config=testing.tiny_config("llama"),
+                          local_files_only=True)

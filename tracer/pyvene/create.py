@@ -53,7 +53,15 @@ def create_gpt2_lm(name: str = "gpt2", config: Any = None, cache_dir: Optional[s
     with random weights, as pyvene does)."""
     if config is None:
         return _create("GPT2LMHeadModel", name, cache_dir, local_files_only, eager=True)
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    return _from_config("GPT2LMHeadModel", config, name, cache_dir, local_files_only)
+
+
+def _from_config(kind: str, config: Any, name: str, cache_dir: Optional[str],
+                 local_files_only: Optional[bool]) -> tuple:
+    """pyvene's ``config=`` form: the model built from ``config`` with random weights, the
+    tokenizer still read from ``name``."""
+    import transformers
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=cache_dir,
@@ -61,7 +69,7 @@ def create_gpt2_lm(name: str = "gpt2", config: Any = None, cache_dir: Optional[s
                                                      {"local_files_only": local_files_only}))
     except OSError as error:
         raise CreateError(f"could not load the tokenizer {name!r}: {str(error).splitlines()[0]}") from None
-    return config, tokenizer, GPT2LMHeadModel(config)
+    return config, tokenizer, getattr(transformers, kind)(config)
 
 
 def create_gpt_neo(name: str = "roneneldan/TinyStories-33M", cache_dir: Optional[str] = None,
@@ -86,7 +94,16 @@ def _causal_lm(name: str, kind: str, default: str) -> Callable[..., tuple]:
     return create
 
 
-create_llama = _causal_lm("create_llama", "LlamaForCausalLM", "sharpbai/alpaca-7b-merged")
+def create_llama(name: str = "sharpbai/alpaca-7b-merged", cache_dir: Optional[str] = None,
+                 dtype: Any = torch.bfloat16, config: Any = None,
+                 local_files_only: Optional[bool] = None) -> tuple:
+    """pyvene's ``create_llama`` (bfloat16 by default; a given ``config`` builds the model
+    with random weights, as pyvene does)."""
+    if config is not None:
+        return _from_config("LlamaForCausalLM", config, name, cache_dir, local_files_only)
+    return _create("LlamaForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
+
+
 create_gemma2 = _causal_lm("create_gemma2", "Gemma2ForCausalLM", "google/gemma2-2b")
 create_qwen2 = _causal_lm("create_qwen2", "Qwen2ForCausalLM", "Qwen/Qwen2-7B-beta")
 create_mistral = _causal_lm("create_mistral", "MistralForCausalLM", "mistralai/Mistral-7B-v0.1")
