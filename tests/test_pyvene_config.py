@@ -344,3 +344,38 @@ def test_create_helpers_take_a_config_as_pyvenes(tmp_path):
     with pytest.raises(ours.pyvene.CreateError, match="could not load the tokenizer"):
         ours.create_llama(name=str(tmp_path / "missing"), config=testing.tiny_config("llama"),
                           local_files_only=True)
+
+
+HEAD_COMPONENTS = {"head_query_output": "head_q", "head_key_output": "head_k",
+                   "head_value_output": "head_v", "head_attention_value_output": "head_out"}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("component", list(HEAD_COMPONENTS))
+def test_collected_heads_in_pyvenes_axis_order(arch, component, prompts):
+    """CollectIntervention on an h.pos unit returns (batch, heads, positions, head_dim), as
+    pyvene does: equal to pyvene for one head, and to a plain hook's values for two.  With
+    two heads pyvene 0.1.8 itself returns (batch, 2, 2, head_dim / 2): it regroups the
+    gathered heads by the number of heads instead of by the head width."""
+    from hooks import capture
+
+    tiny = testing.tiny(arch)
+    base = prompts[0]
+    one = [[[[1]] * 2, [[0, 2, 4]] * 2]]
+    two = [[[[0, 1]] * 2, [[1, 3]] * 2]]
+    got = {}
+    for name, locs in (("one", one), ("two", two)):
+        out = []
+        for lib, m in ((real, ours.sites.module(tiny)), (ours, tiny)):
+            pm = lib.IntervenableModel({"layer": 1, "component": component, "unit": "h.pos",
+                                        "intervention_type": lib.CollectIntervention}, model=m)
+            with torch.no_grad():
+                (_, collected), _ = pm(base, unit_locations={"base": locs})
+            out.append(collected[0])
+        got[name] = out
+    _close(got["one"][1], got["one"][0])
+    assert got["one"][1].shape == (2, 1, 3, 16)
+    assert got["two"][0].shape == (2, 2, 2, 8)  # pyvene's own regrouping (see above)
+    values = capture(ours.sites.module(tiny), arch, HEAD_COMPONENTS[component], 1, dict(base))
+    want = values[:, [1, 3]][:, :, [0, 1]].transpose(1, 2)  # (batch, heads, positions, dim)
+    _close(got["two"][1], want)

@@ -333,6 +333,10 @@ class IntervenableModel(Training, Storage, nn.Module):
         collect = [i for i, u in enumerate(ordered) if isinstance(it.unwrapped(u.kind), it.CollectIntervention)]
         seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
                                             remote=self.remote, grad=grad)
+        owner = [k for k in self._exec for _ in bound[k]]
+        # pyvene returns values collected on "h.pos" units as (batch, heads, positions, dim)
+        seen = [v.transpose(1, 2) if self._units[owner[i]]["unit"] == "h.pos" and v.dim() == 4 else v
+                for i, v in zip(collect, seen)]
         intervened = self._output(out, hidden, layout, 0)
         original = self._output(out, hidden, layout, len(blocks) - 1) if output_original_output else None
         if labels is not None:  # as pyvene: the model's loss on the intervened run
