@@ -379,3 +379,80 @@ def test_collected_heads_in_pyvenes_axis_order(arch, component, prompts):
     values = capture(ours.sites.module(tiny), arch, HEAD_COMPONENTS[component], 1, dict(base))
     want = values[:, [1, 3]][:, :, [0, 1]].transpose(1, 2)  # (batch, heads, positions, dim)
     _close(got["two"][1], want)
+
+
+def _gpt_neo():
+    import transformers as T
+    from nnsight.modeling.transformers import TransformersModel
+
+    cfg = T.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                         attention_types=[[["global", "local"], 1]], window_size=4,
+                         max_position_embeddings=256, vocab_size=512, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0)
+    torch.manual_seed(0)
+    hf = T.GPTNeoForCausalLM(cfg).eval()
+    return hf, TransformersModel(hf, tokenizer=testing.tokenizer())
+
+
+def _neo_table():
+    """GPT-Neo's components as pyvene's new-model tutorial writes them.  (pyvene 0.1.8's own
+    GPT-Neo table names h[%s].attn.q_proj, which transformers 5 keeps at
+    h[%s].attn.attention.q_proj: with it pyvene itself fails on GPT-Neo.)"""
+    from pyvene.models.constants import CONST_INPUT_HOOK as IN, CONST_OUTPUT_HOOK as OUT
+
+    h, a = "transformer.h[%s]", "transformer.h[%s].attn.attention"
+    return {"block_input": (h, IN), "block_output": (h, OUT), "mlp_activation": (f"{h}.mlp.act", OUT),
+            "mlp_output": (f"{h}.mlp", OUT), "mlp_input": (f"{h}.mlp", IN),
+            "attention_value_output": (f"{a}.out_proj", IN), "attention_output": (f"{h}.attn", OUT),
+            "attention_input": (f"{h}.attn", IN), "query_output": (f"{a}.q_proj", OUT),
+            "key_output": (f"{a}.k_proj", OUT), "value_output": (f"{a}.v_proj", OUT)}
+
+
+@pytest.fixture
+def neo_tables(monkeypatch):
+    import transformers as T
+
+    from tracer.families import FAMILIES
+
+    table = _neo_table()
+    monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, table)
+    monkeypatch.setitem(real.type_to_module_mapping, T.GPTNeoForCausalLM, table)
+    yield
+    FAMILIES.pop("gpt_neo", None)  # the row lives for the process: drop it for other tests
+
+
+@pytest.mark.parametrize("component", ["block_input", "block_output", "mlp_input", "mlp_activation",
+                                       "mlp_output", "attention_input", "attention_output",
+                                       "attention_value_output", "query_output", "value_output"])
+def test_a_new_model_type_from_pyvenes_tables_equals_pyvene(neo_tables, prompts, component):
+    """pyvene's 'add a new model type' tutorial: tables for a class Interlace has no row for
+    (GPT-Neo) become a site-table row, checked by tracer.check_model's checks, and every
+    component then equals pyvene with the same tables."""
+    hf, model = _gpt_neo()
+    base, source, _ = prompts
+    outs = []
+    for lib, m in ((real, hf), (ours, model)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm = lib.IntervenableModel({"layer": 1, "component": component}, model=m)
+            with torch.no_grad():
+                outs.append(pm(base, [source], {"sources->base": 3})[1].logits)
+    _close(outs[1], outs[0])
+    assert (outs[1] - hf(**base).logits).abs().max() > 1e-4
+
+
+def test_a_wrong_table_is_one_clear_error(monkeypatch):
+    import transformers as T
+
+    from tracer.families import FAMILIES
+    from tracer.selfcheck import ModelCheckError
+
+    hf, model = _gpt_neo()
+    wrong = dict(_neo_table(), mlp_output=("transformer.h[%s].attn", "register_forward_hook"))
+    monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, wrong)
+    with pytest.raises(ModelCheckError, match="does not fit the model"):
+        ours.IntervenableModel({"layer": 0}, model=model)
+    assert "gpt_neo" not in FAMILIES
+    monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, {"block_output": ("h", "x")})
+    with pytest.raises(ValueError, match="'block_output' as a path with the layer as %s"):
+        ours.IntervenableModel({"layer": 0}, model=model)

@@ -24,6 +24,7 @@ from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
 from .pyvene.causal_model import CausalModel
+from .pyvene.mapping import type_to_dimension_mapping, type_to_module_mapping
 from .pyvene.utils import (GET_LOC, closeness_to_permutation_loss, count_parameters, embed_to_distrib,
                            format_token, get_batch_size, get_list_depth, harmonic_sigmoid_boundary, lsm,
                            random_permutation_matrix, set_seed, sigmoid_boundary, sm, top_vals)
@@ -42,6 +43,6 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "DistributedRepresentationIntervention", "SourcelessIntervention",
            "LocalistRepresentationIntervention", "ConstantSourceIntervention", "create_gemma2", "create_gpt2", "create_gpt2_lm",
            "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral", "create_qwen2",
-           "CausalModel", "GET_LOC", "closeness_to_permutation_loss", "count_parameters", "embed_to_distrib",
+           "CausalModel", "type_to_module_mapping", "type_to_dimension_mapping", "GET_LOC", "closeness_to_permutation_loss", "count_parameters", "embed_to_distrib",
            "format_token", "get_batch_size", "get_list_depth", "harmonic_sigmoid_boundary", "lsm",
            "random_permutation_matrix", "set_seed", "sigmoid_boundary", "sm", "top_vals"]

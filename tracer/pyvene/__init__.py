@@ -18,6 +18,7 @@ from .interventions import (CLASSES, AdditionIntervention, AutoencoderInterventi
                             ZeroIntervention)
 from .create import (CreateError, create_gemma2, create_gpt2, create_gpt2_lm, create_gpt_neo,
                      create_gpt_neox, create_llama, create_mistral, create_qwen2)
+from .mapping import type_to_dimension_mapping, type_to_module_mapping
 from .model import IntervenableModel
 from .utils import (GET_LOC, closeness_to_permutation_loss, count_parameters, embed_to_distrib,
                     format_token, get_batch_size, get_list_depth, harmonic_sigmoid_boundary, lsm,
@@ -31,7 +32,8 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
            "LocalistRepresentationIntervention", "ConstantSourceIntervention", "CreateError", "create_gemma2", "create_gpt2",
            "create_gpt2_lm", "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral",
-           "create_qwen2", "CausalModel", "GET_LOC", "closeness_to_permutation_loss", "count_parameters",
+           "create_qwen2", "CausalModel", "type_to_module_mapping", "type_to_dimension_mapping",
+           "GET_LOC", "closeness_to_permutation_loss", "count_parameters",
            "embed_to_distrib", "format_token", "get_batch_size", "get_list_depth",
            "harmonic_sigmoid_boundary", "lsm", "random_permutation_matrix", "set_seed",
            "sigmoid_boundary", "sm", "top_vals"]

@@ -26,7 +26,7 @@ from torch import nn
 from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
-from . import routing
+from . import mapping, routing
 from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, per_row, per_row_heads,
                      representations, shift_positions)
 from .outputs import IntervenableModelOutput, lm_loss
@@ -75,6 +75,7 @@ class IntervenableModel(Training, Storage, nn.Module):
             raise ValueError(f"position_ids must be 'mask' or 'plain', not {position_ids!r}")
         self.position_ids = position_ids
         self.model = _wrap(model, tokenizer)
+        mapping.register_mapping(self.model)  # pyvene's tables for a model type with no row
         self.remote = remote
         self.mode = mode_of(config)
         routing.check_model_type(self.model, getattr(config, "model_type", None))
