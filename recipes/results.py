@@ -167,7 +167,10 @@ class SweepResult(Result):
         lines = [title or meta.get("title", "")]
         if self.n_prompts > 1:
             lines[0] += f" (mean over {self.n_prompts} prompts)"
-        if meta.get("prompts_summary"):
+        if self.n_prompts > 1 and isinstance(meta.get("base"), list) and isinstance(meta.get("source"), list):
+            # the count is in the first line already
+            lines.append(f"e.g. base {meta['base'][0]!r}, source {meta['source'][0]!r}")
+        elif meta.get("prompts_summary"):
             lines.append(meta["prompts_summary"])
         elif isinstance(meta.get("base"), str) and isinstance(meta.get("source"), str):
             lines.append(f"base {meta['base']!r}, source {meta['source']!r}")
@@ -179,6 +182,9 @@ class SweepResult(Result):
                 cbar += f" (logit {answers[0]!r} - logit {answers[1]!r})"
             elif not self.metric.startswith("P("):
                 cbar += f" of {answers[0]!r}"
+        elif answers and isinstance(answers[0], (list, tuple)) and cbar == self.metric:
+            cbar += (" (each pair's first answer - its second)" if "logit_diff" in self.metric
+                     else " of each pair's first answer")
         if scale is None:
             signed = float(np.nanmin(values)) < 0 if np.isfinite(values).any() else False
             scale = "unit" if self.metric.startswith("P(") or self.metric == "prob" else \
