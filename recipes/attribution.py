@@ -32,8 +32,8 @@ import tracer
 from tracer import checks, gradients
 from tracer.resume import steps as resume_steps
 
-from . import qkfix
-from . import dataset
+from . import dataset, qkfix
+from .patching import _answer_ids, _columns_of, _layers, _model, _pairs, metric_fn, sweep
 from .results import SweepResult
 
 METHODS = ("atp", "qk", "gradrop", "atp*")
@@ -63,8 +63,6 @@ def attribute(model: Any, base: Any = None, source: Any = None, answers: Any = N
     of the first answer).  On a remote model each pair's passes are one NDIF request
     (named metrics only).
     """
-    from .interchange import _answer_ids, _columns_of, _layers, _model, _pairs, metric_fn
-
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
     model = _model(model)
@@ -202,7 +200,6 @@ def _verify(model: Any, result: SweepResult, items: list, site: str, metric: Any
             heads: bool, k: int) -> None:
     """Exact patches of the ``k`` cells with the largest estimates; warns when the estimates
     do not order them as the exact effects do (Spearman < 0.5, or a sign flip for AtP)."""
-    from .interchange import sweep
 
     checks.integer("verify", k, low=1)
     values = result.values

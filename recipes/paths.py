@@ -30,6 +30,7 @@ from tracer.interventions import Intervention
 from tracer.plan import Activations, Group, Logprobs, copy
 
 from . import dataset
+from .patching import _answer_ids, _model, metric_fn
 from .results import SweepResult
 
 IOI_FILE = dataset.IOI_FILE
@@ -99,8 +100,6 @@ def path_patch(model: Any, base: Any, source: Union[None, str, Sequence[str]],
     one (``sender=None``) to heads in those layers.  With ``resume_dir`` finished batches of
     both stages are kept there, so an interrupted run resumes.
     """
-    from .interchange import _answer_ids, _model, metric_fn  # interchange re-exports path_patch
-
     model = _model(model)
     tok = model.tokenizer
     if source is None:

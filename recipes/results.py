@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from tracer.files import atomic, writable_dir
+from tracer.metrics import bootstrap_interval, effect_scores, normalized_effect, standard_error
 
 
 class Result(abc.ABC):
@@ -83,8 +84,6 @@ class SweepResult(Result):
     def spread(self, samples: int = 1000, level: float = 0.95) -> Optional[dict]:
         """``{"stderr", "low", "high"}`` per cell over the prompts (a bootstrap interval of
         the mean, seeded by ``seed``); None for a single prompt."""
-        from tracer.metrics import bootstrap_interval, standard_error
-
         if self.n_prompts < 2:
             return None
         low, high = bootstrap_interval(self.per_prompt, samples, level, self.seed)
@@ -94,8 +93,6 @@ class SweepResult(Result):
     def normalized(self) -> Optional[np.ndarray]:
         """``(values - corrupted) / (clean - corrupted)`` (0 = corrupted, 1 = clean), or None
         without both baselines or when they are equal (the metric cannot tell them apart)."""
-        from tracer.metrics import normalized_effect
-
         if self.clean is None or self.corrupted is None:
             return None
         clean, corrupted = self.baselines[self.clean], self.baselines[self.corrupted]
@@ -212,8 +209,6 @@ class InterchangeResult(Result):
     @cached_property
     def pair_effects(self) -> dict[str, np.ndarray]:
         """Per rep type, (pairs, layers, columns) effect tables (one pair: a leading 1)."""
-        from .interchange import effects_table
-
         pairs = self.per_pair if self.per_pair is not None else [self.outputs]
         return {rep: np.stack([effects_table(p[rep]) for p in pairs]) for rep in self.outputs}
 
@@ -234,8 +229,6 @@ class InterchangeResult(Result):
                   "effect": effects[rep].tolist(), "probs": {k: v.tolist() for k, v in out.items()}}
             for rep, out in self.outputs.items()}}
         if self.per_pair is not None:
-            from tracer.metrics import standard_error
-
             for rep in self.outputs:
                 entry = out["results"][rep]
                 entry["pair_effects"] = self.pair_effects[rep].tolist()
@@ -384,3 +377,10 @@ class DASResult(Result):
                                title=f"DAS on the a+b+c MLP ({self.config.get('dim')} rotated dims): "
                                      f"held-out interchange accuracy", xlabel="", ylabel="",
                                cbar="IIA", scale="unit")}
+
+
+def effects_table(output: dict[str, np.ndarray]) -> np.ndarray:
+    """Effect scores of a run's output as a (layers, head columns) array."""
+    layers = sorted(int(k.rsplit("_", 1)[1]) for k in output if k.startswith("interv_layer_"))
+    return np.stack([effect_scores(output["original"], output[f"interv_layer_{layer}"])
+                     for layer in layers])
