@@ -51,7 +51,7 @@ from head_sweep import timed  # noqa: E402
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 from recipes import dataset, interchange  # noqa: E402
 from recipes.cli import parse_layers  # noqa: E402
-from tracer import execute  # noqa: E402
+from tracer import chunks  # noqa: E402
 
 TOL = 2e-4
 
@@ -170,7 +170,7 @@ def memory_check(model: Any, n_pairs: int, device: str) -> None:
     rows = 2  # reference rows a pair holds: its base and source
     one_layer = interchange.sweep_plans(model, items, "head_out", layers=[last], heads="each")[0]
     cells = sum(len(p) - 1 for p in one_layer)
-    chunk = execute.chunk_rows(model, max(len(r) for p in one_layer for r in p[0].rows))
+    chunk = chunks.chunk_rows(model, max(len(r) for p in one_layer for r in p[0].rows))
     del one_layer
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     res, seconds, added = timed(lambda: interchange.sweep(model, data=items, site="head_out", heads="each",

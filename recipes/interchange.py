@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import checks, execute, plan as plans
+from tracer import checks, chunks, execute, plan as plans
 from tracer.metrics import continuation_prob, effect_scores  # noqa: F401 - the seed's score
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
@@ -257,7 +257,7 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
                  for r, t in zip(recipes, pair_targets)]
         step = (lambda done, total, desc, i=i, name=name: progress(i + done / max(total, 1), len(runs), name)) \
             if callable(progress) else progress
-        results = execute.run_plans(loaded, [g for g, _ in built], max_batch=max_batch, progress=step,
+        results = chunks.run_plans(loaded, [g for g, _ in built], max_batch=max_batch, progress=step,
                                     desc="interchange" if not many else f"interchange {name}", remote=remote,
                                     resume_dir=None if resume_dir is None else str(Path(resume_dir) / name))
         for k, (r, (groups, _), lp) in enumerate(zip(recipes, built, results)):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import checks, execute, plan as plans
+from tracer import checks, chunks, plan as plans
 from tracer.metrics import logit_diff
 from tracer.plan import Group, Logprobs
 
@@ -207,7 +207,7 @@ def sweep(model: Any, base: Any = None, source: Any = None, answers: Any = None,
     items = _pairs(base, source, answers, roles, data)
     plans_, layers, cols, col_labels, col_axis, name, fn = sweep_plans(model, items, site, positions,
                                                                         layers, heads, metric)
-    results = execute.run_plans(model, plans_, max_batch=max_batch, progress=progress, desc="sweep",
+    results = chunks.run_plans(model, plans_, max_batch=max_batch, progress=progress, desc="sweep",
                                 remote=remote, resume_dir=resume_dir, max_chunk_rows=max_chunk_rows,
                                 exact_reuse=exact_reuse)
     clean = np.array([fn(np.stack([v.numpy() for v in r[0]])) for r in results])       # (N, 2)
@@ -322,7 +322,7 @@ def causal_trace(model: Any, prompt: Any, subject: Any, answer: Any,
     labels = built[0][5]
     noise = built[0][3]
     layers = _layers(layers, tracer.sites.dims_of(model.config).n_layers)
-    results = execute.run_plans(model, [b[0] for b in built], max_batch=max_batch, progress=progress,
+    results = chunks.run_plans(model, [b[0] for b in built], max_batch=max_batch, progress=progress,
                                 desc="causal trace", remote=remote, resume_dir=resume_dir,
                                 max_chunk_rows=max_chunk_rows)
     per, clean, corrupted = [], [], []

@@ -9,7 +9,7 @@
         logits = model.lm_head.output.save()
 """
 
-from . import (execute, files, generation, interventions, metrics, plan, pyvene, resume, reuse,
+from . import (chunks, execute, files, generation, interventions, metrics, plan, pyvene, resume, reuse,
                selfcheck, sites, testing, tokens)
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
