@@ -258,12 +258,6 @@ def _depth(v: Any) -> int:
     return d
 
 
-def per_row_heads(record: Any, heads: PerRow) -> list:
-    """A record whose heads differ between rows, as one record per head list (its rows,
-    their positions and their source rows)."""
-    return per_row(record, heads, "heads")
-
-
 def per_row(record: Any, values: PerRow, field: str) -> list:
     """A record whose ``field`` (heads or subspaces) differs between rows, as one record
     per distinct value (its rows, their positions and their source rows)."""
@@ -293,3 +287,33 @@ def shift_positions(positions: Any, pad: int, rows: int) -> Any:
     pos = positions if isinstance(positions, torch.Tensor) else torch.tensor([list(positions)])
     pos = torch.where(pos >= 0, pos + pad, pos)
     return pos.expand(rows, -1) if pos.shape[0] == 1 and rows > 1 else pos
+
+
+def subspaces_of(subspaces: Any, k: int, n: int, partition: Any) -> Any:
+    """Intervention k's (of n) subspace dims from pyvene's ``subspaces`` (an int, a list of
+    dims, ``[intervention][row][dims]``): one list, or a ``PerRow`` when rows differ (pyvene
+    allows it); with a ``subspace_partition`` (``[[start, end), ...]`` or index lists) the
+    subspaces name partitions."""
+    if isinstance(subspaces, int) and not isinstance(subspaces, bool):
+        subspaces = [subspaces]  # pyvene broadcasts an int to every row and intervention
+    sub = subspaces
+    if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
+        sub = subspaces[k] if len(subspaces) == n else subspaces[0]
+        if sub and isinstance(sub[0], (list, tuple)):  # one list per row
+            rows = [list(r) for r in sub]
+            sub = rows[0] if all(r == rows[0] for r in rows) else PerRow(rows)
+    if isinstance(sub, PerRow):
+        return PerRow([_partitioned(r, partition) for r in sub])
+    return _partitioned(sub, partition)
+
+
+def _partitioned(sub: Any, partition: Any) -> Any:
+    """Subspace indices read through pyvene's ``subspace_partition`` (when there is one)."""
+    if sub is None or not partition:
+        return sub
+    parts = [list(range(p[0], p[1])) if len(p) == 2 and isinstance(p[0], int) else list(p)
+             for p in partition]
+    if any(not 0 <= i < len(parts) for i in sub):
+        raise ValueError(f"subspaces {list(sub)} name partitions outside 0-{len(parts) - 1} "
+                         f"of subspace_partition {partition}")
+    return [d for i in sub for d in parts[i]]

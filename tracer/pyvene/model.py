@@ -27,8 +27,8 @@ from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
 from . import mapping, routing
-from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, per_row, per_row_heads,
-                     representations, shift_positions)
+from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, per_row,
+                     representations, shift_positions, subspaces_of)
 from .outputs import IntervenableModelOutput, lm_loss
 from .interventions import BaseIntervention, LambdaIntervention
 from .storage import Storage
@@ -216,40 +216,13 @@ class IntervenableModel(Training, Storage, nn.Module):
         return [u["skip_from"] is None and getattr(self.interventions[u["key"]], "needs_source", True)
                 for u in self._units]
 
-    def _subspaces(self, subspaces: Any, k: int) -> Any:
-        """Representation k's subspace dims; with its ``subspace_partition`` (pyvene's
-        ``[[start, end), ...]`` or index lists) the subspaces name partitions."""
-        n = len(self._units)
-        if isinstance(subspaces, int) and not isinstance(subspaces, bool):
-            subspaces = [subspaces]  # pyvene broadcasts an int to every row and intervention
-        sub = subspaces
-        if isinstance(subspaces, (list, tuple)) and subspaces and isinstance(subspaces[0], (list, tuple)):
-            sub = subspaces[k] if len(subspaces) == n else subspaces[0]
-            if sub and isinstance(sub[0], (list, tuple)):  # one list per row: pyvene allows them to differ
-                rows = [list(r) for r in sub]
-                sub = rows[0] if all(r == rows[0] for r in rows) else PerRow(rows)
-        partition = self.representations[k].subspace_partition
-        if isinstance(sub, PerRow):
-            return PerRow([self._partitioned(r, partition) for r in sub])
-        return self._partitioned(sub, partition)
-
-    def _shared_subspaces(self, subspaces: Any, k: int) -> Any:
-        sub = self._subspaces(subspaces, k)
-        if isinstance(sub, PerRow):
+    def _subspaces(self, subspaces: Any, k: int, shared: bool = False) -> Any:
+        """Representation k's subspace dims (``config.subspaces_of``); ``shared``: one list
+        for every row (what generate takes)."""
+        sub = subspaces_of(subspaces, k, len(self._units), self.representations[k].subspace_partition)
+        if shared and isinstance(sub, PerRow):
             raise ValueError("generate needs the same subspaces in every batch row")
         return sub
-
-    @staticmethod
-    def _partitioned(sub: Any, partition: Any) -> Any:
-        """Subspace indices read through pyvene's ``subspace_partition`` (when there is one)."""
-        if sub is None or not partition:
-            return sub
-        parts = [list(range(p[0], p[1])) if len(p) == 2 and isinstance(p[0], int) else list(p)
-                 for p in partition]
-        if any(not 0 <= i < len(parts) for i in sub):
-            raise ValueError(f"subspaces {list(sub)} name partitions outside 0-{len(parts) - 1} "
-                             f"of subspace_partition {partition}")
-        return [d for i in sub for d in parts[i]]
 
     def _bound(self, plan: list, source_representations: Any, subspaces: Any,
                layout: dict) -> list[list[Intervention]]:
@@ -285,14 +258,12 @@ class IntervenableModel(Training, Storage, nn.Module):
             record = Intervention(self.interventions[unit["key"]], unit["site"], pos,
                                   None if isinstance(heads, PerRow) else heads, rows=dst_rows, source=source,
                                   subspaces=None if isinstance(sub, PerRow) else sub)
-            if (isinstance(heads, PerRow) or isinstance(sub, PerRow)) and isinstance(record.kind, it.CollectIntervention):
+            rowwise = [(v, name) for v, name in ((heads, "heads"), (sub, "subspaces")) if isinstance(v, PerRow)]
+            if rowwise and isinstance(record.kind, it.CollectIntervention):
                 raise ValueError("CollectIntervention needs the same heads and subspaces in every batch row")
-            records = per_row_heads(record, heads) if isinstance(heads, PerRow) else [record]
-            if isinstance(sub, PerRow):
-                if isinstance(heads, PerRow):
-                    raise ValueError("give either heads or subspaces per batch row, not both")
-                records = per_row(record, sub, "subspaces")
-            bound.append(records)
+            if len(rowwise) > 1:
+                raise ValueError("give either heads or subspaces per batch row, not both")
+            bound.append(per_row(record, *rowwise[0]) if rowwise else [record])
         return bound
 
     def forward(self, base: Any, sources: Optional[list] = None, unit_locations: Any = None,
@@ -434,7 +405,7 @@ class IntervenableModel(Training, Storage, nn.Module):
         return [Intervention(self.interventions[u["key"]], u["site"], locs[k][1],
                              locs[k][2] if u["heads"] else None,
                              source=Source(site=u["skip_from"]) if u["skip_from"] else values[k],
-                             subspaces=self._shared_subspaces(subspaces, k))
+                             subspaces=self._subspaces(subspaces, k, shared=True))
                 for k, u in enumerate(self._units)]
 
     @staticmethod
