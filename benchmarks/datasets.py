@@ -161,28 +161,24 @@ def memory_check(model: Any, n_pairs: int, device: str) -> None:
     """``--memory``: the peak memory of an n-pair layer x head sweep (see the docstring)."""
     shipped = dataset.ioi()
     items = (shipped * -(-n_pairs // len(shipped)))[:n_pairs]
-    last = tracer.sites.dims_of(model.config).n_layers - 1
+    dims = tracer.sites.dims_of(model.config)
+    last = dims.n_layers - 1
     tracemalloc.start()
     plans = interchange.sweep_plans(model, items, "head_out", heads="each", metric="logit_diff")[0]
     grid_bytes = tracemalloc.get_traced_memory()[0]
     del plans
     tracemalloc.stop()
-    rows = 2  # reference rows a pair holds: its base and source
-    one_layer = interchange.sweep_plans(model, items, "head_out", layers=[last], heads="each")[0]
-    cells = sum(len(p) - 1 for p in one_layer)
-    chunk = chunks.chunk_rows(model, max(len(r) for p in one_layer for r in p[0].rows))
-    del one_layer
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    width = max(len(model.tokenizer(t)["input_ids"]) for p in items for t in (p.base, p.source))
+    per_chunk = chunks.chunk_rows(model, width) // 2  # a pair holds two reference rows
     res, seconds, added = timed(lambda: interchange.sweep(model, data=items, site="head_out", heads="each",
                                                           layers=[last], metric="logit_diff", progress=False),
                                 device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    total = max(peak, before) + grid_bytes
-    print(f"{n_pairs} pairs: a {tracer.sites.dims_of(model.config).n_layers} layer x "
-          f"{tracer.sites.dims_of(model.config).n_heads} head grid's plans hold {grid_bytes / 2 ** 20:.0f} MB; "
-          f"chunks of {chunk // rows} pairs; layer {last}'s {cells} cells ran in {seconds:.0f}s adding "
-          f"{added:.0f} MB; process peak {peak / 2 ** 30:.2f} GB; with the whole grid's plans "
-          f"{total / 2 ** 30:.2f} GB (target < 3 GB)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the process's peak so far
+    print(f"{n_pairs} pairs: a {dims.n_layers} layer x {dims.n_heads} head grid's plans hold "
+          f"{grid_bytes / 2 ** 20:.0f} MB; chunks of {per_chunk} pairs; layer {last}'s "
+          f"{len(items) * dims.n_heads} cells ran in {seconds:.0f}s adding {added:.0f} MB; process peak "
+          f"{peak / 2 ** 30:.2f} GB; with the whole grid's plans {(peak + grid_bytes) / 2 ** 30:.2f} GB "
+          f"(target < 3 GB)")
     assert np.isfinite(res.values).all()
 
 

@@ -219,7 +219,7 @@ class InterchangeResult(Result):
 
     def layers(self, rep: str) -> list[int]:
         """The layers of a rep type's rows, as run."""
-        return sorted(int(k.rsplit("_", 1)[1]) for k in self.outputs[rep] if k.startswith("interv_layer_"))
+        return swapped_layers(self.outputs[rep])
 
     def to_dict(self) -> dict:
         effects = self.effects
@@ -379,8 +379,12 @@ class DASResult(Result):
                                cbar="IIA", scale="unit")}
 
 
+def swapped_layers(output: dict[str, np.ndarray]) -> list[int]:
+    """The layers of a seed run's output (its ``interv_layer_L`` arrays), in order."""
+    return sorted(int(k.rsplit("_", 1)[1]) for k in output if k.startswith("interv_layer_"))
+
+
 def effects_table(output: dict[str, np.ndarray]) -> np.ndarray:
     """Effect scores of a run's output as a (layers, head columns) array."""
-    layers = sorted(int(k.rsplit("_", 1)[1]) for k in output if k.startswith("interv_layer_"))
     return np.stack([effect_scores(output["original"], output[f"interv_layer_{layer}"])
-                     for layer in layers])
+                     for layer in swapped_layers(output)])
