@@ -38,7 +38,9 @@ def test_vanilla_interchange_matches_hooks_and_leaves_earlier_positions(tiny_mod
     want = edited_logits(pv.sites.module(model), arch, "resid_post", 0, base, edit)
     assert torch.allclose(intervened.logits, want, atol=1e-5)
     diff = (original.last_hidden_state - intervened.last_hidden_state).abs().amax(-1)[0]
-    assert torch.all(diff[:3] == 0) and diff[3] > 0
+    # earlier positions are untouched up to float noise: a mixture of experts' grouped
+    # kernels sum in an order that depends on the batch (2e-7 seen on qwen3_moe, mixtral)
+    assert torch.all(diff[:3] < 1e-5) and diff[3] > 1e-3
     assert original.last_hidden_state.shape == (1, base["input_ids"].shape[1], 64)
 
 

@@ -454,5 +454,5 @@ def test_a_wrong_table_is_one_clear_error(monkeypatch):
         ours.IntervenableModel({"layer": 0}, model=model)
     assert "gpt_neo" not in FAMILIES
     monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, {"block_output": ("h", "x")})
-    with pytest.raises(ValueError, match="'block_output' as a path with the layer as %s"):
+    with pytest.raises(ValueError, match="must give a hook"):
         ours.IntervenableModel({"layer": 0}, model=model)

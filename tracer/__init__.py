@@ -24,6 +24,10 @@ from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention
                                  RotatedSpaceIntervention, SkipIntervention,
                                  SubtractionIntervention, VanillaIntervention, ZeroIntervention)
 from .pyvene.causal_model import CausalModel
+from .pyvene.gru import (GRUConfig, GRUForClassification, GRULMHeadModel, GRUModel, create_gru,
+                         create_gru_classifier, create_gru_lm)
+from .pyvene.mapping import INPUT as CONST_INPUT_HOOK, OUTPUT as CONST_OUTPUT_HOOK
+from .pyvene.mlp import MLPConfig, MLPForClassification, MLPModel, create_mlp_classifier
 from .pyvene.mapping import type_to_dimension_mapping, type_to_module_mapping
 from .pyvene.utils import (GET_LOC, closeness_to_permutation_loss, count_parameters, embed_to_distrib,
                            format_token, get_batch_size, get_list_depth, harmonic_sigmoid_boundary, lsm,
@@ -45,4 +49,7 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral", "create_qwen2",
            "CausalModel", "type_to_module_mapping", "type_to_dimension_mapping", "GET_LOC", "closeness_to_permutation_loss", "count_parameters", "embed_to_distrib",
            "format_token", "get_batch_size", "get_list_depth", "harmonic_sigmoid_boundary", "lsm",
-           "random_permutation_matrix", "set_seed", "sigmoid_boundary", "sm", "top_vals"]
+           "random_permutation_matrix", "set_seed", "sigmoid_boundary", "sm", "top_vals",
+           "GRUConfig", "GRUForClassification", "GRULMHeadModel", "GRUModel", "create_gru",
+           "create_gru_classifier", "create_gru_lm", "MLPConfig", "MLPForClassification",
+           "MLPModel", "create_mlp_classifier", "CONST_INPUT_HOOK", "CONST_OUTPUT_HOOK"]

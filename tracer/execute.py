@@ -270,13 +270,12 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
     ``grad`` the graph reaches trainable records."""
     import nnsight
 
-    from .sites import Site, config, module
+    from .sites import Site, config, family_for, module
 
     try:
-        config(model)
-        lm = hasattr(module(model), "lm_head")
-    except AttributeError:
-        lm = False
+        lm = family_for(config(model), module(model)).lm_head is not None
+    except (AttributeError, ValueError):
+        lm = False  # a base model, a module-only model (pyvene's MLP, GRU), any torch module
     wanted = set(collect)
     ensure_checked(model)
 

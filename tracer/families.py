@@ -93,6 +93,10 @@ FAMILIES = {
                        mlp_down="mlp.dense_4h_to_h", residual="parallel"),
 }
 
+# Model types with no row: their components are module paths only (pyvene's toy MLP and
+# GRU, and any model whose pyvene table has no attention); tracer.pyvene.mapping adds them.
+MODULE_ONLY: set = set()
+
 # Other names for sites: the seed's rep types and pyvene's components.  A value is
 # (site kind, flat) for a named site, flat meaning the heads merged into one vector per
 # position (pyvene's "pos" unit on a head component), or ("module", family field, port) for

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import torch
 
-from .families import FAMILIES, Family, dims_of
+from .families import FAMILIES, MODULE_ONLY, Family, dims_of
 from .sites import HEAD_SITES, config, module as module_of, site, valid_sites
 
 # Layouts an unknown model type may share, tried in this order.
@@ -92,6 +92,8 @@ def ensure_checked(model: Any) -> None:
         cfg = config(model)
     except AttributeError:
         return
+    if getattr(cfg, "model_type", None) in MODULE_ONLY:
+        return  # module paths only: there is no row to check
     seen = _SEEN.get(id(cfg))
     if seen is not None and seen() is cfg:
         return

@@ -81,9 +81,19 @@ def _module_of(node: Any) -> Optional[torch.nn.Module]:
     return found if isinstance(found, torch.nn.Module) else None
 
 
+def _split_call(name: str) -> tuple[str, Optional[int]]:
+    """``gru.cells.0.output.i3`` -> (``gru.cells.0.output``, 3): a module's output at its
+    fourth call in one forward pass (nnsight's occurrence suffix; recurrent cells)."""
+    head, _, last = name.rpartition(".")
+    if head.endswith((".output", ".input")) and last[:1] == "i" and last[1:].isdigit():
+        return head, int(last[1:])
+    return name, None
+
+
 def _is_raw_path(name: str) -> bool:
-    """``model.layers[3].mlp.output``-style module paths (not a normalized site name)."""
-    head, _, port = name.rpartition(".")
+    """``model.layers[3].mlp.output``-style module paths (not a normalized site name),
+    optionally at one call (``.i3``)."""
+    head, _, port = _split_call(name)[0].rpartition(".")
     first = name.split(".")[0]
     return bool(head) and port in ("output", "input") and first not in SITE_NAMES \
         and first not in ALIASES
@@ -101,6 +111,7 @@ class Site:
     def __init__(self, model: Any, name: str, layer: Optional[int] = None):
         self.model = model
         self.raw_path: Optional[str] = None
+        self.call: Optional[int] = None
         self.alias: Optional[str] = None
         self.flat = False
         name = _resolve_alias(model, name, layer, self)
@@ -127,7 +138,8 @@ class Site:
             _check_router(self)
 
     def _init_raw(self, name: str) -> None:
-        path, port = name.rsplit(".", 1)
+        plain, self.call = _split_call(name)
+        path, port = plain.rsplit(".", 1)
         path = path.replace("[", ".").replace("]", "")
         envoy(self.model, path)  # fail now, with the valid children, not inside the trace
         self.kind, self.layer, self.family, self.dims = name, None, None, None
@@ -137,6 +149,10 @@ class Site:
             self.dims = dims_of(config(self.model))
         except (AttributeError, ValueError):
             pass  # any torch module: raw paths only
+        if self.call is not None and self.family is not None:
+            raise SiteError(f"site {name!r}: a call index (.i{self.call}) is for modules run "
+                            f"several times in one pass (recurrent cells); a transformer's "
+                            f"modules run once, so name the site without it")
 
     @property
     def name(self) -> str:
@@ -176,10 +192,10 @@ class Site:
         """A raw path's order: that of the named site on the same module; inside a layer, the
         layer and the module's place in it; in a model without a transformers config (any
         torch module), module registration order."""
-        if self.family is None:
+        if self.family is None:  # a recurrent cell's calls come step by step
             names = [n for n, _ in module(self.model).named_modules()]
             path = self.module_path if self.module_path in names else ""
-            return (names.index(path), 0 if self.port == "input" else 1)
+            return (self.call or 0, names.index(path), 0 if self.port == "input" else 1)
         for name in valid_sites(self.model):
             other = Site(self.model, name)
             if (other.module_path, other.port) == (self.module_path, self.port):
@@ -246,7 +262,15 @@ class Site:
         """The module's own tensor the site lives in (the one autograd sees: gradients are
         read there, then ``view``-ed)."""
         node = envoy(self.model, self.module_path)
-        value = node.output if self.port == "output" else node.input
+        if self.call is None:
+            value = node.output if self.port == "output" else node.input
+        else:
+            # nnsight's occurrence pin (tracer.iter); imported here so that this trace-time
+            # module needs only torch wherever no site names a call (every remote site)
+            from nnsight.intervention.iterator import Iterations
+
+            for _ in Iterations(self.call, self.call + 1):
+                value = node.output if self.port == "output" else node.input
         return value[0] if isinstance(value, (tuple, list)) else value
 
     def view(self, value: torch.Tensor) -> torch.Tensor:
@@ -347,9 +371,15 @@ class Site:
 
     def _index(self, x: torch.Tensor, positions: Positions, heads: Heads, rows: Rows):
         """An advanced index selecting (rows, positions[, heads]) of x, or None for all of it."""
-        batch, seq = x.shape[0], x.shape[1]
         if positions is None and heads is None and rows is None:
             return None
+        if x.dim() < 3:  # (batch, d): a recurrent cell's state, a classifier's features
+            if positions is not None or heads is not None:
+                raise SiteError(f"site {self.name} is {tuple(x.shape)}: it has no positions or "
+                                f"heads to select, only rows")
+            return (torch.tensor(selected_rows(rows, x.shape[0], self.name, SiteError),
+                                 device=x.device),)
+        batch, seq = x.shape[0], x.shape[1]
         row_idx = selected_rows(rows, batch, self.name, SiteError)
         device = x.device
         pos = selected_positions(positions, seq, len(row_idx), self.name, SiteError)

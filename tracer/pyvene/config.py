@@ -17,7 +17,7 @@ import torch
 
 from ..interventions import Source
 
-UNITS = ("pos", "h", "h.pos")
+UNITS = ("pos", "h", "h.pos", "t")  # t: a recurrent model's time step (tracer.pyvene.steps)
 
 
 @dataclass
@@ -193,6 +193,8 @@ def locations(units: list, unit_locations: Any, batch: int) -> list[tuple]:
     return out
 
 def _side(value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
+    if value is None:  # pyvene: no locations for this intervention (its source is None too)
+        return None, None
     depth = _depth
     if unit["unit"] == "h.pos":
         if depth(value) == 4:
@@ -215,7 +217,7 @@ def _side(value: Any, k: int, n: int, unit: dict, batch: int) -> tuple:
             raise ValueError(f"unit locations list {len(value)} interventions but the config "
                              f"has {n}")
         value = value[k]
-    elif d == 1 and unit["unit"] == "pos":
+    elif d == 1 and unit["unit"] in ("pos", "t"):
         value = [list(value)] * batch
     if unit["unit"] == "h":
         rows = value if depth(value) == 2 else [value]

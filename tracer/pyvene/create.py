@@ -61,15 +61,21 @@ def _from_config(kind: str, config: Any, name: str, cache_dir: Optional[str],
     """pyvene's ``config=`` form: the model built from ``config`` with random weights, the
     tokenizer still read from ``name``."""
     import transformers
+
+    return config, tokenizer_from(name, cache_dir, local_files_only), getattr(transformers, kind)(config)
+
+
+def tokenizer_from(name: str, cache_dir: Optional[str] = None,
+                   local_files_only: Optional[bool] = None) -> Any:
+    """A tokenizer from a local folder, the cache or the hub, or one ``CreateError``."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=cache_dir,
-                                                  **({} if local_files_only is None else
-                                                     {"local_files_only": local_files_only}))
+        return AutoTokenizer.from_pretrained(name, cache_dir=cache_dir,
+                                             **({} if local_files_only is None else
+                                                {"local_files_only": local_files_only}))
     except OSError as error:
         raise CreateError(f"could not load the tokenizer {name!r}: {str(error).splitlines()[0]}") from None
-    return config, tokenizer, getattr(transformers, kind)(config)
 
 
 def create_gpt_neo(name: str = "roneneldan/TinyStories-33M", cache_dir: Optional[str] = None,

@@ -26,7 +26,7 @@ from torch import nn
 from ..interventions import Intervention, Source
 from ..sites import ALIASES, HEAD_SITES, SITE_NAMES, Site, config as model_config
 from . import interventions as it
-from . import mapping, routing
+from . import mapping, routing, steps
 from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, per_row,
                      representations, shift_positions, subspaces_of)
 from .outputs import IntervenableModelOutput, lm_loss
@@ -55,6 +55,18 @@ def _wrap(model: Any, tokenizer: Any = None) -> Any:
         if tokenizer is not None:
             return TransformersModel(model, tokenizer=tokenizer)
     return nnsight.NNsight(model)
+
+
+def _rows_of(value: Any, start: int, stop: int, batch: int) -> Any:
+    """Rows ``start:stop`` of a model output of the whole batch: its tensors with a batch
+    axis sliced, inside tuples and ``ModelOutput``s (a classifier's logits and states)."""
+    if isinstance(value, torch.Tensor):
+        return value[start:stop] if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, tuple) and not hasattr(value, "keys"):
+        return tuple(_rows_of(v, start, stop, batch) for v in value)
+    if hasattr(value, "keys") and hasattr(value, "__dataclass_fields__"):
+        return type(value)(**{k: _rows_of(v, start, stop, batch) for k, v in value.items()})
+    return value
 
 
 class IntervenableModel(Training, Storage, nn.Module):
@@ -106,7 +118,8 @@ class IntervenableModel(Training, Storage, nn.Module):
         if link is not None and link in self._links:  # linked: one module, one set of weights
             intervention = self._links[link]
         else:
-            intervention = self._make(i, rep, s.width)
+            width = s.width if s.width is not None else mapping.component_width(self.model, rep.component)
+            intervention = self._make(i, rep, width)
             if link is not None:
                 self._links[link] = intervention
         key = rep.name or f"layer_{rep.layer}_comp_{rep.component}_unit_{rep.unit}_nunit_{rep.max_number_of_units}#{i}"
@@ -129,6 +142,9 @@ class IntervenableModel(Training, Storage, nn.Module):
         if comp.endswith((".output", ".input")) and comp.split(".")[0] not in SITE_NAMES + tuple(ALIASES):
             path, port = comp.rsplit(".", 1)
             return path.replace("[", ".").replace("]", "") + "." + port
+        by_table = mapping.module_component(self.model, comp, rep.layer)
+        if by_table is not None:  # a module-only model (pyvene's MLP, GRU): its table's path
+            return by_table
         try:
             model_config(self.model)
         except AttributeError:
@@ -299,13 +315,16 @@ class IntervenableModel(Training, Storage, nn.Module):
             raise ValueError("training runs locally; evaluate remotely under torch.no_grad()")
         if self.remote and not self._is_lm():
             raise ValueError("remote runs need a language model served by NDIF")
-        ordered = [r for k in self._exec for r in bound[k]]
+        pairs = [(k, r) for k in self._exec for r in bound[k]]
+        if any(u["unit"] == "t" for u in self._units):
+            pairs = self._at_steps(pairs, inputs)
+        owner = [k for k, _ in pairs]
+        ordered = [r for _, r in pairs]
         if self.remote:
             ordered = [u.replace(kind=it.shippable(u.kind)) for u in ordered]
         collect = [i for i, u in enumerate(ordered) if isinstance(it.unwrapped(u.kind), it.CollectIntervention)]
         seen, out, hidden = execute.forward(self.model, inputs, ordered, collect,
                                             remote=self.remote, grad=grad)
-        owner = [k for k in self._exec for _ in bound[k]]
         # pyvene returns values collected on "h.pos" units as (batch, heads, positions, dim)
         seen = [v.transpose(1, 2) if self._units[owner[i]]["unit"] == "h.pos" and v.dim() == 4 else v
                 for i, v in zip(collect, seen)]
@@ -323,6 +342,27 @@ class IntervenableModel(Training, Storage, nn.Module):
             return (original, list(seen)), intervened
         return original, intervened
 
+    def _at_steps(self, pairs: list, inputs: Any) -> list:
+        """``"t"`` units' records as one record per time step (``steps``), their sources'
+        values read in a pass of their own first; every record then in call order."""
+        from .. import execute
+
+        if self.mode != "parallel":
+            raise ValueError("'t' units run in parallel mode (a serial chain would need a pass "
+                             "per source and step)")
+        stepped = [(k, r) for k, r in pairs if self._units[k]["unit"] == "t"]
+        records = [r for _, r in stepped]
+        keys, collects = steps.reads(records)
+        values: dict = {}
+        if collects:
+            order = sorted(range(len(collects)), key=lambda i: Site(self.model, collects[i].site).order)
+            got, _, _ = execute.forward(self.model, inputs, [collects[i] for i in order],
+                                        range(len(collects)))
+            values = {keys[i]: v for i, v in zip(order, got)}
+        out = [(k, r) for k, r in pairs if self._units[k]["unit"] != "t"]
+        out += [(stepped[j][0], w) for j, w in steps.writes(records, values)]
+        return sorted(out, key=lambda pair: Site(self.model, pair[1].site).order)
+
     def _combine(self, blocks: list) -> tuple[Any, dict]:
         """Inputs as one batch: rows of each block, left-padded to a common width for
         language models, each block keeping its own position ids."""
@@ -334,6 +374,17 @@ class IntervenableModel(Training, Storage, nn.Module):
         if not all(isinstance(b, dict) or hasattr(b, "keys") for b in blocks):
             return torch.cat([torch.as_tensor(b) for b in blocks]), {"rows": rows, "pads": [0] * len(blocks)}
         dicts = [dict(b) for b in blocks]
+        if not all("input_ids" in d for d in dicts):  # inputs_embeds (pyvene's toy models)
+            keys = set(dicts[0])
+            if any(set(d) != keys for d in dicts):
+                raise ValueError(f"the base and the sources must give the same inputs "
+                                 f"(got {[sorted(d) for d in dicts]})")
+            try:
+                inputs = {k: torch.cat([torch.as_tensor(d[k]) for d in dicts]) for k in keys}
+            except RuntimeError as error:
+                raise ValueError(f"the base and the sources must have the same number of steps "
+                                 f"when given as inputs_embeds ({str(error).splitlines()[0]})") from None
+            return inputs, {"rows": rows, "pads": [0] * len(blocks)}
         widths = [int(d["input_ids"].shape[1]) for d in dicts]
         width = max(widths)
         out: dict = {"input_ids": [], "attention_mask": []}
@@ -364,7 +415,7 @@ class IntervenableModel(Training, Storage, nn.Module):
                 from transformers.modeling_outputs import BaseModelOutputWithPast
 
                 return BaseModelOutputWithPast(last_hidden_state=out["last_hidden_state"][rows[0]:rows[-1] + 1, pad:])
-            return out[rows[0]:rows[-1] + 1]
+            return _rows_of(out, rows[0], rows[-1] + 1, layout["rows"][-1][-1] + 1)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         result = CausalLMOutputWithPast(logits=out[rows[0]:rows[-1] + 1, pad:])
