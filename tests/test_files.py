@@ -218,8 +218,11 @@ def test_pyvene_folders_with_plain_tensors(tiny_models, tmp_path):
     want = edited_logits(tracer.sites.module(model), "llama", "mlp_out", 1, inputs, edit)
     torch.testing.assert_close(_logits(model, spec, inputs), want, rtol=0, atol=1e-5)
     _pyvene_folder(tmp_path / "rot", 0, "block_output", "RotatedSpaceIntervention", v)
-    with pytest.raises(SpecError, match="RotatedSpaceIntervention is not a plain-tensor intervention"):
-        from_pyvene(tmp_path / "rot", model)
+    with pytest.raises(SpecError, match="RotatedSpaceIntervention does not fit layer 0 block_output"):
+        from_pyvene(tmp_path / "rot", model)  # a rotation folder without its weights
+    _pyvene_folder(tmp_path / "noisy", 0, "block_output", "NoiseIntervention", v)
+    with pytest.raises(SpecError, match="NoiseIntervention, which has no class here"):
+        from_pyvene(tmp_path / "noisy", model)
     with pytest.raises(SpecError, match="looks like a pyvene folder"):
         tracer.files.load(tmp_path / "add")
     # a raw module path as pyvene's ITI examples use, e.g. model.layers[1].self_attn.o_proj.input

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tracer as ours
+from tracer.pyvene.folders import from_pyvene
 from tracer import testing
 
 from helpers import peer_pyvene
@@ -410,10 +411,18 @@ def test_load_pyvene_folders_of_every_class(tmp_path, prompts):
         warnings.simplefilter("ignore")
         want = peer(base, [source] * 5, locs)[1].logits
         peer.save(str(tmp_path / "pv"))
-        got = ours.IntervenableModel.load(tmp_path / "pv", model)(base, [source] * 5, locs)[1].logits
+        loaded = ours.IntervenableModel.load(tmp_path / "pv", model)
+        got = loaded(base, [source] * 5, locs)[1].logits
         plain = ours.sites.module(model)(**base).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     assert (want - plain).abs().max() > 1e-3
+    # from_pyvene reads the same folder into the same classes, dims and weights
+    spec = from_pyvene(tmp_path / "pv", model)
+    for record, unit in zip(spec.interventions, loaded._units):
+        mine = loaded.interventions[unit["key"]]
+        assert record.site == unit["site"] and type(record.kind) is type(mine)
+        a, b = record.kind.state_dict(), mine.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_left_padded_gpt2_positions_plain_as_pyvene_mask_as_alone():

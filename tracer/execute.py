@@ -270,13 +270,14 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
     ``grad`` the graph reaches trainable records."""
     import nnsight
 
-    from .sites import Site, config, family_for, module
+    from .sites import Site, config, family_for, module, split_call
 
     try:
         lm = family_for(config(model), module(model)).lm_head is not None
     except (AttributeError, ValueError):
         lm = False  # a base model, a module-only model (pyvene's MLP, GRU), any torch module
     wanted = set(collect)
+    calls = [split_call(r.site)[1] for r in records]
     ensure_checked(model)
 
     def go() -> tuple:
@@ -284,10 +285,14 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
         hidden = None
         with torch.set_grad_enabled(grad):
             with (model.trace(**dict(inputs), **kwargs) if isinstance(inputs, dict)
-                  else model.trace(inputs, **kwargs)):
+                  else model.trace(inputs, **kwargs)) as tracer:
                 seen = nnsight.save([])
                 for i, record in enumerate(records):
-                    got = record.apply(model)
+                    if calls[i] is None:
+                        got = record.apply(model)
+                    else:  # a recurrent cell's call: pin the trace to that occurrence
+                        for _ in tracer.iter[calls[i]]:
+                            got = record.apply(model)
                     if i in wanted:
                         seen.append(got)
                 if lm:

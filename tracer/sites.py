@@ -81,7 +81,7 @@ def _module_of(node: Any) -> Optional[torch.nn.Module]:
     return found if isinstance(found, torch.nn.Module) else None
 
 
-def _split_call(name: str) -> tuple[str, Optional[int]]:
+def split_call(name: str) -> tuple[str, Optional[int]]:
     """``gru.cells.0.output.i3`` -> (``gru.cells.0.output``, 3): a module's output at its
     fourth call in one forward pass (nnsight's occurrence suffix; recurrent cells)."""
     head, _, last = name.rpartition(".")
@@ -93,7 +93,7 @@ def _split_call(name: str) -> tuple[str, Optional[int]]:
 def _is_raw_path(name: str) -> bool:
     """``model.layers[3].mlp.output``-style module paths (not a normalized site name),
     optionally at one call (``.i3``)."""
-    head, _, port = _split_call(name)[0].rpartition(".")
+    head, _, port = split_call(name)[0].rpartition(".")
     first = name.split(".")[0]
     return bool(head) and port in ("output", "input") and first not in SITE_NAMES \
         and first not in ALIASES
@@ -138,7 +138,7 @@ class Site:
             _check_router(self)
 
     def _init_raw(self, name: str) -> None:
-        plain, self.call = _split_call(name)
+        plain, self.call = split_call(name)
         path, port = plain.rsplit(".", 1)
         path = path.replace("[", ".").replace("]", "")
         envoy(self.model, path)  # fail now, with the valid children, not inside the trace
@@ -262,15 +262,9 @@ class Site:
         """The module's own tensor the site lives in (the one autograd sees: gradients are
         read there, then ``view``-ed)."""
         node = envoy(self.model, self.module_path)
-        if self.call is None:
-            value = node.output if self.port == "output" else node.input
-        else:
-            # nnsight's occurrence pin (tracer.iter); imported here so that this trace-time
-            # module needs only torch wherever no site names a call (every remote site)
-            from nnsight.intervention.iterator import Iterations
-
-            for _ in Iterations(self.call, self.call + 1):
-                value = node.output if self.port == "output" else node.input
+        # a site with a call (.i3) is read at the occurrence the trace is pinned to: the
+        # caller loops ``for _ in tracer.iter[3]`` around it (execute.forward does)
+        value = node.output if self.port == "output" else node.input
         return value[0] if isinstance(value, (tuple, list)) else value
 
     def view(self, value: torch.Tensor) -> torch.Tensor:

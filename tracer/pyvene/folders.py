@@ -15,6 +15,7 @@ import torch
 from ..files import CONFIG, InterventionSet, SpecError, _inside, model_info
 from ..interventions import Intervention
 from ..sites import ALIASES, site as resolve_site
+from . import interventions as it
 
 
 PYVENE_FIELDS = ("layer", "component", "unit", "max_number_of_units", "low_rank_dimension",
@@ -64,33 +65,62 @@ def read_pyvene(folder: Union[str, Path]) -> list[dict]:
     return out
 
 
+def restore(iv: Any, item: dict, where: str) -> Any:
+    """Put a folder item's interchange dim, constant source and trained weights into the
+    intervention ``iv`` built for it; one ``SpecError`` naming ``where`` when they do not fit."""
+    state = {k: v for k, v in (item["state"] or {}).items() if k not in ("embed_dim", "interchange_dim")}
+    source = state.pop("source_representation", None)
+    try:
+        if item["interchange_dim"] is not None:
+            iv.set_interchange_dim(item["interchange_dim"])
+        if source is not None:
+            iv.source_representation = source.float()
+        if iv.trainable:
+            iv.load_state_dict(state)
+        elif state:
+            raise ValueError(f"unexpected tensors {sorted(state)}")
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise SpecError(f"{item['file'] or where}: pyvene's {item['class']} does not fit "
+                        f"{where} ({str(error).splitlines()[0]})") from None
+    return iv
+
+
+def klass_of(item: dict, folder: Any, i: int) -> type:
+    """The class here of a folder item, or one ``SpecError`` listing those that load."""
+    klass = it.CLASSES.get(item["class"])
+    if klass is None:
+        raise SpecError(f"{folder}: intervention {i} is pyvene's {item['class']}, which has no "
+                        f"class here; classes that load are {', '.join(it.CLASSES)}")
+    return klass
+
+
 def from_pyvene(folder: Union[str, Path], model: Any) -> InterventionSet:
-    """A pyvene saved-intervention folder whose interventions are plain tensors (Addition /
-    Subtraction with a constant source, Zero) as an ``InterventionSet``;
-    ``IntervenableModel.load`` reads the trainable classes too."""
+    """A pyvene saved-intervention folder as an ``InterventionSet``: plain tensors (Addition /
+    Subtraction with a constant source, Zero) as Interlace's own kinds, every other class
+    here (Vanilla, the rotations, the autoencoder...) as that class with its dims and
+    weights; a class that has none is one ``SpecError``."""
     interventions = []
-    for item in read_pyvene(folder):
-        layer, component, cls = item["fields"].get("layer"), item["fields"]["component"], item["class"]
+    for i, item in enumerate(read_pyvene(folder)):
+        f = item["fields"]
+        layer, component, cls = f.get("layer"), f["component"], item["class"]
         if component in ALIASES:
-            site = resolve_site(model, f"{component}.{layer}").name
+            site = resolve_site(model, f"{component}.{layer}")
         elif component.endswith((".output", ".input")):
-            site = component
+            site = resolve_site(model, component)
         else:
             raise SpecError(f"pyvene component {component!r} has no Interlace site; known "
                             f"components are {', '.join(ALIASES)} or module paths")
-        if "Zero" in cls:
-            interventions.append(Intervention("zero", site))
-            continue
-        if "Addition" not in cls and "Subtraction" not in cls:
-            raise SpecError(f"pyvene intervention {cls} is not a plain-tensor intervention; "
-                            f"only Addition, Subtraction (with a constant source) and Zero load "
-                            f"here (tracer.IntervenableModel.load reads the others)")
         vector = (item["state"] or {}).get("source_representation")
-        if not isinstance(vector, torch.Tensor):
-            raise SpecError(f"{item['file'] or folder} holds no source_representation tensor")
-        if "Subtraction" in cls:
-            vector = -vector
-        interventions.append(Intervention("add", site, None, None, {"vector": vector.float()}))
+        if "Zero" in cls:
+            interventions.append(Intervention("zero", site.name))
+        elif ("Addition" in cls or "Subtraction" in cls) and isinstance(vector, torch.Tensor):
+            vector = -vector if "Subtraction" in cls else vector
+            interventions.append(Intervention("add", site.name, None, None, {"vector": vector.float()}))
+        else:
+            klass = klass_of(item, folder, i)
+            iv = it.build(klass, site.width, int(f.get("max_number_of_units") or 1),
+                          low_rank_dimension=f.get("low_rank_dimension"), latent_dim=f.get("latent_dim"))
+            interventions.append(Intervention(restore(iv, item, f"layer {layer} {component}"), site.name))
     spec = InterventionSet(interventions, model_info(model), {"source": "pyvene", "folder": str(folder)})
     spec.check(model)
     return spec

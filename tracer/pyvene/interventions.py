@@ -409,6 +409,17 @@ def unwrapped(intervention: Any) -> Any:
     return intervention.inner if isinstance(intervention, WithKwargs) else intervention
 
 
+def build(klass: type, width: Optional[int], units: int = 1, **kwargs: Any) -> BaseIntervention:
+    """A class built for a site ``width`` wide, as pyvene builds a representation's: a
+    trainable one spans its ``units`` units concatenated (``embed_dim = units * width``);
+    ``kwargs`` (``low_rank_dimension``, ``latent_dim``, ``source_representation``) where given."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if klass.trainable and width is None:
+        raise ValueError(f"{klass.__name__} needs the site's width; build it yourself "
+                         f"(e.g. {klass.__name__}(embed_dim=...))")
+    return klass(embed_dim=width * units, **kwargs) if klass.trainable else klass(width, **kwargs)
+
+
 def rebuild(klass: type, init: dict, state: dict, plain: bool = False,
             legacy: bool = False) -> BaseIntervention:
     """An intervention rebuilt from its class, constructor arguments and state (what a folder

@@ -169,17 +169,11 @@ class IntervenableModel(Training, Storage, nn.Module):
         if isinstance(given, BaseIntervention):
             iv = given
         elif isinstance(given, type) and issubclass(given, BaseIntervention):
-            kwargs: dict = {}
-            for name in ("low_rank_dimension", "latent_dim"):
-                if getattr(rep, name) is not None:
-                    kwargs[name] = getattr(rep, name)
-            if rep.source_representation is not None:
-                kwargs["source_representation"] = rep.source_representation
-            if given.trainable and width is None:
-                raise ValueError(f"representation {i}: {given.__name__} needs the site's width; "
-                                 f"build it yourself (e.g. {given.__name__}(embed_dim=...))")
-            # pyvene: a trainable intervention spans max_number_of_units units, concatenated
-            iv = given(embed_dim=width * units, **kwargs) if given.trainable else given(width, **kwargs)
+            try:
+                iv = it.build(given, width, units, low_rank_dimension=rep.low_rank_dimension,
+                              latent_dim=rep.latent_dim, source_representation=rep.source_representation)
+            except ValueError as error:
+                raise ValueError(f"representation {i}: {error}") from None
         elif callable(given):
             iv = LambdaIntervention(given, width, source_representation=rep.source_representation)
         else:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..files import InterventionSet, SpecError, locate_folder, model_info, push_folder
 from ..interventions import Intervention
 from ..sites import Site
 from . import interventions as it
 from .config import RepresentationConfig
+from .folders import klass_of, read_pyvene, restore
 
 
 class Storage:
@@ -21,8 +23,6 @@ class Storage:
         """An ``InterventionSet`` folder (``tracer.files``: ``config.json`` +
         ``tensors.safetensors``, no pickle) with each representation's pyvene fields in its
         meta; Python functions cannot be saved."""
-        from ..files import InterventionSet, model_info
-
         records, meta = [], []
         for unit, rep in zip(self._units, self.representations):
             records.append(Intervention(self.interventions[unit["key"]], unit["site"]))
@@ -40,8 +40,6 @@ class Storage:
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None) -> str:
         """Upload the saved folder to a hub model repo; returns the commit URL."""
-        from ..files import push_folder
-
         return push_folder(self.save, repo_id, private, token)
 
     @classmethod
@@ -51,8 +49,6 @@ class Storage:
         ``InterventionSet`` folder (its add/zero interventions become classes here), or a
         folder pyvene saved (any class here: tensors read with ``weights_only=True``)."""
         import json
-
-        from ..files import InterventionSet, SpecError, locate_folder
 
         from .model import _wrap  # model.py builds on this module
 
@@ -82,38 +78,17 @@ class Storage:
     def _from_pyvene(cls, folder: Path, model: Any, tokenizer: Any) -> Any:
         """A folder pyvene's ``save`` wrote: its representations, classes, interchange dims,
         constant sources and trained weights."""
-        from ..files import SpecError
-        from .folders import read_pyvene
-
         items = read_pyvene(folder)
         reps = []
         for i, item in enumerate(items):
-            klass, f = it.CLASSES.get(item["class"]), item["fields"]
-            if klass is None:
-                raise SpecError(f"{folder}: intervention {i} is pyvene's {item['class']}, which has no "
-                                f"class here; classes that load are {', '.join(it.CLASSES)}")
+            f = item["fields"]
             reps.append(RepresentationConfig(
                 f.get("layer"), f["component"], f.get("unit") or "pos", f.get("max_number_of_units") or 1,
-                low_rank_dimension=f.get("low_rank_dimension"), intervention_type=klass,
+                low_rank_dimension=f.get("low_rank_dimension"), intervention_type=klass_of(item, folder, i),
                 subspace_partition=f.get("subspace_partition"), latent_dim=f.get("latent_dim")))
         made = cls(reps, model, tokenizer=tokenizer)
-        for i, (unit, item) in enumerate(zip(made._units, items)):
-            iv = made.interventions[unit["key"]]
-            state = {k: v for k, v in (item["state"] or {}).items() if k not in ("embed_dim", "interchange_dim")}
-            source = state.pop("source_representation", None)
-            try:
-                if item["interchange_dim"] is not None:
-                    iv.set_interchange_dim(item["interchange_dim"])
-                if source is not None:
-                    iv.source_representation = source.float()
-                if iv.trainable:
-                    iv.load_state_dict(state)
-                elif state:
-                    raise ValueError(f"unexpected tensors {sorted(state)}")
-            except (RuntimeError, ValueError, TypeError) as error:
-                raise SpecError(f"{item['file'] or folder}: pyvene's {item['class']} does not fit "
-                                f"layer {reps[i].layer} {reps[i].component} "
-                                f"({str(error).splitlines()[0]})") from None
+        for unit, item, rep in zip(made._units, items, reps):
+            restore(made.interventions[unit["key"]], item, f"layer {rep.layer} {rep.component}")
         return made
 
     @classmethod
