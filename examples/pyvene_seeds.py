@@ -5,7 +5,8 @@ interchange, zero/add/collect, an nn.Module around it, generation (on the genera
 and from a source), save/load, seed 001's custom TrainableIntervention, DAS trained with
 ``train_alignment`` in pyvene's own batch format, boundless DAS, serial interventions
 (pyvene's path-patching pattern: source 0 into source 1, then source 1 into the base),
-group keys (two interventions sharing one source) and a causal model's counterfactual data.
+group keys (two interventions sharing one source), a causal model's counterfactual data, and
+pyvene's toy models: the MLP classifier (subspace partitions) and the GRU (its "t" unit).
 
     python examples/pyvene_seeds.py [--new-tokens 30] [--epochs 3]
 """
@@ -213,3 +214,36 @@ ex = counterfactual[0]
 print(f"causal model: {len(counterfactual)} counterfactual examples; base {ex['input_ids'].tolist()} with "
       f"x from {ex['source_input_ids'][0].tolist()} gives y = {ex['labels'].item():.0f} "
       f"(factual {ex['base_labels'].item():.0f})")
+
+# 14. pyvene's MLP toy model (create_mlp_classifier on inputs_embeds): two interventions on the
+#     activation's subspace partitions, each from its own source, equal to editing it by hand.
+_, _, mlp = pv.create_mlp_classifier(pv.MLPConfig(h_dim=3, n_layer=1, pdrop=0.0, num_classes=5,
+                                                  include_bias=False, squeeze_output=False))
+mlp_pv = pv.IntervenableModel(pv.IntervenableConfig(
+    [pv.RepresentationConfig(0, "mlp_activation", "pos", 1, subspace_partition=[[0, 1], [1, 3]])
+     for _ in range(2)], intervention_types=pv.VanillaIntervention, model_type=type(mlp)), mlp)
+rows = 10
+mb, m1, m2 = ({"inputs_embeds": torch.rand(rows, 1, 3)} for _ in range(3))
+with torch.no_grad():
+    _, (mixed, *_) = mlp_pv(mb, [m1, m2], {"sources->base": ([[[0]] * rows] * 2, [[[0]] * rows] * 2)},
+                            subspaces=[[[0]] * rows, [[1]] * rows])
+    act = lambda x: mlp.mlp.h[0].act(mlp.mlp.h[0].ff1(x["inputs_embeds"]))  # noqa: E731
+    by_hand = torch.cat([act(m1)[..., :1], act(m2)[..., 1:]], -1)
+    print(f"MLP toy model: dim 0 from source 1 and dims 1-2 from source 2 equal the edit by hand: "
+          f"{torch.allclose(mixed, mlp.score(by_hand), atol=1e-6)}")
+
+# 15. pyvene's GRU (create_gru_classifier) and its "t" unit: the cell's output at one time step.
+#     pyvene 0.1.8 itself zeroes every step here and fails on batches; this is step 3 alone.
+_, _, gru = pv.create_gru_classifier(pv.GRUConfig(h_dim=32, pdrop=0.0))
+seq, src = torch.rand(4, 10, 32), torch.rand(4, 10, 32)
+zero_t = pv.IntervenableModel({"component": "cell_output", "unit": "t",
+                               "intervention_type": pv.ZeroIntervention}, model=gru)
+swap_t = pv.IntervenableModel({"component": "cell_output", "unit": "t",
+                               "intervention_type": pv.VanillaIntervention}, model=gru)
+with torch.no_grad():
+    plain_out = gru(inputs_embeds=seq)[0]
+    zeroed = zero_t(base={"inputs_embeds": seq}, unit_locations={"base": 3})[1][0]
+    swapped = swap_t(base={"inputs_embeds": seq}, sources=[{"inputs_embeds": src}],
+                     unit_locations={"sources->base": (6, 3)})[1][0]
+print(f"GRU: zeroing step 3 moves the logits by {float((zeroed - plain_out).abs().max()):.4f}; the "
+      f"source's step 6 at step 3 by {float((swapped - plain_out).abs().max()):.4f} (4 rows in one call)")

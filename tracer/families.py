@@ -43,6 +43,7 @@ class Family(NamedTuple):
     post_mlp: Optional[str] = None
     router: Optional[str] = None       # mixture of experts: the router, whose output[0] is
                                        # the logits (tokens, experts); mlp_out is the sparse block
+    pattern: bool = True               # attn_pattern exists: one softmax over the keys alone
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
@@ -79,7 +80,8 @@ FAMILIES = {
                                 "q_proj": "self_attn.q_norm", "k_proj": "self_attn.k_norm"}),
     "mixtral": Family("mixtral", **{**_MOE, "router": "mlp.gate"}),
     # gpt-oss: the MLP returns (output, router scores); mlp_out is the output.
-    "gpt_oss": Family("gpt_oss", **{**_MOE, "router": "mlp.router"}),
+    # (its attention's softmax also spans a learned sink column, so it has no attn_pattern)
+    "gpt_oss": Family("gpt_oss", **{**_MOE, "router": "mlp.router", "pattern": False}),
     "gpt2": Family("gpt2", layers="transformer.h", embed="transformer.wte",
                    final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
                    o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
@@ -112,6 +114,7 @@ ALIASES: dict[str, tuple] = {
     "head_key_output": ("head_k", False), "head_value_output": ("head_v", False),
     "mlp_input": ("module", "mlp", "input"), "mlp_activation": ("module", "mlp_act", "output"),
     "attention_input": ("module", "attn", "input"),
+    "attention_weight": ("attn_pattern", False),
 }
 # Within-layer order of modules that are not named sites (raw paths), between the stages above.
 _RAW_STAGE = {"attn": 0.5, "q_proj": 0.9, "k_proj": 1.9, "v_proj": 2.9, "qkv": 0.9,

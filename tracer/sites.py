@@ -33,8 +33,11 @@ class SiteError(ValueError, IndexError):
 LAYER_SITES = ("resid_pre", "head_q", "head_k", "head_v", "head_out", "attn_out",
                "resid_mid", "mlp_out", "resid_post")
 MOE_SITES = ("router",)  # layer sites of mixture-of-experts layers only
+# the attention probabilities (batch, query, heads, key), inside eager attention only, so they
+# are not among the sites a sweep or check visits
+PATTERN_SITES = ("attn_pattern",)
 MODEL_SITES = ("embed", "final", "logits")
-SITE_NAMES = ("embed",) + LAYER_SITES + MOE_SITES + ("final", "logits")
+SITE_NAMES = ("embed",) + LAYER_SITES + MOE_SITES + PATTERN_SITES + ("final", "logits")
 HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
 
 
@@ -42,6 +45,7 @@ HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
 # computes them, so several sites touched in one invoke must be visited in this order.
 _STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
 _STAGE["router"] = _STAGE["resid_mid"] + 0.5
+_STAGE["attn_pattern"] = _STAGE["head_v"] + 0.5  # after q, k and v, before the heads' output
 
 from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: E402,F401
                        dims_of, family_for, family_of, moe_layers)
@@ -122,7 +126,7 @@ class Site:
         self.family = family_for(cfg, _module_of(model))
         self.dims = dims_of(cfg)
         kind, layer = _parse(name, layer)
-        if kind in LAYER_SITES + MOE_SITES:
+        if kind in LAYER_SITES + MOE_SITES + PATTERN_SITES:
             layer = _check_layer(kind, layer, self.dims.n_layers)
         elif layer is not None:
             raise SiteError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
@@ -136,6 +140,8 @@ class Site:
         self.module_path, self.port = self._locate()
         if kind == "router":
             _check_router(self)
+        if kind == "attn_pattern":
+            _check_eager(self)
 
     def _init_raw(self, name: str) -> None:
         plain, self.call = split_call(name)
@@ -171,7 +177,7 @@ class Site:
             return None
         if self.kind in ("head_k", "head_v"):
             return self.dims.n_kv_heads
-        if self.kind in ("head_q", "head_out"):
+        if self.kind in ("head_q", "head_out", "attn_pattern"):
             return self.dims.n_heads
         return None
 
@@ -238,6 +244,7 @@ class Site:
             "mlp_out": (f"{layer}.{f.mlp}", "output"),
             "head_out": (f"{layer}.{f.o_proj}", "input"),
             "router": (f"{layer}.{f.router}", "output"),
+            "attn_pattern": (f"{layer}.{f.attn}", "pattern"),
         }
         if k in table:
             return table[k]
@@ -256,6 +263,8 @@ class Site:
         """
         if self.kind == "router":
             return self._router_logits()
+        if self.kind == "attn_pattern":
+            return self._pattern()
         return self.view(self.raw())
 
     def raw(self) -> torch.Tensor:
@@ -283,6 +292,18 @@ class Site:
         per_head = value.unflatten(-1, (d.n_heads, 3 * d.head_dim))
         return per_head[..., i * d.head_dim:(i + 1) * d.head_dim]
 
+    def _pattern(self) -> torch.Tensor:
+        """The softmax inside the layer's eager attention function, as (batch, query, heads,
+        key): a view, so writes change what the values are averaged with."""
+        attn = envoy(self.model, self.module_path)
+        calls = [n for n in attn.source.names if n.startswith("attention_interface")]
+        inner = getattr(attn.source, calls[-1]).source
+        ops = [n for n in inner.names if "softmax" in n]
+        if len(ops) != 1:
+            raise SiteError(f"site {self.name}: the {self.family.name} family's eager attention "
+                            f"has {len(ops)} softmax calls, so its pattern is not one tensor")
+        return getattr(inner, ops[0]).output.transpose(1, 2)
+
     def _router_logits(self) -> torch.Tensor:
         """The router's (tokens, experts) logits as (batch, seq, experts) of this invoke."""
         mlp = envoy(self.model, f"{self.family.layers}.{self.layer}.{self.family.mlp}")
@@ -308,6 +329,8 @@ class Site:
             return self.dims.head_dim
         if self.kind == "router":
             return self.dims.n_experts
+        if self.kind == "attn_pattern":
+            return None  # as many keys as the input has tokens
         return config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
 
     def read(self, positions: Positions = None, heads: Heads = None, rows: Rows = None) -> torch.Tensor:
@@ -400,6 +423,19 @@ def _check_router(site: Site) -> None:
                         f"layers with a router are {routed}")
 
 
+def _check_eager(site: Site) -> None:
+    """The pattern exists only inside eager attention: one error saying how to switch."""
+    if not site.family.pattern:
+        raise SiteError(f"site {site.name}: the {site.family.name} family's attention softmax also "
+                        f"spans its learned sink logits, so there is no pattern over the keys "
+                        f"alone; read head_q/head_k instead")
+    impl = getattr(config(site.model), "_attn_implementation", None)
+    if impl not in (None, "eager"):
+        raise SiteError(f"site {site.name} is the softmax inside eager attention, and this model "
+                        f"runs {impl!r} attention; switch it first (same numbers, slower): "
+                        f"tracer.sites.module(model).set_attn_implementation('eager')")
+
+
 def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") -> str:
     """An alias (``lay.3``, ``block_output.3``, ``mlp_activation.3``) as a site name or a
     module path; sets ``site.flat``/``site.alias`` for flat head components."""
@@ -442,7 +478,7 @@ def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
         if layer is not None and int(rest) != layer:
             raise SiteError(f"site {name!r} names layer {rest} but layer={layer} was given")
         layer = int(rest)
-    if kind in LAYER_SITES + MOE_SITES and layer is None:
+    if kind in LAYER_SITES + MOE_SITES + PATTERN_SITES and layer is None:
         raise SiteError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
     return kind, layer
 

@@ -1,0 +1,106 @@
+"""The attention pattern site (``attn_pattern.L``, pyvene's ``attention_weight``): the
+softmax inside eager attention, read and written per query position and head, against the
+model's own ``output_attentions`` and a plain-PyTorch reference that edits the softmax of
+that one layer's attention by a hook pair around it, on every family (fp32, 1e-5)."""
+
+import contextlib
+
+import pytest
+import torch
+
+import tracer
+from tracer import testing
+from tracer.sites import SiteError
+
+from helpers import encode
+
+ARCHS = [a for a in testing.ARCHS if a != "gpt_oss"]  # its softmax spans sink logits too
+LAYER = 1
+# Gemma 2 in eager attention: any nnsight trace differs from the plain forward by up to 6e-5
+# on these logits (measured with no edit at all), so it is compared at 2e-4
+ATOL = {"gemma2": 2e-4}
+
+
+def _eager(arch):
+    model = testing.tiny(arch)
+    tracer.sites.module(model).set_attn_implementation("eager")
+    return model
+
+
+@contextlib.contextmanager
+def _softmax_edit(attn_module, edit):
+    """Inside ``attn_module``'s forward only, ``torch.nn.functional.softmax`` returns
+    ``edit(probabilities)``."""
+    real = torch.nn.functional.softmax
+    inside = []
+
+    def patched(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return edit(out) if inside else out
+    handles = [attn_module.register_forward_pre_hook(lambda m, a: inside.append(1)),
+               attn_module.register_forward_hook(lambda m, a, o: inside.clear())]
+    torch.nn.functional.softmax = patched
+    try:
+        yield
+    finally:
+        torch.nn.functional.softmax = real
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_attention_pattern_reads_and_writes_like_plain_pytorch(arch):
+    model = _eager(arch)
+    top = tracer.sites.module(model)
+    inputs = encode(model, ["The capital of France is Paris", "The capital of Italy is Rome"])
+    site = tracer.site(model, f"attn_pattern.{LAYER}")
+    with torch.no_grad():
+        want = top(**inputs, output_attentions=True).attentions[LAYER]
+        with model.trace(**inputs):
+            got = site.read().save()
+    torch.testing.assert_close(got.transpose(1, 2), want, rtol=0, atol=1e-5)
+    heads = [0, site.n_heads - 1]
+
+    def flat(p):  # the last query attends to the first key only, at two heads
+        p = p.clone()
+        p[:, heads, -1] = 0
+        p[:, heads, -1, 0] = 1
+        return p
+    attn = top.get_submodule(f"{site.family.layers}.{LAYER}.{site.family.attn}")
+    with torch.no_grad(), _softmax_edit(attn, flat):
+        ref = top(**inputs).logits
+    with torch.no_grad(), model.trace(**inputs):
+        site.edit(lambda x: torch.zeros_like(x).index_fill_(-1, torch.tensor([0]), 1.0),
+                  positions=[-1], heads=heads)
+        out = model.lm_head.output.save()
+    torch.testing.assert_close(out, ref, rtol=0, atol=ATOL.get(arch, 1e-5))
+    assert (out - top(**inputs).logits).abs().max() > 1e-3
+
+
+def test_attention_pattern_needs_eager_attention_and_says_how():
+    model = testing.tiny("llama")
+    tracer.sites.module(model).set_attn_implementation("sdpa")
+    with pytest.raises(SiteError, match="set_attn_implementation\\('eager'\\)"):
+        tracer.site(model, "attn_pattern.0")
+    with pytest.raises(SiteError, match="sink"):
+        tracer.site(_eager("gpt_oss"), "attn_pattern.0")
+
+
+def test_pyvene_attention_weight_component_is_the_pattern():
+    """pyvene's attention_weight (its own hook never fires on transformers 5: GPT-2's
+    attention no longer calls attn_dropout): the pattern at head 1, query 3 zeroed."""
+    model = _eager("gpt2")
+    inputs = encode(model, ["The capital of France is Paris"])
+    pm = tracer.IntervenableModel({"layer": LAYER, "component": "attention_weight", "unit": "h.pos",
+                                   "intervention_type": tracer.ZeroIntervention}, model=model)
+    with torch.no_grad():
+        got = pm(inputs, unit_locations={"base": [[[1]], [[3]]]})[1].logits
+
+    def zero(p):
+        p = p.clone()
+        p[:, 1, 3] = 0
+        return p
+    top = tracer.sites.module(model)
+    with torch.no_grad(), _softmax_edit(top.transformer.h[LAYER].attn, zero):
+        want = top(**inputs).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
