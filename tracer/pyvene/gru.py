@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from .create import tokenizer_from
 from .mapping import INPUT, OUTPUT, register_modules
-from .mlp import classification_loss
+from .mlp import classification_loss, keep_fields, pack_output
 
 
 class GRUConfig(PretrainedConfig):
@@ -33,16 +33,7 @@ class GRUConfig(PretrainedConfig):
                  n_labels: int = 2, include_bias: bool = True, pdrop: float = 0.3,
                  problem_type: str = "single_label_classification",
                  initializer_range: float = 0.02, **kwargs: Any):
-        self.include_emb = include_emb
-        self.vocab_size = vocab_size
-        self.max_position_embeddings = max_position_embeddings
-        self.n_layer = n_layer
-        self.h_dim = h_dim
-        self.include_bias = include_bias
-        self.pdrop = pdrop
-        self.n_labels = n_labels
-        self.problem_type = problem_type
-        self.initializer_range = initializer_range
+        keep_fields(self, locals())
         super().__init__(**kwargs)
 
 
@@ -177,10 +168,7 @@ class GRUForClassification(GRUPreTrainedModel):
         logits = self.score(every[torch.arange(batch, device=every.device), last])
         loss = None if labels is None else classification_loss(self.config, logits, labels,
                                                                 self.n_labels)
-        if not return_dict:
-            rest = (logits,) + tuple(out[1:])
-            return rest if loss is None else (loss,) + rest
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return pack_output(loss, logits, out, return_dict, SequenceClassifierOutput)
 
 
 class GRULMHeadModel(GRUPreTrainedModel):
@@ -214,10 +202,7 @@ class GRULMHeadModel(GRUPreTrainedModel):
             labels = labels.to(logits.device)
             loss = nn.functional.cross_entropy(logits[..., :-1, :].reshape(-1, logits.size(-1)),
                                                labels[..., 1:].reshape(-1))
-        if not return_dict:
-            rest = (logits,) + tuple(out[1:])
-            return rest if loss is None else (loss,) + rest
-        return CausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return pack_output(loss, logits, out, return_dict, CausalLMOutput)
 
 
 def _create(kind: type, config: GRUConfig, tokenizer_name: Optional[str],

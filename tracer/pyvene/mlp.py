@@ -34,18 +34,15 @@ class MLPConfig(PretrainedConfig):
                  num_classes: int = 2, activation_function: str = "gelu", pdrop: float = 0.3,
                  problem_type: str = "single_label_classification", include_bias: bool = True,
                  squeeze_output: bool = True, **kwargs: Any):
-        self.include_emb = include_emb
-        self.vocab_size = vocab_size
-        self.max_position_embeddings = max_position_embeddings
-        self.n_layer = n_layer
-        self.h_dim = h_dim
-        self.activation_function = activation_function
-        self.pdrop = pdrop
-        self.num_classes = num_classes
-        self.problem_type = problem_type
-        self.include_bias = include_bias
-        self.squeeze_output = squeeze_output
+        keep_fields(self, locals())
         super().__init__(**kwargs)
+
+
+def keep_fields(config: PretrainedConfig, given: dict) -> None:
+    """A toy config's own arguments as its fields (pyvene sets them before the base class)."""
+    for name, value in given.items():
+        if name not in ("self", "kwargs", "__class__"):
+            setattr(config, name, value)
 
 
 @dataclass
@@ -108,6 +105,16 @@ class MLPModel(PreTrainedModel):
         return MLPModelOutput(last_hidden_state=hidden, hidden_states=seen)
 
 
+def pack_output(loss: Any, logits: torch.Tensor, out: Any, return_dict: Optional[bool],
+                output_class: type) -> Any:
+    """A toy model's result as pyvene returns it: ``(loss?, logits, *rest of the body's
+    tuple)``, or ``output_class`` with ``return_dict``."""
+    if not return_dict:
+        rest = (logits,) + tuple(out[1:])
+        return rest if loss is None else (loss,) + rest
+    return output_class(loss=loss, logits=logits, hidden_states=out.hidden_states)
+
+
 def classification_loss(config: Any, logits: torch.Tensor, labels: torch.Tensor,
                         n_classes: int) -> torch.Tensor:
     """transformers' sequence-classification loss by ``config.problem_type`` (regression,
@@ -154,10 +161,7 @@ class MLPForClassification(PreTrainedModel):
             logits = logits.squeeze(1)
         loss = None if labels is None else classification_loss(self.config, logits, labels,
                                                                 self.num_classes)
-        if not return_dict:
-            rest = (logits,) + tuple(out[1:])
-            return rest if loss is None else (loss,) + rest
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return pack_output(loss, logits, out, return_dict, SequenceClassifierOutput)
 
 
 def create_mlp_classifier(config: MLPConfig, tokenizer_name: Optional[str] = None,
