@@ -46,6 +46,25 @@ def locate(arch: str, kind: str, layer: int | None, cfg) -> tuple[str, str, Call
         if kind in split:
             return (f"{L}.attn.c_attn", "out", split[kind])
         return table[kind]
+    if arch == "gpt_neo":  # GPTNeoBlock: ln_1, attn (GPTNeoAttention -> attention), ln_2, mlp
+        L = f"transformer.h.{layer}"
+        A = f"{L}.attn.attention"
+        heads = lambda t: t.unflatten(-1, (H, hd))  # noqa: E731
+        table = {
+            "embed": ("transformer.wte", "out", plain),
+            "resid_pre": (L, "in", plain),
+            "resid_mid": (f"{L}.ln_2", "in", plain),
+            "resid_post": (L, "out", plain),
+            "attn_out": (f"{L}.attn", "out", plain),
+            "mlp_out": (f"{L}.mlp", "out", plain),
+            "head_q": (f"{A}.q_proj", "out", heads),
+            "head_k": (f"{A}.k_proj", "out", heads),
+            "head_v": (f"{A}.v_proj", "out", heads),
+            "head_out": (f"{A}.out_proj", "in", heads),
+            "final": ("transformer.ln_f", "out", plain),
+            "logits": ("lm_head", "out", plain),
+        }
+        return table[kind]
     if arch == "gpt_neox":
         L = f"gpt_neox.layers.{layer}"
         i = {"head_q": 0, "head_k": 1, "head_v": 2}.get(kind)

@@ -415,10 +415,12 @@ def neo_tables(monkeypatch):
     from tracer.families import FAMILIES
 
     table = _neo_table()
+    # GPT-Neo has a built-in row: without it here, the tutorial's tables make one, and the
+    # built-in row comes back after the test
+    monkeypatch.delitem(FAMILIES, "gpt_neo")
     monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, table)
     monkeypatch.setitem(real.type_to_module_mapping, T.GPTNeoForCausalLM, table)
     yield
-    FAMILIES.pop("gpt_neo", None)  # the row lives for the process: drop it for other tests
 
 
 @pytest.mark.parametrize("component", ["block_input", "block_output", "mlp_input", "mlp_activation",
@@ -441,12 +443,34 @@ def test_a_new_model_type_from_pyvenes_tables_equals_pyvene(neo_tables, prompts,
     assert (outs[1] - hf(**base).logits).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("component", ["block_input", "mlp_activation", "attention_output",
+                                       "attention_value_output", "query_output", "value_output"])
+def test_the_built_in_gpt_neo_row_equals_pyvene_with_the_tutorials_tables(monkeypatch, prompts, component):
+    """pyvene's generation tutorial uses TinyStories-33M, a GPT-Neo: Interlace's own row
+    (no tables given to it) equals pyvene given the tutorial's tables."""
+    import transformers as T
+
+    monkeypatch.setitem(real.type_to_module_mapping, T.GPTNeoForCausalLM, _neo_table())
+    hf, model = _gpt_neo()
+    base, source, _ = prompts
+    outs = []
+    for lib, m in ((real, hf), (ours, model)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm = lib.IntervenableModel({"layer": 1, "component": component}, model=m)
+            with torch.no_grad():
+                outs.append(pm(base, [source], {"sources->base": 3})[1].logits)
+    _close(outs[1], outs[0])
+    assert (outs[1] - hf(**base).logits).abs().max() > 1e-4
+
+
 def test_a_wrong_table_is_one_clear_error(monkeypatch):
     import transformers as T
 
     from tracer.families import FAMILIES
     from tracer.selfcheck import ModelCheckError
 
+    monkeypatch.delitem(FAMILIES, "gpt_neo")  # the built-in row aside: the table is used
     hf, model = _gpt_neo()
     wrong = dict(_neo_table(), mlp_output=("transformer.h[%s].attn", "register_forward_hook"))
     monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, wrong)

@@ -43,7 +43,10 @@ class Family(NamedTuple):
     post_mlp: Optional[str] = None
     router: Optional[str] = None       # mixture of experts: the router, whose output[0] is
                                        # the logits (tokens, experts); mlp_out is the sparse block
-    pattern: bool = True               # attn_pattern exists: one softmax over the keys alone
+    # attn_pattern: "submodule:op" of attn whose (last) call computes the softmax over the
+    # keys (eager attention); None where the softmax spans more than the keys
+    pattern: Optional[str] = ":attention_interface"
+    layer_tuple: bool = False          # a decoder layer returns (hidden, ...), not a tensor
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
@@ -81,12 +84,20 @@ FAMILIES = {
     "mixtral": Family("mixtral", **{**_MOE, "router": "mlp.gate"}),
     # gpt-oss: the MLP returns (output, router scores); mlp_out is the output.
     # (its attention's softmax also spans a learned sink column, so it has no attn_pattern)
-    "gpt_oss": Family("gpt_oss", **{**_MOE, "router": "mlp.router", "pattern": False}),
+    "gpt_oss": Family("gpt_oss", **{**_MOE, "router": "mlp.router", "pattern": None}),
     "gpt2": Family("gpt2", layers="transformer.h", embed="transformer.wte",
                    final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
                    o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
                    qkv_layout="blocks", mlp_in="mlp.c_fc", mlp_act="mlp.act",
                    mlp_down="mlp.c_proj"),
+    # GPT-Neo (TinyStories, pyvene's generation tutorial): GPT-2's layout with separate
+    # q/k/v projections inside attn.attention, unscaled attention, local layers with a window
+    "gpt_neo": Family("gpt_neo", layers="transformer.h", embed="transformer.wte",
+                      final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
+                      o_proj="attn.attention.out_proj", mid_norm="ln_2",
+                      q_proj="attn.attention.q_proj", k_proj="attn.attention.k_proj",
+                      v_proj="attn.attention.v_proj", mlp_in="mlp.c_fc", mlp_act="mlp.act",
+                      mlp_down="mlp.c_proj", pattern="attention:self__attn", layer_tuple=True),
     "gpt_neox": Family("gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
                        final_norm="gpt_neox.final_layer_norm", lm_head="lm_head",
                        attn="attention", mlp="mlp", o_proj="attention.dense",

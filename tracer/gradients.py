@@ -14,16 +14,24 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .sites import Site, envoy
+from .sites import Site, config, envoy, family_for, module
 
 METRICS = ("prob", "logprob", "logit_diff")
+
+
+def _caller(model: Any, path: str) -> tuple[Any, str]:
+    """The module at or under the attention module ``path`` that calls the attention
+    function, and the call's operation name (the family table's ``pattern``)."""
+    spec = family_for(config(model), module(model)).pattern or ":attention_interface"
+    where, _, op = spec.partition(":")
+    return envoy(model, f"{path}.{where}" if where else path), op
 
 
 def attention_call(model: Any, path: str) -> Any:
     """The operation of the attention module at ``path`` that calls the attention function
     (nnsight's ``.source``): its inputs hold queries, keys, values and mask."""
-    env = envoy(model, path)
-    names = [n for n in env.source.names if n.startswith("attention_interface_")]
+    env, op = _caller(model, path)
+    names = [n for n in env.source.names if n.startswith(op + "_")]
     if not names:
         raise ValueError(f"{path} calls no attention function that the QK fix can read")
     # attention_interface_0 is the assignment of the function, the last one its call
@@ -40,6 +48,18 @@ def instrument(model: Any, attention: dict) -> None:
 def attention_read(model: Any, path: str) -> dict:
     """Inside a trace: the attention function's tensors for the invoke's first row."""
     args, kwargs = attention_call(model, path).inputs
+    if isinstance(args[0], torch.Tensor):
+        # a method of the attention module (GPT-Neo's _attn(q, k, v, mask)): unscaled, its
+        # causal or local window a boolean buffer it applies before the mask it is given
+        q, k, v = args[0][0], args[1][0], args[2][0]
+        n = q.shape[-2]
+        window = module(_caller(model, path)[0]).bias[0, 0, :n, :n].to(q.device)
+        mask = torch.zeros(n, n, dtype=q.dtype, device=q.device).masked_fill(~window, float("-inf"))
+        given = args[3] if len(args) > 3 else kwargs.get("attention_mask")
+        if given is not None:
+            mask = mask + given[0, 0, -n:, -n:].to(q.dtype)
+        return {"q": q, "k": k, "v": v, "mask": mask[None, None], "scaling": 1.0,
+                "softcap": None, "sinks": None}
     return {"q": args[1][0], "k": args[2][0], "v": args[3][0], "mask": args[4],
             "scaling": kwargs.get("scaling"), "softcap": kwargs.get("softcap"),
             "sinks": kwargs.get("s_aux")}

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from .sites import Site, envoy
+from .sites import Site, config, envoy, family_for, module
 
 
 class SiteOps:
@@ -85,6 +85,8 @@ def run_batch(model: Any, batch: Batch) -> list:
     out = []
     if batch.skip is not None:
         paths, value = batch.skip
+        if family_for(config(model), module(model)).layer_tuple:
+            value = (value, None)  # the layer's own (hidden, attention weights) shape
         for path in paths:
             envoy(model, path).skip(value)
     for ops in batch.ops:

@@ -295,8 +295,9 @@ class Site:
     def _pattern(self) -> torch.Tensor:
         """The softmax inside the layer's eager attention function, as (batch, query, heads,
         key): a view, so writes change what the values are averaged with."""
-        attn = envoy(self.model, self.module_path)
-        calls = [n for n in attn.source.names if n.startswith("attention_interface")]
+        where, _, op = self.family.pattern.partition(":")
+        attn = envoy(self.model, f"{self.module_path}.{where}" if where else self.module_path)
+        calls = [n for n in attn.source.names if n.startswith(op)]
         inner = getattr(attn.source, calls[-1]).source
         ops = [n for n in inner.names if "softmax" in n]
         if len(ops) != 1:
@@ -425,7 +426,7 @@ def _check_router(site: Site) -> None:
 
 def _check_eager(site: Site) -> None:
     """The pattern exists only inside eager attention: one error saying how to switch."""
-    if not site.family.pattern:
+    if site.family.pattern is None:
         raise SiteError(f"site {site.name}: the {site.family.name} family's attention softmax also "
                         f"spans its learned sink logits, so there is no pattern over the keys "
                         f"alone; read head_q/head_k instead")

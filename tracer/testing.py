@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox", "qwen3", "qwen3_moe",
-         "gemma3", "phi3", "olmo2", "mixtral", "gpt_oss")
+         "gemma3", "phi3", "olmo2", "mixtral", "gpt_oss", "gpt_neo")
 MOE_ARCHS = ("qwen3_moe", "mixtral", "gpt_oss")
 
 # A byte-level BPE is trained on this text at run time, so any English string tokenizes
@@ -85,6 +85,10 @@ def tiny_config(arch: str) -> Any:
     if arch == "gpt_neox":
         return T.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=256, **common)
+    if arch == "gpt_neo":  # a local (window 4) and a global layer, so the window really slides
+        return T.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                              attention_types=[[["local", "global"], 1]], window_size=4,
+                              max_position_embeddings=256, **common)
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
