@@ -344,6 +344,18 @@ def test_create_helpers_take_a_config_as_pyvenes(tmp_path):
     with pytest.raises(ours.pyvene.CreateError, match="could not load the tokenizer"):
         ours.create_llama(name=str(tmp_path / "missing"), config=testing.tiny_config("llama"),
                           local_files_only=True)
+    # pyvene's create_olmo(config=...) calls AutoModelForCausalLM(config), which fails; here
+    # it builds the model, as the other helpers given a config do
+    import transformers as T
+
+    olmo = T.OlmoConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, vocab_size=512)
+    with pytest.raises(Exception):
+        real.create_olmo(name=str(tmp_path), config=olmo)
+    assert type(ours.create_olmo(name=str(tmp_path), config=olmo)[2]).__name__ == "OlmoForCausalLM"
+    assert type(ours.create_gemma(name=str(tmp_path), config=T.GemmaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, vocab_size=512))[2]).__name__ == "GemmaForCausalLM"
 
 
 HEAD_COMPONENTS = {"head_query_output": "head_q", "head_key_output": "head_k",
@@ -480,3 +492,52 @@ def test_a_wrong_table_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(ours.type_to_module_mapping, T.GPTNeoForCausalLM, {"block_output": ("h", "x")})
     with pytest.raises(ValueError, match="must give a hook"):
         ours.IntervenableModel({"layer": 0}, model=model)
+
+
+@pytest.mark.parametrize("component", ["mlp_input", "mlp_activation", "attention_input", "block_output"])
+def test_components_of_a_model_without_an_lm_head_equal_pyvene(prompts, component):
+    """pyvene's create_gpt2 gives GPT2Model (no LM head): its module components (mlp_input,
+    the activation, attention_input) equal pyvene's; they used to fail here on the missing
+    logits site."""
+    import transformers as T
+
+    cfg = testing.tiny_config("gpt2")
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    base_model = T.GPT2Model(cfg).eval()
+    base, source, _ = prompts
+    outs = []
+    for lib in (real, ours):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm = lib.IntervenableModel({"layer": 1, "component": component}, model=base_model)
+            with torch.no_grad():
+                outs.append(pm(base, [source], {"sources->base": 3})[1].last_hidden_state)
+    _close(outs[1], outs[0])
+    assert (outs[1] - base_model(**base).last_hidden_state).abs().max() > 1e-4
+
+
+def test_pyvenes_attention_weight_hook_never_fires_on_transformers_5(prompts):
+    """pyvene's attention_weight hooks GPT-2's attn_dropout module, which transformers 5's
+    attention no longer calls: pyvene returns the unchanged output (ours is the attn_pattern
+    site, tested in test_attention_pattern.py)."""
+    import transformers as T
+
+    cfg = testing.tiny_config("gpt2")
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = T.GPT2LMHeadModel(cfg).eval()
+    base, _, _ = prompts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = real.IntervenableModel({"layer": 1, "component": "attention_weight", "unit": "h.pos",
+                                     "intervention_type": real.ZeroIntervention}, model=hf)
+        with torch.no_grad():
+            theirs = pm(base, unit_locations={"base": ([[[1]] * 2], [[[3]] * 2])})[1].logits
+            plain = hf(**base).logits
+    mine = ours.IntervenableModel({"layer": 1, "component": "attention_weight", "unit": "h.pos",
+                                   "intervention_type": ours.ZeroIntervention}, model=hf)
+    with torch.no_grad():
+        changed = mine(base, unit_locations={"base": [[[1]] * 2, [[3]] * 2]})[1].logits
+    _close(theirs, plain)
+    assert (changed - plain).abs().max() > 1e-4

@@ -14,7 +14,8 @@ from . import (chunks, execute, files, generation, interventions, metrics, plan,
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
                      RepresentationConfig, create_gemma2, create_gpt2, create_gpt2_lm, create_gpt_neo,
-                     create_gpt_neox, create_llama, create_mistral, create_qwen2)
+                     create_gemma, create_gpt_neox, create_llama, create_mistral, create_olmo,
+                     create_qwen2)
 from .pyvene.interventions import (AdditionIntervention, AutoencoderIntervention,
                                  BoundlessRotatedSpaceIntervention, CollectIntervention,
                                  DistributedRepresentationIntervention, LambdaIntervention,
@@ -47,6 +48,7 @@ __all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "DistributedRepresentationIntervention", "SourcelessIntervention",
            "LocalistRepresentationIntervention", "ConstantSourceIntervention", "create_gemma2", "create_gpt2", "create_gpt2_lm",
            "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral", "create_qwen2",
+           "create_gemma", "create_olmo",
            "CausalModel", "type_to_module_mapping", "type_to_dimension_mapping", "GET_LOC", "closeness_to_permutation_loss", "count_parameters", "embed_to_distrib",
            "format_token", "get_batch_size", "get_list_depth", "harmonic_sigmoid_boundary", "lsm",
            "random_permutation_matrix", "set_seed", "sigmoid_boundary", "sm", "top_vals",

@@ -522,4 +522,5 @@ def valid_sites(model: Any) -> list[str]:
                   if not (k == "resid_mid" and dims.parallel_residual)]
         if layer in routed:
             names.insert(len(names) - 2, f"router.{layer}")
-    return names + ["final", "logits"]
+    has_head = family_for(config(model), _module_of(model)).lm_head is not None
+    return names + ["final"] + (["logits"] if has_head else [])  # a base model has no logits

@@ -17,7 +17,8 @@ from .interventions import (CLASSES, AdditionIntervention, AutoencoderInterventi
                             SkipIntervention, SubtractionIntervention, VanillaIntervention,
                             ZeroIntervention)
 from .create import (CreateError, create_gemma2, create_gpt2, create_gpt2_lm, create_gpt_neo,
-                     create_gpt_neox, create_llama, create_mistral, create_qwen2)
+                     create_gemma, create_gpt_neox, create_llama, create_mistral, create_olmo,
+                     create_qwen2)
 from .gru import (GRUConfig, GRUForClassification, GRULMHeadModel, GRUModel, create_gru,
                   create_gru_classifier, create_gru_lm)
 from .mapping import INPUT as CONST_INPUT_HOOK, OUTPUT as CONST_OUTPUT_HOOK
@@ -36,7 +37,8 @@ __all__ = ["IntervenableConfig", "IntervenableRepresentationConfig", "Representa
            "TrainableIntervention", "DistributedRepresentationIntervention", "SourcelessIntervention",
            "LocalistRepresentationIntervention", "ConstantSourceIntervention", "CreateError", "create_gemma2", "create_gpt2",
            "create_gpt2_lm", "create_gpt_neo", "create_gpt_neox", "create_llama", "create_mistral",
-           "create_qwen2", "CausalModel", "type_to_module_mapping", "type_to_dimension_mapping",
+           "create_qwen2", "create_gemma", "create_olmo", "CausalModel", "type_to_module_mapping",
+           "type_to_dimension_mapping",
            "GET_LOC", "closeness_to_permutation_loss", "count_parameters",
            "embed_to_distrib", "format_token", "get_batch_size", "get_list_depth",
            "harmonic_sigmoid_boundary", "lsm", "random_permutation_matrix", "set_seed",

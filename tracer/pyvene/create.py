@@ -91,25 +91,23 @@ def create_gpt_neox(name: str = "EleutherAI/pythia-70m", cache_dir: Optional[str
 
 
 def _causal_lm(name: str, kind: str, default: str) -> Callable[..., tuple]:
-    """pyvene's ``create_<family>`` for a causal LM it loads in bfloat16 by default."""
+    """pyvene's ``create_<family>`` for a causal LM it loads in bfloat16 by default; a given
+    ``config`` builds the model with random weights (pyvene's llama and olmo helpers take one;
+    its olmo helper fails with it, calling ``AutoModelForCausalLM(config)``)."""
     def create(name: str = default, cache_dir: Optional[str] = None, dtype: Any = torch.bfloat16,
-               local_files_only: Optional[bool] = None) -> tuple:
+               config: Any = None, local_files_only: Optional[bool] = None) -> tuple:
+        if config is not None:
+            return _from_config(kind, config, name, cache_dir, local_files_only)
         return _create(kind, name, cache_dir, local_files_only, dtype=dtype)
     create.__name__ = create.__qualname__ = name
-    create.__doc__ = f"pyvene's ``{name}`` ({kind}, {default!r} by default, bfloat16 as pyvene)."
+    create.__doc__ = (f"pyvene's ``{name}`` ({kind}, {default!r} by default, bfloat16 as pyvene; "
+                      f"``config=`` builds it with random weights).")
     return create
 
 
-def create_llama(name: str = "sharpbai/alpaca-7b-merged", cache_dir: Optional[str] = None,
-                 dtype: Any = torch.bfloat16, config: Any = None,
-                 local_files_only: Optional[bool] = None) -> tuple:
-    """pyvene's ``create_llama`` (bfloat16 by default; a given ``config`` builds the model
-    with random weights, as pyvene does)."""
-    if config is not None:
-        return _from_config("LlamaForCausalLM", config, name, cache_dir, local_files_only)
-    return _create("LlamaForCausalLM", name, cache_dir, local_files_only, dtype=dtype)
-
-
+create_llama = _causal_lm("create_llama", "LlamaForCausalLM", "sharpbai/alpaca-7b-merged")
+create_gemma = _causal_lm("create_gemma", "GemmaForCausalLM", "google/gemma-2b-it")
 create_gemma2 = _causal_lm("create_gemma2", "Gemma2ForCausalLM", "google/gemma2-2b")
 create_qwen2 = _causal_lm("create_qwen2", "Qwen2ForCausalLM", "Qwen/Qwen2-7B-beta")
 create_mistral = _causal_lm("create_mistral", "MistralForCausalLM", "mistralai/Mistral-7B-v0.1")
+create_olmo = _causal_lm("create_olmo", "OlmoForCausalLM", "allenai/OLMo-7B-0424-hf")
