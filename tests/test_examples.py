@@ -21,7 +21,8 @@ EXAMPLES = {
     "path_patching_ioi.py": (["--pairs", "1", "--layers", "28", "29", "--out", "{tmp}/ioi"],
                              "heads whose direct path"),
     "pyvene_seeds.py": (["--new-tokens", "6", "--epochs", "1"],
-                        ["equal to the two steps by hand", "equal the edit by hand: True", "(4 rows in one call)"]),
+                        ["equal to the two steps by hand", "equal the edit by hand: True", "(4 rows in one call)",
+                         "causal-model DAS"]),
     "steering.py": (["--eval-prompts", "2", "--new-tokens", "8"], "perplexity"),
 }
 
