@@ -11,9 +11,13 @@
 - **Open results**: any folder a recipe wrote (NPZ, JSON, CSV, PNG).
 
 Runs show a progress bar; results are interactive heatmaps (hover: layer, head or position
-token, value), the strongest effects as a table, and downloads (NPZ, JSON, CSV).  The model
-is the embedded SmolLM2 unless the sidebar names another (a folder, a .gguf, a hub id on
-disk) or an NDIF host (``INTERLACE_APP_MODEL`` / ``INTERLACE_NDIF_HOST`` set the defaults).
+token, value), the strongest effects as a table, and downloads (NPZ, JSON, CSV).
+
+Safe to serve: it listens on 127.0.0.1 unless the operator says ``--address``; a visitor
+picks a model among the operator's (``--model``, the embedded names, the folders under
+``--models``), opens results only under the ``--results`` folders (symlinks that leave them
+are refused), and cannot change the NDIF host (``--host`` / ``INTERLACE_NDIF_HOST``), so the
+server's API key goes nowhere a visitor chose.  A failed run is one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -119,6 +123,45 @@ def uploaded_pairs(content: bytes, roles: str, limit: int) -> list:
 
 # -- the page ------------------------------------------------------------------------
 
+EMBEDDED = ("smollm2", "gemma3-270m")
+RUN_ERRORS = (ValueError, IndexError, KeyError, OSError, tracer.execute.RemoteError)
+
+
+def model_choices() -> dict[str, str]:
+    """What a visitor may load, label -> name or folder: the operator's model
+    (``INTERLACE_APP_MODEL``), the embedded ones, and the model folders directly under
+    ``INTERLACE_APP_MODELS`` (default: the converted-model cache)."""
+    default = os.environ.get("INTERLACE_APP_MODEL", "smollm2")
+    out = {default: default}
+    out.update({name: name for name in EMBEDDED if name not in out})
+    root = Path(os.environ.get("INTERLACE_APP_MODELS") or tracer.models.cache_dir() / "models")
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.is_dir() and not folder.is_symlink() and (folder / "config.json").is_file():
+                out.setdefault(folder.name, str(folder))
+    return out
+
+
+def results_roots() -> list[Path]:
+    """The folders the viewer may open (``INTERLACE_APP_RESULTS``, ``os.pathsep``-joined;
+    default ``./results``), resolved."""
+    given = os.environ.get("INTERLACE_APP_RESULTS") or "results"
+    return [Path(p).resolve() for p in given.split(os.pathsep) if p]
+
+
+def inside(path: Path, roots: list[Path]) -> Optional[Path]:
+    """``path`` resolved (symlinks followed) when it lies under one of ``roots``, else None;
+    a relative path is taken under the first root."""
+    full = (path if path.is_absolute() else roots[0] / path).resolve()
+    return full if any(full == r or full.is_relative_to(r) for r in roots) else None
+
+
+def one_line(error: BaseException) -> str:
+    """An error as the one line a visitor sees."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def _model(st: Any, name: str, remote: bool, host: str) -> Any:
     @st.cache_resource(show_spinner="loading the model ...")
     def load(name: str, remote: bool, host: str) -> Any:
@@ -186,8 +229,8 @@ def interchange_tab(st: Any, get_model: Any) -> None:
             st.session_state["ic-run"] = interchange.interchange(
                 model, [sent1, sent2], conts_list, [t1, t2], reps,
                 "each" if heads == "each head" else None, layers, progress=_bar(st))
-        except (ValueError, IndexError, KeyError, OSError) as error:
-            st.error(str(error))
+        except RUN_ERRORS as error:
+            st.error(one_line(error))
     run = st.session_state.get("ic-run")
     if run:
         records = interchange_records(run)
@@ -236,8 +279,8 @@ def sweep_tab(st: Any, get_model: Any) -> None:
                 result = interchange.sweep(get_model(), base, source, ans, site=site, metric=metric,
                                            heads=heads, progress=_bar(st))
             st.session_state["sw-run"] = result
-        except (ValueError, IndexError, KeyError, OSError) as error:
-            st.error(str(error))
+        except RUN_ERRORS as error:
+            st.error(one_line(error))
     if st.session_state.get("sw-run") is not None:
         _show_sweep(st, st.session_state["sw-run"], "sweep")
 
@@ -253,22 +296,29 @@ def causal_tab(st: Any, get_model: Any) -> None:
         try:
             st.session_state["ct-run"] = interchange.causal_trace(
                 get_model(), prompt, subject, answer, samples=int(samples), progress=_bar(st))
-        except (ValueError, IndexError, KeyError, OSError) as error:
-            st.error(str(error))
+        except RUN_ERRORS as error:
+            st.error(one_line(error))
     if st.session_state.get("ct-run") is not None:
         _show_sweep(st, st.session_state["ct-run"], "causal_trace")
 
 
 def viewer_tab(st: Any) -> None:
-    folder = st.text_input("Result folder", "results", key="rv-folder",
-                           help="any folder a recipe wrote: NPZ arrays are drawn, JSON shown, CSV tabled, PNG shown")
-    path = Path(folder)
-    if not path.is_dir():
-        st.info(f"{folder} is not a folder")
+    roots = results_roots()
+    folder = st.text_input("Result folder", "", key="rv-folder",
+                           help=f"a folder a recipe wrote under {', '.join(map(str, roots))}: NPZ "
+                                f"arrays are drawn, JSON shown, CSV tabled, PNG shown")
+    path = inside(Path(folder), roots)
+    if path is None:
+        st.error(f"{folder} is not under the results folder{'s' if len(roots) > 1 else ''} this "
+                 f"server shows ({', '.join(map(str, roots))})")
         return
-    files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".json", ".csv", ".png"))
+    if not path.is_dir():
+        st.info(f"{folder or roots[0]} is not a folder")
+        return
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".json", ".csv", ".png")
+                   and inside(p, roots) is not None)  # a symlink leaving the roots is not shown
     if not files:
-        st.info(f"{folder} holds no NPZ, JSON, CSV or PNG file")
+        st.info(f"{folder or roots[0]} holds no NPZ, JSON, CSV or PNG file")
     for p in files:
         with st.expander(p.name, expanded=p.suffix == ".npz"):
             if p.suffix == ".png":
@@ -302,10 +352,14 @@ def page() -> None:
 
     st.set_page_config(page_title="Interlace", layout="wide")
     st.title("Interlace: causal interventions")
-    name = st.sidebar.text_input("Model", os.environ.get("INTERLACE_APP_MODEL", "smollm2"),
-                                 help="smollm2 (embedded), gemma3-270m, a folder, a .gguf, a hub id on disk")
+    choices = model_choices()
+    label = st.sidebar.selectbox("Model", list(choices), key="model",
+                                 help="the models this server offers (interlace app --model / --models)")
+    name = choices[label]
     remote = st.sidebar.checkbox("Run on NDIF", False)
-    host = st.sidebar.text_input("NDIF host", os.environ.get("INTERLACE_NDIF_HOST", ""), disabled=not remote)
+    host = os.environ.get("INTERLACE_NDIF_HOST", "")  # the operator's: visitors cannot change it
+    if remote:
+        st.sidebar.caption(f"NDIF host: {host or 'nnsight default'} (set by the server)")
 
     def get_model() -> Any:
         return _model(st, name, remote, host)
@@ -330,19 +384,31 @@ def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="smollm2", help="the model the app starts with")
     p.add_argument("--port", type=int, default=8501, help="port to serve on")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 serves every network this machine is on")
+    p.add_argument("--results", action="append", default=None, metavar="DIR",
+                   help="a folder the result viewer may open (repeat for several; default ./results)")
+    p.add_argument("--models", default=None, metavar="DIR",
+                   help="model folders visitors may pick (default: the converted-model cache)")
     p.add_argument("--host", default=None, help="NDIF host for remote runs (INTERLACE_NDIF_HOST)")
     args, rest = p.parse_known_args(argv)
+    if any(r.startswith("--server.address") for r in rest):
+        print("error: give the address as --address", file=sys.stderr)
+        return 2
     try:
         import streamlit  # noqa: F401
     except ImportError:
         print("error: the app needs Streamlit: pip install -e '.[app]'", file=sys.stderr)
         return 2
-    env = dict(os.environ, INTERLACE_APP_MODEL=args.model)
+    env = dict(os.environ, INTERLACE_APP_MODEL=args.model,
+               INTERLACE_APP_RESULTS=os.pathsep.join(str(Path(r).resolve()) for r in args.results or ["results"]))
+    if args.models:
+        env["INTERLACE_APP_MODELS"] = str(Path(args.models).resolve())
     if args.host:
         env["INTERLACE_NDIF_HOST"] = args.host
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
-           "--server.port", str(args.port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", *rest]
+           "--server.port", str(args.port), "--server.address", args.address,
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", *rest]
     # this process becomes the server: Ctrl-C and a terminate reach Streamlit itself
     os.execve(sys.executable, cmd, env)
     return 0  # not reached

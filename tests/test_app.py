@@ -127,6 +127,7 @@ def test_viewer_opens_a_saved_result_folder(monkeypatch, tiny_folder, tmp_path):
     result = interchange.sweep(str(tiny_folder), "The capital of Spain is", "The capital of Italy is",
                                [" Rome"], progress=False)
     result.save(tmp_path, name="sweep")
+    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(tmp_path))
     at = _app(monkeypatch, tiny_folder)
     at.text_input(key="rv-folder").input(str(tmp_path)).run()
     assert not at.exception
@@ -141,3 +142,69 @@ def test_parse_layers():
         app.parse_layers("2-5", 4)
     with pytest.raises(ValueError, match="not a layer"):
         app.parse_layers("x", 4)
+
+
+def test_viewer_opens_nothing_outside_its_results_folders(monkeypatch, tiny_folder, tmp_path):
+    """/etc, a folder beside the root holding credentials, a symlink out of the root (folder
+    or file): each refused; the root itself opens."""
+    root, secret = tmp_path / "results", tmp_path / "secret"
+    root.mkdir()
+    secret.mkdir()
+    (secret / "credentials.json").write_text('{"key": "do not show"}')
+    (root / "run").mkdir()
+    (root / "run" / "ok.json").write_text('{"shown": 1}')
+    (root / "out").symlink_to(secret)
+    (root / "run" / "leak.json").symlink_to(secret / "credentials.json")
+    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(root))
+    at = _app(monkeypatch, tiny_folder)
+    for folder in ("/etc", str(secret), str(root / "out"), "../secret", "out"):
+        at.text_input(key="rv-folder").input(folder).run()
+        assert not at.exception and at.error and "is not under the results folder" in at.error[0].value
+        assert not at.expander and "do not show" not in str(at)
+    at.text_input(key="rv-folder").input("run").run()
+    assert not at.exception and not at.error
+    assert [e.label for e in at.expander] == ["ok.json"]  # the symlinked file is not listed
+
+
+def test_a_visitor_picks_only_the_servers_models_and_cannot_set_the_ndif_host(monkeypatch, tiny_folder, tmp_path):
+    models = tmp_path / "models"
+    (models / "mine").mkdir(parents=True)
+    (models / "mine" / "config.json").write_text("{}")
+    (models / "notamodel").mkdir()
+    (models / "escape").symlink_to(tiny_folder)
+    monkeypatch.setenv("INTERLACE_APP_MODELS", str(models))
+    monkeypatch.setenv("INTERLACE_NDIF_HOST", "http://127.0.0.1:9")
+    at = _app(monkeypatch, tiny_folder)
+    assert at.selectbox(key="model").options == [str(tiny_folder), "smollm2", "gemma3-270m", "mine"]
+    assert not [t for t in at.text_input if "host" in t.label.lower() or "model" in t.label.lower()]
+    at.checkbox[0].check().run()
+    assert "http://127.0.0.1:9 (set by the server)" in " ".join(c.value for c in at.caption)
+
+
+def test_a_remote_failure_is_one_line(monkeypatch, tiny_folder):
+    import tracer
+
+    def fail(*args, **kwargs):
+        raise tracer.execute.RemoteError("the NDIF server at http://x is unreachable\nTraceback: ...")
+    monkeypatch.setattr(app.interchange, "causal_trace", fail)
+    at = _app(monkeypatch, tiny_folder)
+    at.tabs[2].button[0].click().run()
+    assert not at.exception
+    assert at.error[0].value == "RemoteError: the NDIF server at http://x is unreachable"
+
+
+def test_the_server_listens_on_loopback_unless_told(monkeypatch):
+    import os
+
+    seen = {}
+
+    def fake(exe, cmd, env):
+        seen["cmd"], seen["env"] = cmd, env
+    monkeypatch.setattr(os, "execve", fake)
+    app.main(["--results", "/tmp/r1", "--results", "/tmp/r2"])
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert seen["env"]["INTERLACE_APP_RESULTS"].split(os.pathsep) == ["/tmp/r1", "/tmp/r2"]
+    app.main(["--address", "0.0.0.0"])
+    assert seen["cmd"][seen["cmd"].index("--server.address") + 1] == "0.0.0.0"
+    assert app.main(["--server.address", "0.0.0.0"]) == 2

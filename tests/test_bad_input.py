@@ -135,12 +135,33 @@ ROWS = [
      SpecError, r"must list one representation \(with a 'component'\) per intervention"),
     ("truncated GGUF", lambda m, t: _truncated_gguf(t), tracer.ModelLoadError,
      r"is not a readable GGUF model .* may be truncated"),
+    # the plain site functions check like the record, before the model runs
+    ("NaN vector to add", lambda m, t: _plain(m, lambda s: tracer.interventions.add(s, NAN)), ValueError,
+     r"vector at site resid_post.0 contains NaN"),
+    ("infinite scale", lambda m, t: _plain(m, lambda s: tracer.interventions.scale(s, float("inf"))),
+     ValueError, r"factor at site resid_post.0 must be finite"),
+    ("zero direction", lambda m, t: _plain(m, lambda s: tracer.interventions.project_out(s, torch.zeros(64))),
+     SiteError, r"direction at site resid_post.0 is zero"),
+    ("source of the wrong width", lambda m, t: _plain(m, lambda s: tracer.interventions.interchange(
+        s, torch.ones(1, 1, 32), positions=[-1])), SiteError,
+     r"source of shape \(1, 1, 32\) does not fit site resid_post.0, whose values are 64 wide"),
+    ("head vector of the model's width", lambda m, t: _plain(m, lambda s: tracer.interventions.add(
+        s, torch.ones(64), heads=[1]), "head_out.0"), SiteError,
+     r"vector of shape \(64,\) does not fit site head_out.0, whose values are 16 wide \(a selection "
+     r"is \(rows, positions, heads, 16\)\)"),
     # remote, without a server
     ("bad NDIF timeout", lambda m, t: _env_timeout("abc"), ValueError,
      r"INTERLACE_NDIF_TIMEOUT must be a number of seconds, got 'abc'"),
     ("no answer in time", lambda m, t: execute._bounded(time.sleep, (5,), {}, 0.2), execute.RemoteError,
      r"gave no answer within 0.2 s"),
 ]
+
+
+def _plain(model, fn, name="resid_post.0"):
+    """A plain site function inside a trace; the model's output is never read."""
+    s = tracer.site(model, name)
+    with torch.no_grad(), model.trace(encode(model, ["The cat sat on"])):
+        fn(s)
 
 
 def _pyvene(tmp):
@@ -221,9 +242,35 @@ def test_clis_print_one_line_and_exit_2(tiny_models, tmp_path, capsys):
     assert "error: layers: '5' is outside 0-1" in capsys.readouterr().err
 
 
-def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path, monkeypatch):
-    """The request-splitting path with a local stand-in for the server: a garbage result file
-    left where the first request's result goes is warned about, recomputed, then removed."""
+def _spoil(path, how, key):
+    """A resume file at ``path`` spoiled one way: garbage, truncated, a value edited by hand
+    (its checksum kept), or a valid file of another plan."""
+    import numpy as np
+
+    good = {"0.n": np.array(1), "0.0": np.zeros(1, dtype=np.float32)}
+    if how == "garbage":
+        path.write_bytes(b"not a zip file")
+    elif how == "truncated":
+        resume.save_npz(path, good, key)
+        path.write_bytes(path.read_bytes()[:60])
+    elif how == "edited":
+        resume.save_npz(path, good, key)
+        with np.load(path) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+        arrays["0.0"] = np.ones(1, dtype=np.float32)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    else:
+        resume.save_npz(path, good, "another plan")
+
+
+@pytest.mark.parametrize("how, why", [("garbage", ""), ("truncated", ""),
+                                      ("edited", "do not match their checksum"),
+                                      ("other", "written for another plan")])
+def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path, monkeypatch, how, why):
+    """The request-splitting path with a local stand-in for the server: a spoiled result file
+    left where the first request's result goes is warned about by name, recomputed (never
+    used, never a BadZipFile traceback), then removed."""
     model = tiny_models["llama"]
     tok = model.tokenizer
     rows = [tok("The capital of France is")["input_ids"], tok("The capital of Italy is")["input_ids"]]
@@ -235,9 +282,10 @@ def test_a_corrupt_resume_file_is_discarded_and_recomputed(tiny_models, tmp_path
     work = [plan.compile_batch(model, [g])[0] for g in groups]
     keep = tmp_path / "keep"
     keep.mkdir()
-    first = keep / f"{resume.request_key(model, work[:1])}.npz"
-    first.write_bytes(b"not a zip file")
-    with pytest.warns(UserWarning, match="unreadable .* discarded"):
+    key = resume.request_key(model, work[:1])
+    first = keep / f"{key}.npz"
+    _spoil(first, how, key)
+    with pytest.warns(UserWarning, match=f"{first.name} is not usable \\(.*{why}.*\\); it is discarded"):
         got = execute.run(model, groups, max_batch=2, remote=True, max_request_rows=2,
                           resume_dir=str(keep), progress=False)
     want = execute.run(model, groups, max_batch=2, progress=False)

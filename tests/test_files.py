@@ -230,3 +230,46 @@ def test_pyvene_folders_with_plain_tensors(tiny_models, tmp_path):
     raw = from_pyvene(tmp_path / "raw", model)
     want = edited_logits(tracer.sites.module(model), "llama", "head_out", 1, inputs, lambda t: t.add_(v.view(4, 16)))
     torch.testing.assert_close(_logits(model, raw, inputs), want, rtol=0, atol=1e-5)
+
+
+def test_a_save_cut_between_its_files_never_loads_mixed(tiny_models, tmp_path, monkeypatch):
+    """A save over an existing folder killed after its tensors and before its config: the
+    folder is refused (its config records the old tensors' checksum), not loaded half old,
+    half new; the next save removes the killed one's temporaries and loads whole."""
+    from pathlib import Path
+
+    model = tiny_models["llama"]
+    folder = tmp_path / "f"
+    old = tracer.files.InterventionSet([Intervention("add", "resid_post.0", None, None, {"vector": torch.ones(64)})])
+    new = tracer.files.InterventionSet([Intervention("add", "resid_post.1", None, None, {"vector": torch.full((64,), 2.0)})])
+    old.save(folder)
+    real = Path.write_text
+
+    def killed(self, *args, **kwargs):
+        if self.name.startswith(".config.json"):
+            raise KeyboardInterrupt  # the process dies while the config is written
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(folder)
+    monkeypatch.undo()
+    with pytest.raises(SpecError, match="is not the file config.json was saved with"):
+        tracer.files.load(folder, model)
+    dead = folder / ".tensors.safetensors.999999999.tmp.safetensors"  # a killed process's
+    dead.write_bytes(b"partial")
+    new.save(folder)
+    assert not dead.exists()
+    loaded = tracer.files.load(folder, model)
+    assert loaded.interventions[0].site == "resid_post.1"
+    assert torch.equal(loaded.interventions[0].params["vector"], torch.full((64,), 2.0))
+
+
+def test_a_folder_whose_files_link_elsewhere_is_refused(tiny_models, tmp_path):
+    outside = tmp_path / "outside"
+    tracer.files.InterventionSet([Intervention("zero", "resid_post.0")]).save(outside)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "config.json").symlink_to(outside / "config.json")
+    (folder / "tensors.safetensors").symlink_to(outside / "tensors.safetensors")
+    with pytest.raises(SpecError, match="points outside the folder"):
+        tracer.files.load(folder, tiny_models["llama"])

@@ -5,7 +5,6 @@ merged into chunks whose reference rows fit a memory budget, each chunk one ``ex
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,7 +14,7 @@ import torch
 from . import execute
 from .files import remove_dead_temps
 from .plan import Group, merge, unmerge
-from .resume import plan_key, save_npz
+from .resume import load_npz, plan_key, save_npz
 from .sites import dims_of
 
 
@@ -83,8 +82,9 @@ def run_plans(model: Any, plans: Sequence[Sequence[Group]], max_batch: Optional[
                     progress(at, len(plans), desc)
 
             merged, counts = merge([plans[i] for i in chunk])
-            path = None if folder is None else folder / f"chunk-{plan_key(model, merged)}.npz"
-            results = _load_chunk(path, len(merged))
+            key = plan_key(model, merged)
+            path = None if folder is None else folder / f"chunk-{key}.npz"
+            results = _load_chunk(path, key, len(merged))
             if results is None:
                 results = execute.run(model, merged, max_batch=max_batch, progress=step if progress else False,
                               desc=desc, remote=remote, timeout=timeout, exact_reuse=exact_reuse,
@@ -93,7 +93,7 @@ def run_plans(model: Any, plans: Sequence[Sequence[Group]], max_batch: Optional[
                     arrays = {f"{k}.n": np.array(len(vs)) for k, vs in enumerate(results)}
                     arrays.update({f"{k}.{j}": v.numpy() for k, vs in enumerate(results)
                                    for j, v in enumerate(vs)})
-                    save_npz(path, arrays)
+                    save_npz(path, arrays, key)
             if path is not None:
                 saved.append(path)
             step(1, 1, desc)
@@ -112,17 +112,16 @@ def run_plans(model: Any, plans: Sequence[Sequence[Group]], max_batch: Optional[
     return out
 
 
-def _load_chunk(path: Optional[Path], n_groups: int) -> Optional[list]:
-    """A chunk an earlier, interrupted run finished, or None (missing or unreadable: it is
+def _load_chunk(path: Optional[Path], key: str, n_groups: int) -> Optional[list]:
+    """A chunk an earlier, interrupted run finished, or None (missing, or not usable: it is
     computed again)."""
     if path is None or not path.is_file():
         return None
+    saved = load_npz(path, key, "chunk")
     try:
-        with np.load(path) as saved:
-            return [[torch.from_numpy(saved[f"{k}.{j}"]) for j in range(int(saved[f"{k}.n"]))]
-                    for k in range(n_groups)]
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        warnings.warn(f"the saved chunk {path} is unreadable ({type(error).__name__}); it is "
-                      f"discarded and computed again", stacklevel=3)
+        return None if saved is None else [
+            [torch.from_numpy(saved[f"{k}.{j}"]) for j in range(int(saved[f"{k}.n"]))]
+            for k in range(n_groups)]
+    except (KeyError, ValueError):
         path.unlink(missing_ok=True)
         return None

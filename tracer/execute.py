@@ -28,6 +28,7 @@ import torch
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
 from . import reuse
+from .errors import RemoteError, RemoteTransient
 from .resume import requests_of, resumable, steps
 from .selfcheck import ensure_checked
 
@@ -36,10 +37,6 @@ TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interv
               "tracer.gradients", "tracer.pyvene.interventions")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})
-
-
-class RemoteError(RuntimeError):
-    """A remote run failed: the message says where (client, network, server) and why."""
 
 
 def configure(host: Optional[str] = None, api_key: Optional[str] = None) -> str:
@@ -84,10 +81,6 @@ def check_imports() -> dict[str, list[str]]:
         bad[name] = [m for m in found if m and m.split(".")[0] not in ALLOWED_IMPORTS
                      and not m.startswith(".")] + [m for m in found if m.startswith(".")]
     return {k: v for k, v in bad.items() if v}
-
-
-class RemoteTransient(RemoteError):
-    """A server state that passes (a backend reconnecting, a gateway error): worth a retry."""
 
 
 def explain(error: BaseException, host: Optional[str] = None) -> RemoteError:

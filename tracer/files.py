@@ -214,14 +214,23 @@ def push_folder(save: Any, repo_id: str, private: Optional[bool] = None, token: 
 
 
 def write_folder(folder: Union[str, Path], config: dict, tensors: dict) -> Path:
-    """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder`` (each file
-    atomically: an interrupted save never leaves a half-written file behind)."""
-    from safetensors.torch import save_file
+    """Write ``config`` as JSON and ``tensors`` as safetensors into ``folder``, all or
+    nothing: each file is renamed into place whole, and the config (written last) records the
+    tensors' SHA-256, so a save killed between the two files leaves a folder that
+    ``read_folder`` refuses rather than one mixing old and new parts.  Temporaries of killed
+    saves are removed first."""
+    import hashlib
+
+    from safetensors.torch import save
 
     folder = Path(folder)
+    if folder.is_dir():
+        remove_dead_temps(folder)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    data = save(tensors, metadata={"format": str(config.get("format"))})
     with atomic(folder / TENSORS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": str(config.get("format"))})
+        tmp.write_bytes(data)
+    config = {**config, "tensors_sha256": hashlib.sha256(data).hexdigest()}
     with atomic(folder / CONFIG) as tmp:
         tmp.write_text(json.dumps(config, indent=2))
     return folder
@@ -240,11 +249,15 @@ def locate_folder(source: Union[str, Path], revision: Optional[str] = None) -> P
 def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dict]:
     """(config, tensors) of a saved folder whose format is one of ``formats``; every way a
     folder can be foreign, corrupt or truncated raises ``SpecError``.  Never unpickles."""
+    import hashlib
+
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     folder = Path(folder)
     cfg_path, t_path = folder / CONFIG, folder / TENSORS
+    for name in (CONFIG, TENSORS):
+        _inside(folder, name)  # a link out of the folder is refused
     if any(folder.glob("intkey_*.bin")):
         raise SpecError(f"{folder} looks like a pyvene folder: load it with "
                         f"tracer.IntervenableModel.load(folder, model) or "
@@ -271,9 +284,14 @@ def read_folder(folder: Path, formats: tuple, versions: dict) -> tuple[dict, dic
         raise SpecError(f"{cfg_path} has version {config.get('version')!r}; this Interlace "
                         f"reads versions up to {top}")
     try:
-        tensors = load_file(str(t_path)) if t_path.is_file() else {}
+        data = t_path.read_bytes() if t_path.is_file() else None
+        tensors = load(data) if data is not None else {}
     except (SafetensorError, OSError, ValueError) as error:
         raise SpecError(f"{t_path} is truncated or corrupt ({error})") from None
+    want = config.get("tensors_sha256")
+    if want is not None and (data is None or hashlib.sha256(data).hexdigest() != want):
+        raise SpecError(f"{t_path} is not the file {CONFIG} was saved with (a save was cut "
+                        f"short, or the file was replaced): save the folder again")
     return config, tensors
 
 

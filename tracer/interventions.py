@@ -68,6 +68,21 @@ def sae_values(x: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, w_dec:
 
 # -- applied at a site, inside a trace --------------------------------------------------
 
+def _given(site: Site, what: str, value: Any, direction: bool = False) -> Any:
+    """A value a site function applies, refused before it touches the model when it has NaN
+    or infinity, is a zero direction, or its last axis is not the site's width."""
+    finite(f"{what} at site {site.name}", value)
+    if isinstance(value, torch.Tensor) and value.dim():
+        width = site.width
+        if width is not None and value.shape[-1] != width:
+            raise SiteError(f"{what} of shape {tuple(value.shape)} does not fit site {site.name}, "
+                            f"whose values are {width} wide (a selection is (rows, positions"
+                            f"{', heads' if site.n_heads else ''}, {width}))")
+        if direction and not bool((value.norm(dim=-1) > 0).all()):
+            raise SiteError(f"{what} at site {site.name} is zero, so there is nothing to project out")
+    return value
+
+
 def interchange(site: Site, source: torch.Tensor, positions: Positions = None,
                 heads: Heads = None, rows: Rows = None) -> torch.Tensor:
     """Patch the base's values at the selection with ``source`` (activation patching).
@@ -75,12 +90,15 @@ def interchange(site: Site, source: torch.Tensor, positions: Positions = None,
     ``source`` is a tensor of the selection's shape: read at the same site in another
     invoke of this trace (pass it over with ``tracer.barrier``) or saved from an earlier run.
     """
+    _given(site, "source", source)
     return site.edit(lambda x: interchange_values(x, source), positions, heads, rows)
 
 
 def add(site: Site, vector: torch.Tensor, alpha: float = 1.0, positions: Positions = None,
         heads: Heads = None, rows: Rows = None) -> torch.Tensor:
     """Add ``alpha * vector`` at the selection (steering)."""
+    _given(site, "vector", vector)
+    _given(site, "alpha", alpha)
     return site.edit(lambda x: add_values(x, vector, alpha), positions, heads, rows)
 
 
@@ -93,18 +111,21 @@ def zero(site: Site, positions: Positions = None, heads: Heads = None,
 def mean(site: Site, mean_vector: torch.Tensor, positions: Positions = None,
          heads: Heads = None, rows: Rows = None) -> torch.Tensor:
     """Replace the selection with ``mean_vector`` (mean ablation)."""
+    _given(site, "mean vector", mean_vector)
     return site.edit(lambda x: mean_values(x, mean_vector), positions, heads, rows)
 
 
 def scale(site: Site, factor: float, positions: Positions = None, heads: Heads = None,
           rows: Rows = None) -> torch.Tensor:
     """Multiply the selection by ``factor``."""
+    _given(site, "factor", factor)
     return site.edit(lambda x: scale_values(x, factor), positions, heads, rows)
 
 
 def project_out(site: Site, direction: torch.Tensor, positions: Positions = None,
                 heads: Heads = None, rows: Rows = None) -> torch.Tensor:
     """Remove the component along ``direction`` from the selection."""
+    _given(site, "direction", direction, direction=True)
     return site.edit(lambda x: project_out_values(x, direction), positions, heads, rows)
 
 

@@ -11,6 +11,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .errors import RemoteError
+
 
 def requests_of(work: list, max_rows: Optional[int]) -> list[list[int]]:
     """Batch indices per request: consecutive batches up to ``max_rows`` rows each."""
@@ -92,12 +94,45 @@ def plan_key(model: Any, groups: list) -> str:
     return digest.hexdigest()[:24]
 
 
-def save_npz(path: Path, arrays: dict) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file + rename)."""
+def _checksum(arrays: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def save_npz(path: Path, arrays: dict, key: str) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file + rename), with the plan's ``key``
+    and a checksum of the arrays, which ``load_npz`` verifies."""
     from .files import atomic
 
+    arrays = {**arrays, "_key": np.array(key), "_sha256": np.array(_checksum(arrays))}
     with atomic(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
+
+
+def load_npz(path: Path, key: str, what: str) -> Optional[dict]:
+    """The arrays an earlier run saved at ``path`` for the plan ``key``; None (with a warning
+    naming the file, which is removed so the work is done again) when the file is truncated,
+    corrupt, edited, or another plan's."""
+    import warnings
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        if str(arrays.pop("_key", "")) != key:
+            raise ValueError("it was written for another plan")
+        if str(arrays.pop("_sha256", "")) != _checksum(arrays):
+            raise ValueError("its contents do not match their checksum")
+        return arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"the saved {what} {path} is not usable ({error}); it is discarded and "
+                      f"computed again", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
 
 
 
@@ -122,26 +157,21 @@ def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, 
     """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
     is read back from ``folder``; each newly finished one is saved there (atomically) before
     the next starts; all are removed when the plan completes."""
-    from .execute import RemoteError  # execute imports this module
     from .files import remove_dead_temps
 
     remove_dead_temps(folder)  # writes cut short by a killed run
     outputs: list = [None] * len(work)
-    paths = [folder / f"{request_key(model, [work[i] for i in chunk])}.npz" for chunk in chunks]
-    for n, (chunk, path) in enumerate(steps(list(zip(chunks, paths)), desc, progress)):
-        if path.is_file():  # finished by an earlier run: resume
+    keys = [request_key(model, [work[i] for i in chunk]) for chunk in chunks]
+    paths = [folder / f"{key}.npz" for key in keys]
+    for n, (chunk, path, key) in enumerate(steps(list(zip(chunks, paths, keys)), desc, progress)):
+        saved = load_npz(path, key, f"result of a {unit}") if path.is_file() else None
+        if saved is not None:  # finished by an earlier run: resume
             try:
-                with np.load(path) as saved:
-                    for j, i in enumerate(chunk):
-                        count = int(saved[f"{j}.n"])
-                        outputs[i] = [saved[f"{j}.{k}"] for k in range(count)]
+                for j, i in enumerate(chunk):
+                    outputs[i] = [saved[f"{j}.{k}"] for k in range(int(saved[f"{j}.n"]))]
                 continue
-            except (OSError, ValueError, KeyError, EOFError) as error:
-                import warnings
-
-                warnings.warn(f"the saved result {path} is unreadable ({type(error).__name__}); "
-                              f"it is discarded and that {unit} is computed again", stacklevel=3)
-                path.unlink(missing_ok=True)
+            except (KeyError, ValueError):
+                pass  # a checked file of another layout: computed again below
         try:
             got = compute([work[i] for i in chunk])
         except RemoteError as error:
@@ -156,7 +186,7 @@ def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, 
             arrays[f"{j}.n"] = np.array(len(values))
             arrays.update({f"{j}.{k}": v for k, v in enumerate(values)})
             outputs[i] = values
-        save_npz(path, arrays)
+        save_npz(path, arrays, key)
     for path in paths:  # the plan is complete: its partial results are no longer needed
         path.unlink(missing_ok=True)
     try:

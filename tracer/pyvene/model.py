@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import nnsight
 import torch
 from torch import nn
 
@@ -32,29 +31,8 @@ from .config import (UNITS, PerRow, RepresentationConfig, locations, mode_of, pe
 from .outputs import IntervenableModelOutput, lm_loss
 from .interventions import BaseIntervention, LambdaIntervention
 from .storage import Storage
+from .wrapping import wrap
 from .training import Training
-
-
-def _wrap(model: Any, tokenizer: Any = None) -> Any:
-    """An nnsight wrapper around ``model`` (kept as is when it already is one)."""
-    from nnsight.intervention.envoy import Envoy
-
-    if isinstance(model, Envoy):
-        return model
-    if hasattr(model, "config") and hasattr(model, "generate"):
-        from nnsight.modeling.transformers import TransformersModel
-
-        if tokenizer is None:
-            try:
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path,
-                                                          local_files_only=True)
-            except Exception:  # noqa: BLE001 - no local tokenizer: forward works, generate won't
-                tokenizer = None
-        if tokenizer is not None:
-            return TransformersModel(model, tokenizer=tokenizer)
-    return nnsight.NNsight(model)
 
 
 def _rows_of(value: Any, start: int, stop: int, batch: int) -> Any:
@@ -86,7 +64,7 @@ class IntervenableModel(Training, Storage, nn.Module):
         if position_ids not in ("mask", "plain"):
             raise ValueError(f"position_ids must be 'mask' or 'plain', not {position_ids!r}")
         self.position_ids = position_ids
-        self.model = _wrap(model, tokenizer)
+        self.model = wrap(model, tokenizer)
         mapping.register_mapping(self.model)  # pyvene's tables for a model type with no row
         self.remote = remote
         self.mode = mode_of(config)

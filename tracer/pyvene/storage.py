@@ -12,6 +12,7 @@ from ..sites import Site
 from . import interventions as it
 from .config import RepresentationConfig
 from .folders import klass_of, read_pyvene, restore
+from .wrapping import wrap
 
 
 class Storage:
@@ -50,9 +51,7 @@ class Storage:
         folder pyvene saved (any class here: tensors read with ``weights_only=True``)."""
         import json
 
-        from .model import _wrap  # model.py builds on this module
-
-        wrapped = _wrap(model, tokenizer)
+        wrapped = wrap(model, tokenizer)
         folder = locate_folder(load_directory)
         try:
             head = json.loads((folder / "config.json").read_text())
