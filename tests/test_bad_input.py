@@ -372,3 +372,20 @@ def test_a_killed_sweep_resumes_from_its_finished_batches(smollm2, tmp_path):
     # run and the batches not saved
     assert resumed == len(calls) - saved and not keep.exists()
     torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)
+
+
+def test_the_version_check_asks_every_host(monkeypatch):
+    """nnsight keeps the first server's environment for the process; each host is asked
+    itself: a second host with another nnsight is refused."""
+    import nnsight
+
+    local = nnsight.ndif.get_local_env()
+    envs = {"http://a": local, "http://b": {**local, "packages": {**local["packages"], "nnsight": "0.0.1"}}}
+    monkeypatch.setattr(nnsight.ndif, "_get", lambda path, **kw: envs[nnsight.CONFIG.API.HOST])
+    monkeypatch.setattr(nnsight.ndif, "_REMOTE_ENV", None)
+    monkeypatch.setattr(execute, "_CHECKED", set())
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://a")
+    execute.check_versions()
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://b")
+    with pytest.raises(execute.RemoteError, match="nnsight .* here vs 0.0.1 on the server"):
+        execute.check_versions()

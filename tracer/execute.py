@@ -157,6 +157,8 @@ def check_versions(force: bool = False) -> None:
     if host in _CHECKED and not force:
         return
     try:
+        # nnsight keeps the first server's answer for the whole process: ask this host anew
+        nnsight.ndif.get_remote_env(force_refresh=True)
         comparison = nnsight.compare()
     except Exception as error:  # noqa: BLE001 - an unreachable server, said clearly
         raise explain(error, host) from error
