@@ -7,6 +7,7 @@ Trace-time module (interventions validate their parameters with it): imports onl
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Optional, Sequence
 
 import torch
@@ -29,11 +30,13 @@ def texts(name: str, values: Any) -> list[str]:
 
 def integer(name: str, value: Any, low: Optional[int] = None, high: Optional[int] = None,
             error: type = ValueError) -> int:
-    """An int (not a bool or float; a 0-d integer tensor is one) in ``[low, high]`` when those
-    are given; ``error`` is the class raised."""
+    """An int (not a bool or float; a 0-d integer tensor or a numpy integer is one) in
+    ``[low, high]`` when those are given; ``error`` is the class raised."""
     if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
             and value.dtype != torch.bool:
         value = int(value)
+    elif not isinstance(value, (bool, torch.Tensor)) and str(getattr(value, "dtype", "")).startswith(("int", "uint")):
+        value = operator.index(value)  # numpy's integers (np.int64 from argsort, arange, ...)
     if isinstance(value, bool) or not isinstance(value, int):
         raise error(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if (low is not None and value < low) or (high is not None and value > high):

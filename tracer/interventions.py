@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .checks import finite, indices
+from .checks import finite, indices, integers
 from .sites import Heads, Positions, Rows, Site, SiteError, site as resolve_site
 
 
@@ -213,6 +213,15 @@ class Intervention:
         if subspaces is not None:
             subspaces = indices(f"intervention {name!r} at {site}: subspaces",
                                        subspaces, 1 << 62, "dimensions")
+        if heads is not None:
+            heads = integers(f"intervention {name!r} at {site}: heads", heads)
+        if isinstance(positions, (list, tuple)) and positions and not isinstance(positions[0], (list, tuple)):
+            positions = integers(f"intervention {name!r} at {site}: positions", positions)
+        elif isinstance(positions, (bool, int)):
+            integers(f"intervention {name!r} at {site}: positions", positions)
+        elif isinstance(positions, torch.Tensor) and (positions.dtype == torch.bool or positions.is_floating_point()):
+            raise ValueError(f"intervention {name!r} at {site}: positions must be integers, got a "
+                             f"{positions.dtype} tensor")
         self.kind, self.site, self.positions, self.heads, self.params = kind, site, positions, heads, params
         self.rows, self.source, self.subspaces = rows, source, subspaces
 
