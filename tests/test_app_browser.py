@@ -41,8 +41,8 @@ def served(tmp_path):
         port = s.getsockname()[1]
     exe = Path(sys.executable).parent / "interlace"
     log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([str(exe), "app", "--model", str(folder), "--port", str(port),
-                             "--server.address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([str(exe), "app", "--model", str(folder), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group, killed as one
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -53,7 +53,8 @@ def served(tmp_path):
         except OSError:
             pass
         if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"the app did not start:\n{(tmp_path / 'app.log').read_text()[-3000:]}")
         time.sleep(0.5)
     try:
