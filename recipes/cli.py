@@ -78,13 +78,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# option -> (flag, lowest, highest) for the counts any step may take
+COUNTS = {"max_batch": ("--max-batch", 1, None), "limit": ("--limit", 1, None),
+          "epochs": ("--epochs", 1, None), "samples": ("--samples", 1, 1000),  # patching.MAX_SAMPLES
+          "generation_length": ("--generation-length", 1, None)}
+
+
+def check_args(args: Any) -> None:
+    """The options every step may share, checked before any work: counts in range,
+    ``--device`` a device this machine has, ``--intervention-phrase`` not empty."""
+    import torch
+
+    from tracer import checks
+
+    for attr, (flag, low, high) in COUNTS.items():
+        if getattr(args, attr, None) is not None:
+            checks.integer(flag, getattr(args, attr), low, high)
+    device = getattr(args, "device", None)
+    if device is not None:
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise ValueError(f"--device {device!r} is not a device; devices look like cpu, cuda, "
+                             f"cuda:1 or mps") from None
+        have = {"cpu": True, "cuda": torch.cuda.is_available(),
+                "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not have.get(kind, False):
+            raise ValueError(f"--device {device}: this machine has no {kind} device; use "
+                             f"{' or '.join(k for k, ok in have.items() if ok)}")
+    if getattr(args, "intervention_phrase", None) is not None:
+        checks.text("--intervention-phrase", args.intervention_phrase)
+
+
+def parse_heads(values: Optional[Sequence[str]]) -> Any:
+    """``--heads``: None (all heads together), ``each``, or head indices."""
+    if not values:
+        return None
+    if list(values) == ["each"]:
+        return "each"
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--heads takes 'each' or head indices such as 0 3 5; got "
+                         f"{' '.join(values)!r}") from None
+
+
 def setup(args: Any, load: bool = True) -> Any:
-    """Seed, check ``--out`` is a writable folder (before any work), and load ``--model``
-    with ``--device``/``--dtype``/``--remote``; returns the model (None when ``load`` is
-    False: ``load_model`` later, when the model's name is known only after reading input)."""
+    """Seed, check the shared options and that ``--out`` is a writable folder (before any
+    work), and load ``--model`` with ``--device``/``--dtype``/``--remote``; returns the model
+    (None when ``load`` is False: ``load_model`` later, when the model's name is known only
+    after reading input)."""
     from tracer import execute
     from tracer.files import writable_dir
 
+    check_args(args)
     seed_everything(args.seed)
     if args.out is not None:
         writable_dir(args.out, "--out")

@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 import tracer
-from recipes.cli import guarded
+from tracer import checks
+from tracer.files import writable_dir
+from recipes.cli import check_args, guarded, parse_layers, seed_everything
 from recipes.results import DASResult
 
 DIGITS = 10
@@ -141,8 +143,6 @@ def das(net: nn.Module, layer: int = 0, dim: int = 16, variable: str = "a+b",
     held-out pairs.  Returns ``{"iia", "log", "model"}``."""
     import nnsight
 
-    from tracer import checks
-
     checks.integer("layer", layer, 0, len(net.layers) - 1)
     hidden = net.layers[layer][0].out_features
     checks.integer("dim (rotated dims interchanged)", dim, 1, hidden)
@@ -167,10 +167,6 @@ def search(layers: Sequence[int] = (0,), dim: int = 16, epochs: int = 15, seed: 
     """The tutorial end to end: train the a+b+c MLP, then at each hidden layer DAS for a+b,
     the untrained rotation and DAS for the wrong variable b+c; held-out IIA of each as a
     ``DASResult``.  ``save_dir``: also save each layer's trained a+b rotation there."""
-    from tracer import checks
-
-    from .cli import seed_everything
-
     for layer in layers:
         checks.integer("layer", layer, 0, 1)  # SumMLP's two hidden layers, before any training
     checks.integer("dim (rotated dims interchanged)", dim, 1, 64)
@@ -202,10 +198,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.da
                    help="also write das.json (IIA per layer and control) and each layer's trained "
                         "a+b rotation (rotation_layer_L/: safetensors + JSON) here")
     args = p.parse_args(argv)
-    from tracer.files import writable_dir
-
-    from .cli import parse_layers
-
+    check_args(args)
     layers = parse_layers(args.layers, 2) or [0, 1]  # SumMLP's two hidden layers
     if args.out:
         writable_dir(args.out, "--out")

@@ -46,7 +46,7 @@ from tracer.metrics import continuation_prob, effect_scores  # noqa: F401 - the 
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
-from .cli import guarded, parse_layers, setup, shared
+from .cli import guarded, parse_heads, parse_layers, setup, shared
 from .patching import (DIRECTIONS, TRACE_ROLES, _layers, _model, causal_trace, causal_trace_plan,  # noqa: F401
                        metric_fn, sweep, sweep_plans)
 from .paths import ioi, path_patch  # noqa: F401 - the recipe's path patching
@@ -82,6 +82,10 @@ class InterchangeInterventionConfig:
             raise ValueError(f"conts needs at least two continuations to compare; got {conts!r}")
         if any(not isinstance(c, str) or not c.strip() for c in conts):
             raise ValueError(f"continuations must be non-empty strings; got {list(conts)}")
+        repeated = sorted({c for c in conts if list(conts).count(c) > 1})
+        if repeated:
+            raise ValueError(f"continuations must differ: {repeated} given more than once (the "
+                             f"effect compares the model's preference between them); got {list(conts)}")
         self.sents = list(sents)
         self.conts = list(conts)
 
@@ -333,7 +337,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
 
     heads: Union[None, str, list] = None
     if args.heads:
-        heads = "each" if args.heads == ["each"] else [int(h) for h in args.heads]
+        heads = parse_heads(args.heads)
     config = InterchangeInterventionConfig(sents=args.sents, conts=args.conts)
     model = InterchangeIntervention(setup(args), config)
     result = interchange(model, args.sents, args.conts, args.targets, args.rep_types, heads,

@@ -28,11 +28,12 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from tracer import execute
+from tracer import checks, execute
 from tracer.files import InterventionSet, atomic, model_info
 from tracer.interventions import Intervention
 from tracer.metrics import fit_probe, mean_difference
 from tracer.plan import Activations, Distribution, Group
+from tracer.sites import dims_of, envoy, family_of, module
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,8 +78,6 @@ def unembedding(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     ``(hidden,)`` (ones when the norm has no weight), in float32, from the family table.
 
     A remote model (on the meta device) reads both through one remote trace."""
-    from tracer.sites import envoy, family_of, module
-
     fam = family_of(model.config)
     weight = module(model).get_submodule(fam.lm_head).weight
     if weight.device.type == "meta":
@@ -98,8 +97,6 @@ def unembedding(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def final_norm(model: Any) -> torch.nn.Module:
     """The model's final norm module (local models), from the family table."""
-    from tracer.sites import family_of, module
-
     return module(model).get_submodule(family_of(model.config).final_norm)
 
 
@@ -312,14 +309,18 @@ class SAE(Method):
     @classmethod
     def load(cls, folder: Union[str, Path], layer: Optional[int] = None) -> "SAE":
         """A SAELens-format folder (standard ReLU architecture); safetensors only."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
             w = load_file(str(folder / "sae_weights.safetensors"))
-        except (OSError, json.JSONDecodeError, ValueError) as error:
-            raise ValueError(f"{folder} is not a SAELens folder (cfg.json + sae_weights.safetensors): {error}") from None
+        except (OSError, json.JSONDecodeError, ValueError, SafetensorError) as error:
+            raise ValueError(f"{folder} is not a readable SAELens folder (cfg.json + "
+                             f"sae_weights.safetensors; truncated or corrupt?): {error}") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{folder}/cfg.json is not a JSON object")
         if cfg.get("architecture", "standard") != "standard":
             raise ValueError(f"{folder}: only the standard ReLU SAE architecture is supported, not {cfg['architecture']!r}")
         missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(w)
@@ -328,6 +329,15 @@ class SAE(Method):
         layer = layer if layer is not None else cfg.get("hook_layer")
         if layer is None:
             raise ValueError(f"{folder}/cfg.json names no hook_layer; pass layer=")
+        enc, dec = w["W_enc"], w["W_dec"]
+        if enc.dim() != 2 or dec.shape != enc.shape[::-1] or w["b_enc"].shape != enc.shape[1:] \
+                or w["b_dec"].shape != enc.shape[:1]:
+            raise ValueError(f"{folder}/sae_weights.safetensors: the shapes do not make one SAE "
+                             f"(W_enc {tuple(enc.shape)}, b_enc {tuple(w['b_enc'].shape)}, W_dec "
+                             f"{tuple(dec.shape)}, b_dec {tuple(w['b_dec'].shape)}); want (d_in, "
+                             f"d_sae), (d_sae,), (d_sae, d_in), (d_in,)")
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            checks.finite(f"{folder}/sae_weights.safetensors: {name}", w[name].float())
         return cls(int(layer), w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"])
 
 
@@ -420,7 +430,12 @@ def load_method(folder: Union[str, Path], model: Any, layer: Optional[int] = Non
     SAE (SAELens folder).  Safetensors and JSON only."""
     folder = Path(folder)
     if (folder / "sae_weights.safetensors").is_file():
-        return SAE.load(folder, layer)
+        sae = SAE.load(folder, layer)
+        hidden = dims_of(model.config).hidden
+        if sae.hidden != hidden:
+            raise ValueError(f"{folder}: the SAE reads {sae.hidden}-wide activations, but the model's "
+                             f"residual stream is {hidden} wide")
+        return sae
     if (folder / "tuned_lens.json").is_file():
         return TunedLens.load(folder, model)
     spec = InterventionSet.load(folder, model)

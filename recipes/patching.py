@@ -245,6 +245,7 @@ def _trace_items(prompt: Any, subject: Any, answer: Any) -> list[tuple]:
 
 
 TRACE_ROLES = ("subject", "subject_last", "last")
+MAX_SAMPLES = 1000  # noise draws per prompt: each is one more row of every batch
 
 
 def causal_trace_plan(model: Any, prompt: str, subject: str, answer: Union[str, int],
@@ -261,7 +262,7 @@ def causal_trace_plan(model: Any, prompt: str, subject: str, answer: Union[str, 
     subj = tuple(tracer.tokens.find(tok, prompt, subject, occurrence))
     dims = tracer.sites.dims_of(model.config)
     layers = _layers(layers, dims.n_layers)
-    checks.integer("samples", samples, low=1)
+    checks.integer("samples", samples, low=1, high=MAX_SAMPLES)  # each draw is a batch row
     if noise is not None and (checks.finite("noise", noise) <= 0):
         raise ValueError(f"noise must be a positive standard deviation, got {noise}")
     if noise is None:

@@ -292,6 +292,11 @@ def _score(argv: Sequence[str], prog: str) -> int:
         records, run_args = saved["outputs"], saved.get("args", {})
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{a.outputs} is not a steer --out folder ({OUTPUTS} with 'outputs'): {error}") from None
+    bad = [i for i, r in enumerate(records if isinstance(records, list) else [None])
+           if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("prompt", "output"))]
+    if not records or bad or not isinstance(run_args, dict):
+        raise ValueError(f"{path}: 'outputs' must be a non-empty list of records with a 'prompt' and "
+                         f"an 'output' string (as steer --out writes); record(s) {bad[:5]} are not")
     a.model = a.model or run_args.get("model") or "smollm2"
     phrase = a.intervention_phrase or run_args.get("intervention_phrase") or "San Francisco"
     scores = evaluate(load_model(a), records, phrase)
@@ -353,6 +358,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.st
     a = p.parse_args(argv)
     if a.save_method:
         writable_dir(a.save_method)
+    if a.method_path and (Path(a.method_path) / "sae_weights.safetensors").is_file():
+        lens.SAE.load(a.method_path, a.layer_idx)  # a bad SAE folder is refused before the model loads
     model = setup(a)
     texts = prompts()[: a.limit] if a.limit else None
     built = None if a.test_clean or a.prompting else make_method(

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import tracer
 
 from . import attribution, dataset, interchange
-from .cli import guarded, parse_layers, setup, shared
+from .cli import guarded, parse_heads, parse_layers, setup, shared
 
 
 def _common(p: argparse.ArgumentParser, seed_help: Optional[str] = None) -> None:
@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.sw
         base=getattr(args, "base", None), source=getattr(args, "source", None),
         answers=getattr(args, "answers", None))
     if args.command == "sweep":
-        heads = None if args.heads is None else ("each" if args.heads == ["each"] else [int(h) for h in args.heads])
+        heads = None if args.heads is None else parse_heads(args.heads)
         result = interchange.sweep(model, **pair, site=args.site, layers=args.layers, heads=heads,
                                    metric=args.metric, remote=args.remote, resume_dir=resume,
                                    roles=None if items is not None else _roles(args),

@@ -128,11 +128,17 @@ ROWS = [
     ("embed_dim against the model", lambda m, t: files.load(_folder(
         t, _entry(site="resid_post.0", **{"class": "RotatedSpaceIntervention"}, init={"embed_dim": 4096})), m),
      SpecError, r"embed_dim 4096 does not fit a model 64 wide"),
+    ("0-d vector in a folder", lambda m, t: files.load(_folder(
+        t, _entry(kind="add", site="resid_post.0", params={"vector": {"tensor": "v"}}), {"v": torch.tensor(1.0)})),
+     SpecError, r"tensor 'vector' is a single number \(0-d\)"),
+    ("boolean heads in a folder", lambda m, t: files.load(_folder(
+        t, _entry(kind="zero", site="head_out.0", heads=[True]))), SpecError,
+     r"heads must be an integer, got True \(bool\)"),
     ("pyvene key outside the folder", lambda m, t: folders.from_pyvene(_pyvene(t), m), SpecError,
      r"points outside the folder"),
     ("front-end folder without components", lambda m, t: tracer.IntervenableModel.load(_folder(
         t, {**_entry(kind="zero", site="resid_post.0"), "meta": {"pyvene": [{"unit": "pos"}]}}), m),
-     SpecError, r"must list one representation \(with a 'component'\) per intervention"),
+     SpecError, r"must list one representation \(with a 'component' and its 'key'\) per intervention"),
     ("truncated GGUF", lambda m, t: _truncated_gguf(t), tracer.ModelLoadError,
      r"is not a readable GGUF model .* may be truncated"),
     # the plain site functions check like the record, before the model runs
@@ -391,3 +397,97 @@ def test_the_version_check_asks_every_host(monkeypatch):
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://b")
     with pytest.raises(execute.RemoteError, match="nnsight .* here vs 0.0.1 on the server"):
         execute.check_versions()
+
+
+def _sae_folder(folder, hidden=64, width=32, nan=False, truncate=False):
+    from recipes import lens
+
+    w_enc = torch.randn(hidden, width)
+    if nan:
+        w_enc[0, 0] = float("nan")
+    sae = lens.SAE(0, w_enc, torch.zeros(width), torch.randn(width, hidden), torch.zeros(hidden))
+    lens.SAE.save(sae, folder)  # save writes what it is given, NaN included
+    if truncate:
+        path = folder / "sae_weights.safetensors"
+        path.write_bytes(path.read_bytes()[:100])
+    return folder
+
+
+@pytest.mark.parametrize("case", ["nan", "truncated", "width"])
+def test_a_bad_sae_folder_is_one_clear_error(tiny_models, tmp_path, capsys, case):
+    """steer with --method-path at an SAE folder with NaN weights, cut short, or made for
+    another width: one line naming what is wrong, before any generation."""
+    model_dir = tracer.testing.save_tiny(tiny_models["llama"], tmp_path / "model")
+    sae = _sae_folder(tmp_path / "sae", hidden=32 if case == "width" else 64, nan=case == "nan",
+                      truncate=case == "truncated")
+    capsys.readouterr()
+    rc = steering.main(["--model", str(model_dir), "--method", "sae", "--method-path", str(sae),
+                        "--layer-idx", "0", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    words = {"nan": "W_enc contains NaN", "truncated": "is not a readable SAELens folder",
+             "width": "the SAE reads 32-wide activations, but the model's residual stream is 64 wide"}[case]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and words in errors[0], err
+
+
+def test_cli_options_are_checked_before_any_work(tiny_models, tmp_path, capsys):
+    """Counts, devices, phrases, heads and saved outputs that cannot work: each one line and
+    exit 2 (the model folder is never loaded for the option checks)."""
+    from recipes import sweeps
+
+    model_dir = str(tracer.testing.save_tiny(tiny_models["llama"], tmp_path / "model"))
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "outputs.json").write_text(json.dumps({"outputs": [1, {"prompt": "a"}], "args": {}}))
+    pair = ["--base", "The cat sat", "--source", "The dog sat", "--answers", " on"]
+    cases = [
+        (sweeps.main, ["sweep", "--model", model_dir, *pair, "--max-batch", "0"], "--max-batch must be >= 1, got 0"),
+        (sweeps.main, ["sweep", "--model", model_dir, *pair, "--limit", "-3"], "--limit must be >= 1, got -3"),
+        (das.main, ["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+        (steering.main, ["--model", model_dir, "--intervention-phrase", " ", "--out", str(tmp_path / "s")],
+         "--intervention-phrase must be a non-empty string"),
+        (sweeps.main, ["causal-trace", "--model", model_dir, "--prompt", "The cat sat", "--subject", "cat",
+                       "--answer", " on", "--samples", "1000000"], "--samples must be >= 1 and <= 1000"),
+        (sweeps.main, ["sweep", "--model", model_dir, *pair, "--device", "bogus"], "--device 'bogus' is not a device"),
+        (interchange.main, ["--model", model_dir, "--sents", "The cat sat", "The dog sat", "--conts", " on", " in",
+                            "--targets", "cat", "dog", "--heads", "x", "--out", str(tmp_path / "i")],
+         "--heads takes 'each' or head indices"),
+        (interchange.main, ["--model", model_dir, "--sents", "The cat sat", "The dog sat", "--conts", " on", " in",
+                            "--targets", "cat", "dog", "--heads", "99", "--out", str(tmp_path / "i")],
+         "head 99 out of range"),
+        (interchange.main, ["--model", model_dir, "--sents", "The cat sat", "The dog sat", "--conts", " on", " on",
+                            "--targets", "cat", "dog", "--out", str(tmp_path / "i")], "continuations must differ"),
+        (steering.main, ["score", str(garbage), "--out", str(tmp_path / "scores")],
+         "'outputs' must be a non-empty list of records with a 'prompt' and an 'output' string"),
+    ]
+    for main, argv, words in cases:
+        capsys.readouterr()
+        rc = main(argv)
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert rc == 2 and len(errors) == 1 and words in errors[0], (argv, errors)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_prompt_past_the_models_positions_is_refused(tiny_models, arch):
+    """GPT-2 used to fail on an index, Llama to run silently past its learned positions."""
+    long = " ".join(["cat"] * 300)  # > 256 positions of the tiny models
+    with pytest.raises(ValueError, match="tokens long, but this model has 256 positions"):
+        interchange.sweep(tiny_models[arch], long, long, [" cat"], layers=[0], progress=False)
+    with pytest.raises(ValueError, match="new tokens is .* tokens long, but this model has 256 positions"):
+        tracer.generation.generate(tiny_models[arch], ["The cat sat"], [], max_new_tokens=300)
+
+
+def test_numpy_integers_are_positions_and_booleans_are_not(tiny_models):
+    import numpy as np
+
+    model = tiny_models["llama"]
+    s = tracer.site(model, "resid_post.0")
+    with torch.no_grad(), model.trace(encode(model, ["The cat sat on"])):
+        a = s.read(positions=[np.int64(1), np.int32(2)]).save()
+        b = s.read(positions=[1, 2]).save()
+    assert torch.equal(a, b)
+    for bad in ([True], [np.bool_(True)]):
+        with pytest.raises((SiteError, ValueError), match="integer"):
+            Intervention("zero", "head_out.0", None, bad)
+        with pytest.raises((SiteError, ValueError), match="integer"):
+            Intervention("zero", "resid_post.0", bad)

@@ -31,6 +31,7 @@ from . import reuse
 from .errors import RemoteError, RemoteTransient
 from .resume import requests_of, resumable, steps
 from .selfcheck import ensure_checked
+from .tokens import check_length
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
@@ -274,6 +275,8 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
     wanted = set(collect)
     calls = [split_call(r.site)[1] for r in records]
     ensure_checked(model)
+    if lm and isinstance(inputs, dict) and "input_ids" in inputs:
+        check_length(config(model), int(inputs["input_ids"].shape[-1]), "the input")
 
     def go() -> tuple:
         kwargs = {"remote": True} if remote else {}
@@ -328,6 +331,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     if not groups:
         return []
     ensure_checked(model)
+    check_length(model.config, max(len(r) for g in groups for r in g.rows), "the longest row of the plan")
     remote = is_remote(model) if remote is None else remote
     if max_batch is None:
         if remote:

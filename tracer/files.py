@@ -340,6 +340,10 @@ def _entry(entry: dict, tensors: dict, prefix: str, cfg_path: Path, i: int,
     params = {}
     for name, value in entry.get("params", {}).items():
         params[name] = tensor(value.get("tensor")) if isinstance(value, dict) else float(value)
+        if isinstance(params[name], torch.Tensor) and params[name].dim() == 0:
+            raise SpecError(f"intervention {i} in {cfg_path}: tensor {name!r} is a single number "
+                            f"(0-d); it must have the site's width as its last axis (a number "
+                            f"is stored as a plain JSON value)")
     return Intervention(kind, entry["site"], entry.get("positions"), entry.get("heads"), params,
                         subspaces=entry.get("subspaces")).check()
 

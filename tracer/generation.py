@@ -20,6 +20,8 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .tokens import check_length
+
 
 WHERE = ("all", "prompt", "generated")
 
@@ -66,6 +68,8 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
     if not len(prompts):
         raise ValueError("generate needs at least one prompt")
     checks.integer("max_new_tokens", max_new_tokens, low=1)
+    check_length(model.config, _prompt_width(model.tokenizer, prompts) + max_new_tokens,
+                 f"the prompt with its {max_new_tokens} new tokens")
     remote = execute.is_remote(model) if remote is None else remote
     ivs = sorted(interventions, key=lambda iv: resolve_site(model, iv.site).order)
     at_prompt, at_new = split_by_step(ivs, where)

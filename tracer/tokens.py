@@ -187,3 +187,13 @@ def continuation_ids(tokenizer: Any, prompt: str, cont: str) -> tuple[list[int],
     prompt_ids = tokenizer(prompt)["input_ids"]
     cont_ids = tokenizer(" " + cont.lstrip(), add_special_tokens=False)["input_ids"]
     return list(prompt_ids), list(cont_ids)
+
+
+def check_length(model_config: Any, length: int, what: str = "a prompt") -> None:
+    """Refuse ``length`` tokens past the model's positions (``max_position_embeddings``):
+    GPT-2 would fail on an index, a rotary model would run silently past what it learned."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and length > limit:
+        raise ValueError(f"{what} is {length} tokens long, but this model has {limit} positions "
+                         f"(max_position_embeddings): shorten it to at most {limit} tokens")
+

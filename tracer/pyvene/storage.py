@@ -64,9 +64,14 @@ class Storage:
         if not fields:
             return cls._from_spec(spec, wrapped, tokenizer)
         if not isinstance(fields, list) or len(fields) != len(spec.interventions) or \
-                not all(isinstance(f, dict) and f.get("component") for f in fields):
+                not all(isinstance(f, dict) and f.get("component") and f.get("key") for f in fields):
             raise SpecError(f"{locate_folder(load_directory)}: its meta 'pyvene' must list one "
-                            f"representation (with a 'component') per intervention")
+                            f"representation (with a 'component' and its 'key') per intervention")
+        kinds = [i for i, iv in enumerate(spec.interventions) if iv.module is None]
+        if kinds:
+            raise SpecError(f"{locate_folder(load_directory)}: intervention(s) {kinds} are function "
+                            f"kinds ({spec.interventions[kinds[0]].kind!r}); a front-end folder holds "
+                            f"intervention classes: load it with tracer.files.load instead")
         reps = [RepresentationConfig(f.get("layer"), f["component"], f.get("unit", "pos"),
                                      f.get("max_number_of_units", 1), intervention=iv.kind,
                                      name=f.get("key"))
