@@ -13,6 +13,9 @@ from tracer.files import InterventionSet, SpecError, model_info
 from tracer.pyvene.folders import from_pyvene
 
 from helpers import encode
+
+# the same pass twice (saved and reloaded values): equal up to float reordering
+ATOL = 1e-6
 from hooks import edited_logits
 
 PROMPTS = ["The capital of France is Paris and", "Once upon a time there was a dog"]
@@ -50,13 +53,13 @@ def test_round_trip_is_bit_identical(tiny_models, tmp_path):
             else:
                 assert v == b.params[k]
     inputs = encode(model, PROMPTS, 6)
-    assert torch.equal(_logits(model, spec, inputs), _logits(model, loaded, inputs))
+    torch.testing.assert_close(_logits(model, spec, inputs), _logits(model, loaded, inputs), rtol=0, atol=ATOL)
     assert not torch.allclose(_logits(model, None, inputs), _logits(model, loaded, inputs))
     # a folder of the previous format version (1) reads the same
     config = json.loads((tmp_path / "iv" / "config.json").read_text())
     (tmp_path / "iv" / "config.json").write_text(json.dumps({**config, "version": 1}))
     old = tracer.files.load(tmp_path / "iv", model)
-    assert torch.equal(_logits(model, spec, inputs), _logits(model, old, inputs))
+    torch.testing.assert_close(_logits(model, spec, inputs), _logits(model, old, inputs), rtol=0, atol=ATOL)
     assert not [p for p in (tmp_path / "iv").iterdir() if p.name.startswith(".")]  # no temp files
 
 
@@ -187,7 +190,7 @@ def test_push_and_load_through_a_mocked_hub(tiny_models, tmp_path, monkeypatch):
     loaded = tracer.files.load("someone/iti-llama", model)
     assert calls[-1] == ("download", "someone/iti-llama", ("config.json", "tensors.safetensors"))
     inputs = encode(model, PROMPTS, 6)
-    assert torch.equal(_logits(model, spec, inputs), _logits(model, loaded, inputs))
+    torch.testing.assert_close(_logits(model, spec, inputs), _logits(model, loaded, inputs), rtol=0, atol=ATOL)
     with pytest.raises(SpecError, match="could not fetch interventions 'someone/nothing'"):
         tracer.files.load("someone/nothing")
 

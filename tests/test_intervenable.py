@@ -142,7 +142,8 @@ def test_trainable_match_hooks_and_train_and_round_trip(tiny_models, tmp_path, c
     with torch.no_grad():
         _, a = pvm(base, [source], locs)
         _, b = again(base, [source], locs)
-    assert torch.equal(a.logits, b.logits)
+    # the same pass with reloaded weights: equal up to float reordering (1e-6)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
 
 
 def test_generate_matches_generation_module(tiny_models):

@@ -435,13 +435,9 @@ def neo_tables(monkeypatch):
     yield
 
 
-@pytest.mark.parametrize("component", ["block_input", "block_output", "mlp_input", "mlp_activation",
-                                       "mlp_output", "attention_input", "attention_output",
-                                       "attention_value_output", "query_output", "value_output"])
-def test_a_new_model_type_from_pyvenes_tables_equals_pyvene(neo_tables, prompts, component):
-    """pyvene's 'add a new model type' tutorial: tables for a class Interlace has no row for
-    (GPT-Neo) become a site-table row, checked by tracer.check_model's checks, and every
-    component then equals pyvene with the same tables."""
+def _neo_equals_pyvene(prompts, component):
+    """GPT-Neo's ``component`` at layer 1 patched from the source: ours equals pyvene (which
+    has the tutorial's tables) and changes the logits."""
     hf, model = _gpt_neo()
     base, source, _ = prompts
     outs = []
@@ -453,6 +449,16 @@ def test_a_new_model_type_from_pyvenes_tables_equals_pyvene(neo_tables, prompts,
                 outs.append(pm(base, [source], {"sources->base": 3})[1].logits)
     _close(outs[1], outs[0])
     assert (outs[1] - hf(**base).logits).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("component", ["block_input", "block_output", "mlp_input", "mlp_activation",
+                                       "mlp_output", "attention_input", "attention_output",
+                                       "attention_value_output", "query_output", "value_output"])
+def test_a_new_model_type_from_pyvenes_tables_equals_pyvene(neo_tables, prompts, component):
+    """pyvene's 'add a new model type' tutorial: tables for a class Interlace has no row for
+    (GPT-Neo) become a site-table row, checked by tracer.check_model's checks, and every
+    component then equals pyvene with the same tables."""
+    _neo_equals_pyvene(prompts, component)
 
 
 @pytest.mark.parametrize("component", ["block_input", "mlp_activation", "attention_output",
@@ -463,17 +469,7 @@ def test_the_built_in_gpt_neo_row_equals_pyvene_with_the_tutorials_tables(monkey
     import transformers as T
 
     monkeypatch.setitem(real.type_to_module_mapping, T.GPTNeoForCausalLM, _neo_table())
-    hf, model = _gpt_neo()
-    base, source, _ = prompts
-    outs = []
-    for lib, m in ((real, hf), (ours, model)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pm = lib.IntervenableModel({"layer": 1, "component": component}, model=m)
-            with torch.no_grad():
-                outs.append(pm(base, [source], {"sources->base": 3})[1].logits)
-    _close(outs[1], outs[0])
-    assert (outs[1] - hf(**base).logits).abs().max() > 1e-4
+    _neo_equals_pyvene(prompts, component)
 
 
 def test_a_wrong_table_is_one_clear_error(monkeypatch):
