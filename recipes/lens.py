@@ -317,8 +317,8 @@ class SAE(Method):
             cfg = json.loads((folder / "cfg.json").read_text())
             w = load_file(str(folder / "sae_weights.safetensors"))
         except (OSError, json.JSONDecodeError, ValueError, SafetensorError) as error:
-            raise ValueError(f"{folder} is not a readable SAELens folder (cfg.json + "
-                             f"sae_weights.safetensors; truncated or corrupt?): {error}") from None
+            raise ValueError(f"{folder} is not a SAELens folder (cfg.json + sae_weights.safetensors), "
+                             f"or its files are cut short or corrupt: {error}") from None
         if not isinstance(cfg, dict):
             raise ValueError(f"{folder}/cfg.json is not a JSON object")
         if cfg.get("architecture", "standard") != "standard":

@@ -424,7 +424,7 @@ def test_a_bad_sae_folder_is_one_clear_error(tiny_models, tmp_path, capsys, case
     rc = steering.main(["--model", str(model_dir), "--method", "sae", "--method-path", str(sae),
                         "--layer-idx", "0", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    words = {"nan": "W_enc contains NaN", "truncated": "is not a readable SAELens folder",
+    words = {"nan": "W_enc contains NaN", "truncated": "or its files are cut short or corrupt",
              "width": "the SAE reads 32-wide activations, but the model's residual stream is 64 wide"}[case]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert rc == 2 and len(errors) == 1 and words in errors[0], err
