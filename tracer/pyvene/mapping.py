@@ -41,13 +41,14 @@ def register_modules(cls: type, modules: dict, dims: dict) -> None:
         MODULE_ONLY.add(kind)
 
 
-def table_of(top: nn.Module) -> Optional[dict]:
-    """pyvene's module table for ``top``'s class (its own class first, then a base class)."""
-    exact = type_to_module_mapping.get(type(top))
+def table_of(top: nn.Module, tables: Optional[dict] = None) -> Optional[dict]:
+    """pyvene's module table (or another of its tables, ``tables``) for ``top``'s class: its
+    own class first, then a base class."""
+    tables = type_to_module_mapping if tables is None else tables
+    exact = tables.get(type(top))
     if exact is not None:
         return exact
-    return next((t for cls, t in type_to_module_mapping.items()
-                 if isinstance(cls, type) and isinstance(top, cls)), None)
+    return next((t for cls, t in tables.items() if isinstance(cls, type) and isinstance(top, cls)), None)
 
 
 def _is_transformer(table: dict) -> bool:
@@ -61,8 +62,7 @@ def component_width(model: Any, component: str) -> Optional[int]:
         top, cfg = module(model), config(model)
     except (AttributeError, TypeError):
         return None
-    table = next((t for cls, t in type_to_dimension_mapping.items()
-                  if isinstance(cls, type) and isinstance(top, cls)), None)
+    table = table_of(top, type_to_dimension_mapping)
     entry = None if table is None else table.get(component)
     if not entry:
         return None
