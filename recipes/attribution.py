@@ -180,14 +180,8 @@ def _passes(model: Any, b_ids: list, s_ids: list, sites: list, drops: list, answ
     if remote:
         (src, src_attn), (acts, base_attn, got) = tracer.execute.call(traces)
     else:
-        frozen = [p for p in module.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
+        with tracer.execute.frozen(model):
             (src, src_attn), (acts, base_attn, got) = traces()
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
     grads = {s.name: g.detach().cpu() for s, g in zip([s for s in reversed(walk) if s.name in wanted], got)}
     cpu = lambda d: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
     attn = {layer: (cpu(base_attn[layer]), cpu(src_attn[layer]), out.view(grads[out.name]),

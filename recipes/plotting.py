@@ -97,6 +97,98 @@ def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
     return _write(fig, path)
 
 
+def _node_place(name: str, n_heads: int, n_kv: int, n_layers: int) -> tuple[float, float]:
+    """(x, y) of a circuit node: input at the top (y 0), layer L's heads at y 2L + 1 (x the
+    head; a key-value group at its heads' middle; a whole attention layer at the centre),
+    its MLP at y 2L + 2, the logits at the bottom."""
+    mid = (n_heads - 1) / 2
+    if name == "input":
+        return mid, 0.0
+    if name == "logits":
+        return mid, 2.0 * n_layers + 1
+    layer, _, part = name[1:].partition(".")
+    if name.startswith("m"):
+        return mid, 2.0 * int(layer) + 2
+    if not part:  # the whole attention of a layer (output normed before it is added)
+        return mid, 2.0 * int(layer) + 1
+    k = int(part[1:])
+    if part[0] == "g":
+        size = n_heads // max(1, n_kv)
+        return k * size + (size - 1) / 2, 2.0 * int(layer) + 1
+    return float(k), 2.0 * int(layer) + 1
+
+
+def circuit_graph(edges: Sequence[tuple], n_layers: int, n_heads: int, n_kv: int, path: str | Path,
+                  title: str = "") -> Path:
+    """A circuit as a layered graph PNG: each edge (sender, receiver, score) an arrow from
+    the sender's node down to the receiver's, width by |score|, red positive and blue
+    negative; query, key and value inputs drawn solid, dashed and dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.lines
+    import matplotlib.pyplot as plt
+
+    n_heads = max(1, n_heads)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * n_heads + 3), max(4.0, 0.45 * (2 * n_layers + 2) + 1.5)))
+    top = max((abs(e[2]) for e in edges), default=1.0) or 1.0
+    styles = {"q": "-", "k": "--", "v": ":"}
+    used: dict = {}
+    for sender, receiver, score in edges:
+        x0, y0 = _node_place(sender, n_heads, n_kv, n_layers)
+        x1, y1 = _node_place(receiver.split("<")[0], n_heads, n_kv, n_layers)
+        kind = receiver.split("<")[1].rstrip(">") if "<" in receiver else ""
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(
+            arrowstyle="-|>", color="tab:red" if score > 0 else "tab:blue", alpha=0.75,
+            linewidth=0.4 + 3.6 * abs(score) / top, linestyle=styles.get(kind, "-"),
+            shrinkA=7, shrinkB=7, connectionstyle="arc3,rad=0.08"))
+        used[sender] = used[receiver.split("<")[0]] = True
+    for name in used:
+        x, y = _node_place(name, n_heads, n_kv, n_layers)
+        mlp = name.startswith("m") or name in ("input", "logits")
+        ax.scatter([x], [y], s=260, marker="s" if mlp else "o", color="white", edgecolor="black", zorder=3)
+        ax.text(x, y, name, fontsize=6, ha="center", va="center", zorder=4)
+    ax.set_ylim(2 * n_layers + 2, -1)
+    ax.set_xlim(-1, n_heads)
+    ax.set_yticks([0] + [2 * layer + 1.5 for layer in range(n_layers)] + [2 * n_layers + 1])
+    ax.set_yticklabels(["input"] + [f"layer {layer}" for layer in range(n_layers)] + ["logits"], fontsize=7)
+    ax.set_xticks(range(n_heads))
+    ax.set_xticklabels([f"h{h}" for h in range(n_heads)], fontsize=7)
+    ax.set_xlabel("attention head (MLPs, input and logits: squares at the centre)", fontsize=8)
+    handles = [matplotlib.lines.Line2D([], [], color="tab:red", label="positive score"),
+               matplotlib.lines.Line2D([], [], color="tab:blue", label="negative score")]
+    handles += [matplotlib.lines.Line2D([], [], color="grey", linestyle=st, label=f"{k} input")
+                for k, st in styles.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
+    ax.set_title(title if len(title) < 110 else title[:107] + "...", fontsize=9)
+    if not edges:
+        ax.text(0.5, 0.5, "no edges", transform=ax.transAxes, ha="center", fontsize=12)
+    return _write(fig, path)
+
+
+def faithfulness_plot(sizes: Sequence[int], values: Sequence[float], path: str | Path, title: str = "",
+                      of_edges: int = 0) -> Path:
+    """Faithfulness against the number of edges kept (log scale past 0), with the clean (1)
+    and corrupted (0) levels dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(list(sizes), list(values), "o-", color="tab:purple")
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax.text(0.01, 1.0, "clean", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="grey")
+    ax.text(0.01, 0.0, "corrupted", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="grey")
+    if max(sizes or [0]) > 10:
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(f"edges in the circuit (top-k by |score|{f', of {of_edges}' if of_edges else ''})")
+    ax.set_ylabel("faithfulness\n(circuit - corrupted) / (clean - corrupted)", fontsize=8)
+    ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize=9)
+    return _write(fig, path)
+
+
 def _write(fig: Any, path: str | Path) -> Path:
     """Lay out, write the figure as a PNG atomically, close it."""
     import matplotlib.pyplot as plt

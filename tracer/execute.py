@@ -18,6 +18,7 @@ their source travels with each request, and they import only what NDIF allows
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -35,7 +36,7 @@ from .tokens import check_length
 
 
 TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
-              "tracer.gradients", "tracer.pyvene.interventions")
+              "tracer.gradients", "tracer.graph", "tracer.pyvene.interventions")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})
 
@@ -254,6 +255,22 @@ def is_remote(model: Any) -> bool:
         return next(module(model).parameters()).device.type == "meta"
     except (StopIteration, TypeError):
         return False
+
+
+@contextlib.contextmanager
+def frozen(model: Any) -> Any:
+    """Inside: the model's own parameters do not require grad, so a backward pass in a
+    trace computes gradients of activations only (a remote model's are frozen already)."""
+    from .sites import module
+
+    params = [p for p in module(model).parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 # -- one trace with records ----------------------------------------------------------------

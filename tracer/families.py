@@ -47,6 +47,11 @@ class Family(NamedTuple):
     # keys (eager attention); None where the softmax spans more than the keys
     pattern: Optional[str] = ":attention_interface"
     layer_tuple: bool = False          # a decoder layer returns (hidden, ...), not a tensor
+    # the norm between the residual stream and the query/key/value projections (None: they
+    # read the stream itself), and the linear projections where head_q/head_k are norms
+    # after them (OLMo 2): what a circuit's head receivers run on their own inputs
+    attn_norm: Optional[str] = "input_layernorm"
+    linear_qk: Optional[tuple] = None
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm",
@@ -80,7 +85,9 @@ FAMILIES = {
     # OLMo 2: no pre-norms; the q/k norms span all heads, so head_q/head_k are the norms'
     # outputs (an edit before them would leak into every head through the norm).
     "olmo2": Family("olmo2", **{**_GEMMA, "mid_norm": "mlp", "norm_offset": 0.0,
-                                "q_proj": "self_attn.q_norm", "k_proj": "self_attn.k_norm"}),
+                                "q_proj": "self_attn.q_norm", "k_proj": "self_attn.k_norm",
+                                "attn_norm": None,
+                                "linear_qk": ("self_attn.q_proj", "self_attn.k_proj")}),
     "mixtral": Family("mixtral", **{**_MOE, "router": "mlp.gate"}),
     # gpt-oss: the MLP returns (output, router scores); mlp_out is the output.
     # (its attention's softmax also spans a learned sink column, so it has no attn_pattern)
@@ -89,7 +96,7 @@ FAMILIES = {
                    final_norm="transformer.ln_f", lm_head="lm_head", attn="attn", mlp="mlp",
                    o_proj="attn.c_proj", mid_norm="ln_2", qkv="attn.c_attn",
                    qkv_layout="blocks", mlp_in="mlp.c_fc", mlp_act="mlp.act",
-                   mlp_down="mlp.c_proj"),
+                   mlp_down="mlp.c_proj", attn_norm="ln_1"),
     # GPT-Neo (TinyStories, pyvene's generation tutorial): GPT-2's layout with separate
     # q/k/v projections inside attn.attention, unscaled attention, local layers with a window
     "gpt_neo": Family("gpt_neo", layers="transformer.h", embed="transformer.wte",
@@ -97,7 +104,8 @@ FAMILIES = {
                       o_proj="attn.attention.out_proj", mid_norm="ln_2",
                       q_proj="attn.attention.q_proj", k_proj="attn.attention.k_proj",
                       v_proj="attn.attention.v_proj", mlp_in="mlp.c_fc", mlp_act="mlp.act",
-                      mlp_down="mlp.c_proj", pattern="attention:self__attn", layer_tuple=True),
+                      mlp_down="mlp.c_proj", pattern="attention:self__attn", layer_tuple=True,
+                      attn_norm="ln_1"),
     "gpt_neox": Family("gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
                        final_norm="gpt_neox.final_layer_norm", lm_head="lm_head",
                        attn="attention", mlp="mlp", o_proj="attention.dense",
