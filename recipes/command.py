@@ -23,6 +23,8 @@ COMMANDS = {
     "causal-trace": ("recipes.sweeps", ["causal-trace"], "ROME's causal tracing: noise the subject, restore states"),
     "path-patch": ("recipes.sweeps", ["path-patch"], "path patching (IOI): a sender head's paths to receivers"),
     "attribute": ("recipes.sweeps", ["attribute"], "attribution patching (AtP, AtP*): every patch from gradients"),
+    "circuit": ("recipes.circuit_command", [], "circuit discovery: EAP / EAP-IG edge scores, the top "
+                                              "edges, their faithfulness by exact edge patching"),
     "steer": ("recipes.steering", [], "steer generation with a method's feature (interp_interv)"),
     "steering-eval": ("recipes.steering", ["eval"], "every method x alpha: success, coherence, perplexity"),
     "steering-vector": ("recipes.steering", ["vector"], "fit a steering vector (CAA) and save it as a folder"),

@@ -185,3 +185,28 @@ def test_bad_input_is_one_clear_error(tiny_models, tmp_path):
         scores.threshold(float("nan"))
     with pytest.raises(ValueError):
         scores.top(10 ** 6)
+
+
+def test_command_writes_scores_circuit_and_pictures(tiny_models, tmp_path, capsys):
+    from recipes import command
+    from tracer.testing import save_tiny
+
+    model = str(save_tiny("llama", tmp_path / "m"))
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(_data(tiny_models["llama"])))
+    out = tmp_path / "out"
+    assert command.main(["circuit", "--model", model, "--data", str(data), "--method", "eap",
+                         "--top", "7", "--sizes", "0", "7", "82", "--out", str(out)]) == 0
+    for name in ("scores.npz", "scores.json", "circuit.json", "circuit.png", "faithfulness_curve.json",
+                 "faithfulness_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(circuits.Circuit.load(out)) == 7
+    curve = json.loads((out / "faithfulness_curve.json").read_text())
+    assert curve["sizes"] == [0, 7, 82]
+    assert curve["faithfulness"][0] == pytest.approx(0, abs=1e-4) and curve["faithfulness"][2] == pytest.approx(1, abs=1e-4)
+    printed = capsys.readouterr().out
+    assert "circuit: 7 of 82 edges" in printed and "faithfulness" in printed
+    assert command.main(["circuit", "--model", model, "--data", str(data), "--sizes", "9999",
+                         "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "circuit size" in err and "edge attribution" not in err  # refused before any work

@@ -43,7 +43,7 @@ NAMES = ["Mary", "John", "Tom", "James", "Sarah", "David", "Anna", "Mark", "Paul
 def item(template: str, io: str, s: str, c: str) -> dict:
     return {"template": template, "fills": {"IO": io, "S": s}, "source_fills": {"S2": c},
             "base": template.format(IO=io, S=s), "source": template.replace("{S}", s, 1).format(IO=io, S=c),
-            "io": " " + io, "s": " " + s}
+            "io": " " + io, "s": " " + s, "answers": [" " + io, " " + s]}
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         "Indirect-object identification prompts (Wang et al. 2022 templates). base: the subject (s) "
         "is repeated and the model should name the indirect object (io); source: the second mention "
         "of the subject replaced by a third name (the ABC corruption), same token length with "
-        "SmolLM2's tokenizer. Answers: io (correct) then s. Each item keeps its template and fills: "
+        "SmolLM2's tokenizer. Answers: io (correct) then s, also as the list answers. Each item keeps its template and fills: "
         "its roles are IO, S1, S2 and END. Written by make_ioi.py."), "items": items}
     Path(__file__).with_name("ioi.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {len(items)} items")
