@@ -8,6 +8,8 @@
   layer x head; or over an uploaded CSV of prompt pairs (base, source, answers and role
   columns), layer x role, the mean over pairs with its normalized heatmap.
 - **Causal tracing**: ROME's noise-the-subject, restore-one-state sweep.
+- **Circuit**: EAP / EAP-IG edge scores over the shipped IOI set or an uploaded CSV, the
+  strongest edges drawn as a layered graph, and their faithfulness curve.
 - **Open results**: any folder a recipe wrote (NPZ, JSON, CSV, PNG).
 
 Runs show a progress bar; results are interactive heatmaps (hover: layer, head or position
@@ -25,13 +27,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 import tracer
-from recipes import dataset, interchange
+from recipes import circuits, dataset, interchange
 from recipes.cli import parse_layers
 from recipes.results import SweepResult
 
@@ -63,6 +66,17 @@ def heatmap_chart(records: list[dict], row_name: str, col_name: str, value_name:
                     tooltip=[alt.Tooltip(f"{row_name}:O"), alt.Tooltip(f"{col_name}:O"),
                              alt.Tooltip(f"{value_name}:Q", format=".4f")])
             .properties(height=max(200, 14 * len(rows))))
+
+
+def line_chart(records: list[dict], x: str, y: str, title: str) -> Any:
+    """An Altair line with points (x on a symmetric log scale when it spans decades)."""
+    import altair as alt
+
+    top = max((r[x] for r in records), default=1)
+    scale = alt.Scale(type="symlog") if top > 10 else alt.Scale()
+    return (alt.Chart(alt.Data(values=records), title=title).mark_line(point=True)
+            .encode(x=alt.X(f"{x}:Q", scale=scale, title=x), y=alt.Y(f"{y}:Q", title=y),
+                    tooltip=[alt.Tooltip(f"{x}:Q"), alt.Tooltip(f"{y}:Q", format=".3f")]))
 
 
 def csv_bytes(records: list[dict]) -> bytes:
@@ -302,6 +316,51 @@ def causal_tab(st: Any, get_model: Any) -> None:
         _show_sweep(st, st.session_state["ct-run"], "causal_trace")
 
 
+def circuit_tab(st: Any, get_model: Any) -> None:
+    st.markdown("Score every edge between components (embeddings, heads' query/key/value inputs, "
+                "MLPs, logits) on prompt pairs, keep the strongest, and check how much of the "
+                "behaviour they carry by patching every other edge from the corrupted prompt.")
+    with st.form("circuit"):
+        upload = st.file_uploader("A data set: a CSV of prompt pairs (columns base = clean, source = "
+                                  "corrupted with the same token count, answers as a|b); none: the "
+                                  "shipped IOI set", type=["csv"], key="cc-data")
+        limit = st.number_input("Pairs used", 1, MAX_PAIRS, 8, key="cc-limit")
+        method = st.selectbox("Method", list(circuits.METHODS), index=1, key="cc-method",
+                              help="eap: gradients at the clean run; eap-ig: integrated gradients "
+                                   "from the corrupted to the clean embeddings")
+        steps = st.number_input("Integrated-gradient steps", 1, 50, 5, key="cc-steps")
+        top = st.number_input("Edges kept (largest |score|)", 1, 100_000, 200, key="cc-top")
+        go = st.form_submit_button("Find the circuit")
+    if go:
+        try:
+            model = get_model()
+            items = uploaded_pairs(upload.getvalue(), "END", int(limit)) if upload is not None \
+                else dataset.ioi(limit=int(limit))
+            scores = circuits.discover(model, items, method=method, steps=int(steps), progress=_bar(st))
+            n = int(scores.valid.sum())
+            chosen = scores.top(min(int(top), n))
+            sizes = sorted(set(circuits.default_sizes(n)) | {len(chosen)})
+            curve = circuits.faithfulness_curve(model, scores, items, sizes=sizes, progress=_bar(st))
+            st.session_state["cc-run"] = (scores, chosen, curve)
+        except RUN_ERRORS as error:
+            st.error(one_line(error))
+    if st.session_state.get("cc-run") is None:
+        return
+    scores, chosen, curve = st.session_state["cc-run"]
+    with tempfile.TemporaryDirectory() as tmp:
+        st.image(chosen.plot(Path(tmp) / "circuit.png").read_bytes())
+    st.altair_chart(line_chart([{"edges": k, "faithfulness": v} for k, v in zip(curve.sizes, curve.values)],
+                               "edges", "faithfulness", f"faithfulness of the top-k edges (1 = clean "
+                               f"{curve.clean:.3f}, 0 = corrupted {curve.corrupted:.3f})"), width="stretch")
+    rows = [{"sender": s_, "receiver": r, "score": v} for s_, r, v in chosen.edges[:20]]
+    st.subheader(f"Strongest edges ({len(chosen)} kept of {int(scores.valid.sum())})")
+    st.dataframe(rows)
+    cols = st.columns(2)
+    cols[0].download_button("Scores (NPZ)", npz_bytes(scores.arrays()), "scores.npz", key="cc-npz")
+    cols[1].download_button("Circuit (JSON)", json.dumps(chosen.to_dict(), indent=1), "circuit.json",
+                            key="cc-json")
+
+
 def viewer_tab(st: Any) -> None:
     roots = results_roots()
     folder = st.text_input("Result folder", "", key="rv-folder",
@@ -364,7 +423,7 @@ def page() -> None:
     def get_model() -> Any:
         return _model(st, name, remote, host)
 
-    tabs = st.tabs(["Interchange", "Sweep", "Causal tracing", "Open results"])
+    tabs = st.tabs(["Interchange", "Sweep", "Causal tracing", "Circuit", "Open results"])
     with tabs[0]:
         interchange_tab(st, get_model)
     with tabs[1]:
@@ -372,6 +431,8 @@ def page() -> None:
     with tabs[2]:
         causal_tab(st, get_model)
     with tabs[3]:
+        circuit_tab(st, get_model)
+    with tabs[4]:
         viewer_tab(st)
 
 

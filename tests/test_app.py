@@ -208,3 +208,21 @@ def test_the_server_listens_on_loopback_unless_told(monkeypatch):
     app.main(["--address", "0.0.0.0"])
     assert seen["cmd"][seen["cmd"].index("--server.address") + 1] == "0.0.0.0"
     assert app.main(["--server.address", "0.0.0.0"]) == 2
+
+
+def test_circuit_tab_draws_the_graph_and_the_faithfulness_curve(monkeypatch, tiny_folder):
+    csv_text = ("base,source,answers\n"
+                "The capital of France is,The capital of Italy is, Paris| Rome\n"
+                "The capital of Spain is,The capital of Italy is, Madrid| Rome\n")
+    at = _app(monkeypatch, tiny_folder)
+    at.file_uploader(key="cc-data").upload("pairs.csv", csv_text.encode(), "text/csv")
+    at.selectbox(key="cc-method").select("eap")
+    at.number_input(key="cc-top").set_value(5)
+    at.tabs[3].button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.tabs[3].get("image")) == 1
+    curve = _cells(at, 0)
+    assert curve["faithfulness"].iloc[0] == pytest.approx(0, abs=1e-4)
+    assert curve["faithfulness"].iloc[-1] == pytest.approx(1, abs=1e-4)
+    assert 5 in list(curve["edges"])
+    assert len(at.dataframe) == 1 and len(at.get("download_button")) == 2
