@@ -98,24 +98,25 @@ def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
 
 
 def _node_place(name: str, n_heads: int, n_kv: int, n_layers: int) -> tuple[float, float]:
-    """(x, y) of a circuit node: input at the top (y 0), layer L's heads at y 2L + 1 (x the
-    head; a key-value group at its heads' middle; a whole attention layer at the centre),
-    its MLP at y 2L + 2, the logits at the bottom."""
+    """(x, y) of a circuit node: input at the top (y 0), layer L's heads on row L + 1 (x the
+    head; a whole attention layer at the centre), a key-value group (its key and value
+    inputs) a little above, at its heads' middle; the layer's MLP half a row lower in a
+    column right of the heads; the logits at the bottom."""
     mid = (n_heads - 1) / 2
     if name == "input":
         return mid, 0.0
     if name == "logits":
-        return mid, 2.0 * n_layers + 1
+        return mid, n_layers + 1.0
     layer, _, part = name[1:].partition(".")
     if name.startswith("m"):
-        return mid, 2.0 * int(layer) + 2
+        return n_heads + 0.5, int(layer) + 1.5
     if not part:  # the whole attention of a layer (output normed before it is added)
-        return mid, 2.0 * int(layer) + 1
+        return mid, int(layer) + 1.0
     k = int(part[1:])
     if part[0] == "g":
         size = n_heads // max(1, n_kv)
-        return k * size + (size - 1) / 2, 2.0 * int(layer) + 1
-    return float(k), 2.0 * int(layer) + 1
+        return k * size + (size - 1) / 2, int(layer) + 0.55
+    return float(k), int(layer) + 1.0
 
 
 def circuit_graph(edges: Sequence[tuple], n_layers: int, n_heads: int, n_kv: int, path: str | Path,
@@ -130,36 +131,41 @@ def circuit_graph(edges: Sequence[tuple], n_layers: int, n_heads: int, n_kv: int
     import matplotlib.pyplot as plt
 
     n_heads = max(1, n_heads)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * n_heads + 3), max(4.0, 0.45 * (2 * n_layers + 2) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * n_heads + 4), max(4.5, 0.5 * (n_layers + 2) + 1.5)))
     top = max((abs(e[2]) for e in edges), default=1.0) or 1.0
     styles = {"q": "-", "k": "--", "v": ":"}
     used: dict = {}
-    for sender, receiver, score in edges:
+    for sender, receiver, score in sorted(edges, key=lambda e: abs(e[2])):  # strongest on top
         x0, y0 = _node_place(sender, n_heads, n_kv, n_layers)
         x1, y1 = _node_place(receiver.split("<")[0], n_heads, n_kv, n_layers)
         kind = receiver.split("<")[1].rstrip(">") if "<" in receiver else ""
         ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(
-            arrowstyle="-|>", color="tab:red" if score > 0 else "tab:blue", alpha=0.75,
-            linewidth=0.4 + 3.6 * abs(score) / top, linestyle=styles.get(kind, "-"),
-            shrinkA=7, shrinkB=7, connectionstyle="arc3,rad=0.08"))
+            arrowstyle="-|>", color="tab:red" if score > 0 else "tab:blue",
+            alpha=0.35 + 0.6 * abs(score) / top, linewidth=0.3 + 3.7 * abs(score) / top,
+            linestyle=styles.get(kind, "-"), shrinkA=8, shrinkB=8, connectionstyle="arc3,rad=0.08"))
         used[sender] = used[receiver.split("<")[0]] = True
     for name in used:
         x, y = _node_place(name, n_heads, n_kv, n_layers)
-        mlp = name.startswith("m") or name in ("input", "logits")
-        ax.scatter([x], [y], s=260, marker="s" if mlp else "o", color="white", edgecolor="black", zorder=3)
-        ax.text(x, y, name, fontsize=6, ha="center", va="center", zorder=4)
-    ax.set_ylim(2 * n_layers + 2, -1)
-    ax.set_xlim(-1, n_heads)
-    ax.set_yticks([0] + [2 * layer + 1.5 for layer in range(n_layers)] + [2 * n_layers + 1])
+        square = name.startswith("m") or name in ("input", "logits")
+        group = ".g" in name
+        ax.scatter([x], [y], s=200 if group else 360, marker="s" if square else "D" if group else "o",
+                   color="white", edgecolor="grey" if group else "black", zorder=3)
+        label = name.split(".", 1)[1] if "." in name else name  # the row says the layer
+        ax.text(x, y, label, fontsize=7, ha="center", va="center", zorder=4)
+    ax.set_ylim(n_layers + 1.6, -0.6)
+    ax.set_xlim(-0.8, n_heads + 1.3)
+    ax.set_yticks([0] + [layer + 1 for layer in range(n_layers)] + [n_layers + 1])
     ax.set_yticklabels(["input"] + [f"layer {layer}" for layer in range(n_layers)] + ["logits"], fontsize=7)
-    ax.set_xticks(range(n_heads))
-    ax.set_xticklabels([f"h{h}" for h in range(n_heads)], fontsize=7)
-    ax.set_xlabel("attention head (MLPs, input and logits: squares at the centre)", fontsize=8)
+    ax.set_xticks(list(range(n_heads)) + [n_heads + 0.5])
+    ax.set_xticklabels([f"h{h}" for h in range(n_heads)] + ["MLP"], fontsize=7)
+    ax.set_xlabel("attention head (diamonds g: a key-value group's key/value inputs); MLPs right, "
+                  "half a row below their layer's heads", fontsize=7)
     handles = [matplotlib.lines.Line2D([], [], color="tab:red", label="positive score"),
                matplotlib.lines.Line2D([], [], color="tab:blue", label="negative score")]
-    handles += [matplotlib.lines.Line2D([], [], color="grey", linestyle=st, label=f"{k} input")
+    handles += [matplotlib.lines.Line2D([], [], color="grey", linestyle=st, label=f"into {k} input")
                 for k, st in styles.items()]
-    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.035), ncol=5,
+              frameon=False)
     ax.set_title(title if len(title) < 110 else title[:107] + "...", fontsize=9)
     if not edges:
         ax.text(0.5, 0.5, "no edges", transform=ax.transAxes, ha="center", fontsize=12)

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {
     "attribution_capital.py": ([], "estimate"),
     "dataset_ioi.py": (["--pairs", "3", "--layers", "0", "15", "29", "--out", "{tmp}/ioi"], "normalized"),
+    "circuit_ioi.py": (["--pairs", "2", "--method", "eap", "--top", "20", "--sizes", "0", "20",
+                        "--out", "{tmp}/circuit"], "faithfulness"),
     "das_smollm2.py": (["--layers", "6", "--steps", "2", "--dim", "8"], "held-out IIA"),
     "das_three_sum.py": (["--epochs", "1", "--out", "{tmp}/das"], "held-out IIA"),
     "interchange_winograd.py": ([], "strongest layers"),
