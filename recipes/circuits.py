@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import tracer
-from tracer import checks
+from tracer import checks, graph
 from tracer.files import atomic, writable_dir
 from tracer.graph import Graph
 from tracer.resume import steps as progress_steps
@@ -98,22 +98,29 @@ def _device(model: Any) -> Any:
     return "cpu" if tracer.execute.is_remote(model) else next(tracer.sites.module(model).parameters()).device
 
 
-def _run(model: Any, jobs: list, one: Callable, desc: str, progress: Any, grad: bool) -> list:
-    """Run ``one(job)`` (a trace) per job: locally one after another with a progress bar,
-    remotely all in one NDIF session (one request)."""
-    import nnsight  # noqa: F401 - traces save with it
+def _run(model: Any, kind: str, jobs: list, desc: str, progress: Any) -> list:
+    """Each job (token ids, the pass's arguments) as one trace of ``tracer.graph.run``:
+    locally one after another with a progress bar, remotely all in one NDIF session (one
+    request)."""
+    import nnsight
 
     if tracer.execute.is_remote(model):
         def session() -> list:
             with model.session(remote=True):
-                got = [one(job) for job in jobs]
-            return got
+                outputs = nnsight.save([])
+                for ids, args in jobs:
+                    with model.trace(ids):
+                        outputs.append(nnsight.save(graph.run(model, kind, args)))
+            return list(outputs)
         return tracer.execute.call(session)
     out = []
+    grad = kind == "scores"
     guard = tracer.execute.frozen(model) if grad else contextlib.nullcontext()
     with guard, (torch.enable_grad() if grad else torch.no_grad()):
-        for job in progress_steps(jobs, desc, progress):
-            out.append(one(job))
+        for ids, args in progress_steps(jobs, desc, progress):
+            with model.trace(ids):
+                got = nnsight.save(graph.run(model, kind, args))
+            out.append(got)
     return out
 
 
@@ -217,9 +224,7 @@ def discover(model: Any, data: Any, metric: Union[str, Callable] = "logit_diff",
     per = 2 + (steps if method == "eap-ig" else 0)
     device = _device(model)
 
-    def one(pairs: list) -> tuple:
-        import nnsight
-
+    def job(pairs: list) -> tuple:
         rows, corrupt, base, interp, weight = [], [], [], [], []
         for k, i in enumerate(pairs):
             clean, corr = d.ids[i]
@@ -237,13 +242,10 @@ def discover(model: Any, data: Any, metric: Union[str, Callable] = "logit_diff",
         for r, k, v in weight:
             w[r, k] = v
         answer = torch.tensor([d.answers[i] for i in pairs for _ in range(per)])
-        with model.trace(torch.tensor(rows).to(device)):
-            got = nnsight.save(tracer.graph.scores_pass(model, corrupt, base, interp, w, answer,
-                                                        d.named, d.torch_fn))
-        return got
+        return torch.tensor(rows).to(device), (corrupt, base, interp, w, answer, d.named, d.torch_fn)
 
     batches = _batches(d, per, max_batch)
-    results = _run(model, batches, one, f"edge attribution ({method})", progress, grad=True)
+    results = _run(model, "scores", [job(b) for b in batches], f"edge attribution ({method})", progress)
     total = np.zeros(g.shape)
     clean, corrupted = [], []
     for pairs, (scores, lp) in zip(batches, results):
@@ -362,22 +364,20 @@ def _patched(model: Any, d: _Data, masks: list, max_batch: int, progress: Any, d
     chunk = max(1, max_batch - 2)
     jobs = [(i, masks_lo) for i in range(len(d.items)) for masks_lo in range(0, max(n, 1), chunk)]
 
-    def one(job: tuple) -> Any:
-        import nnsight
-
-        i, lo = job
+    excluded = {}  # one mask tensor per chunk of masks, shared by every pair's job
+    for lo in range(0, max(n, 1), chunk):
         part = masks[lo:lo + chunk]
-        clean, corr = d.ids[i]
-        rows = [clean, corr] + [clean] * len(part)
-        excluded = torch.zeros((len(rows),) + g.shape)
+        excluded[lo] = torch.zeros((2 + len(part),) + g.shape, dtype=torch.bool)
         for k, m in enumerate(part):
-            excluded[2 + k] = m.float()
-        answer = torch.tensor([d.answers[i]] * len(rows))
-        with model.trace(torch.tensor(rows).to(device)):
-            got = nnsight.save(tracer.graph.patch_pass(model, [1] * len(rows), excluded, answer))
-        return got
+            excluded[lo][2 + k] = m
 
-    results = _run(model, jobs, one, desc, progress, grad=False)
+    def job(i: int, lo: int) -> tuple:
+        clean, corr = d.ids[i]
+        rows = [clean, corr] + [clean] * (len(excluded[lo]) - 2)
+        answer = torch.tensor([d.answers[i]] * len(rows))
+        return torch.tensor(rows).to(device), ([1] * len(rows), excluded[lo], answer)
+
+    results = _run(model, "patch", [job(i, lo) for i, lo in jobs], desc, progress)
     clean = np.zeros(len(d.items))
     corrupted = np.zeros(len(d.items))
     values = np.zeros((len(d.items), n))

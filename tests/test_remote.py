@@ -188,6 +188,31 @@ def test_attribution_remote_equals_local_one_request_each(ndif):
 
 
 @pytest.mark.remote
+def test_circuits_remote_equal_local_one_request_per_call(ndif):
+    before = _requests()
+    out = _client(f"""
+        from recipes import circuits
+        data = [{{"base": "The capital of France is", "source": "The capital of Italy is",
+                 "answers": [" Paris", " Rome"]}},
+                {{"base": "The cat sat on the mat and", "source": "The dog sat on the mat and",
+                 "answers": [" the", " a"]}}]
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            eap = circuits.discover(model, data, method="eap", progress=False)
+            ig = circuits.discover(model, data, method="eap-ig", steps=2, progress=False)
+            curve = circuits.faithfulness_curve(model, ig, data, sizes=[0, 5, 82], progress=False)
+            res[name] = [np.nan_to_num(eap.values).tolist(), np.nan_to_num(ig.values).tolist(),
+                         curve.values, [curve.clean, curve.corrupted]]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 3) == 3  # each call's pairs (two lengths: two traces) in one request
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-6)
+    assert abs(out["remote"][2][0]) < 1e-4 and abs(out["remote"][2][2] - 1) < 1e-4
+
+
+@pytest.mark.remote
 def test_sites_and_interventions_in_a_users_remote_trace(ndif):
     out = _client(f"""
         from tracer import interventions as iv

@@ -216,3 +216,12 @@ def patch_pass(model: Any, corrupt: list, excluded: torch.Tensor, answer: torch.
     rows = list(range(len(corrupt)))
     logits, _, _ = walk(model, corrupt, rows, [], excluded, False)
     return answer_logprobs(logits, answer)
+
+
+PASSES = {"scores": scores_pass, "patch": patch_pass}
+
+
+def run(model: Any, kind: str, args: tuple) -> Any:
+    """Inside a trace: the pass ``kind`` (``"scores"`` or ``"patch"``) on ``args`` (plain
+    values and tensors: what a remote session's loop can ship)."""
+    return PASSES[kind](model, *args)
