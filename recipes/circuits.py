@@ -98,27 +98,36 @@ def _device(model: Any) -> Any:
     return "cpu" if tracer.execute.is_remote(model) else next(tracer.sites.module(model).parameters()).device
 
 
-def _run(model: Any, kind: str, jobs: list, desc: str, progress: Any) -> list:
+def _run(model: Any, kind: str, jobs: list, desc: str, progress: Any,
+         max_request_rows: Optional[int] = None) -> list:
     """Each job (token ids, the pass's arguments) as one trace of ``tracer.graph.run``:
-    locally one after another with a progress bar, remotely all in one NDIF session (one
-    request)."""
+    locally one after another with a progress bar; remotely as traces of one NDIF session
+    (one request), or of one session per chunk of at most ``max_request_rows`` rows."""
     import nnsight
 
     if tracer.execute.is_remote(model):
-        def session() -> list:
+        def session(part: list) -> list:
             with model.session(remote=True):
                 outputs = nnsight.save([])
-                for ids, args in jobs:
-                    with model.trace(ids):
+                for ids, args in part:
+                    with model.trace(ids, use_cache=False):
                         outputs.append(nnsight.save(graph.run(model, kind, args)))
             return list(outputs)
-        return tracer.execute.call(session)
+        chunks, rows = [[]], 0
+        for job in jobs:
+            if chunks[-1] and max_request_rows is not None and rows + len(job[0]) > max_request_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(job)
+            rows += len(job[0])
+        return [out for part in progress_steps(chunks, f"{desc} (requests)", progress)
+                for out in tracer.execute.call(session, part)]
     out = []
     grad = kind == "scores"
     guard = tracer.execute.frozen(model) if grad else contextlib.nullcontext()
     with guard, (torch.enable_grad() if grad else torch.no_grad()):
         for ids, args in progress_steps(jobs, desc, progress):
-            with model.trace(ids):
+            with model.trace(ids, use_cache=False):
                 got = nnsight.save(graph.run(model, kind, args))
             out.append(got)
     return out
@@ -204,7 +213,8 @@ def _meta(model: Any, g: Graph, d: _Data, **extra: Any) -> dict:
 
 def discover(model: Any, data: Any, metric: Union[str, Callable] = "logit_diff", method: str = "eap",
              steps: int = 5, answers: Any = None, limit: Optional[int] = None,
-             max_batch: int = 16, progress: Any = True) -> EdgeScores:
+             max_batch: int = 16, progress: Any = True,
+             max_request_rows: Optional[int] = None) -> EdgeScores:
     """Edge attribution scores of every edge over the pairs of ``data`` (anything
     ``recipes.dataset.pairs`` reads; base = clean, source = corrupted, equal token
     lengths): ``method="eap"`` (gradient at the clean input) or ``"eap-ig"`` (mean gradient
@@ -212,7 +222,8 @@ def discover(model: Any, data: Any, metric: Union[str, Callable] = "logit_diff",
     k = 1..steps).  ``metric`` on the answers' next-token log-probabilities: ``"logit_diff"``
     (first minus second answer), ``"logprob"``, ``"prob"`` or a torch function of the
     ``(rows, answers)`` log-probabilities.  ``max_batch``: rows per pass (a pair takes 2, or
-    2 + steps)."""
+    2 + steps).  On a remote model every pass is one NDIF request, or one per chunk of
+    pairs with at most ``max_request_rows`` rows."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
     if method == "eap-ig":
@@ -245,7 +256,8 @@ def discover(model: Any, data: Any, metric: Union[str, Callable] = "logit_diff",
         return torch.tensor(rows).to(device), (corrupt, base, interp, w, answer, d.named, d.torch_fn)
 
     batches = _batches(d, per, max_batch)
-    results = _run(model, "scores", [job(b) for b in batches], f"edge attribution ({method})", progress)
+    results = _run(model, "scores", [job(b) for b in batches], f"edge attribution ({method})", progress,
+                   max_request_rows)
     total = np.zeros(g.shape)
     clean, corrupted = [], []
     for pairs, (scores, lp) in zip(batches, results):
@@ -354,7 +366,8 @@ class Circuit:
 
 # -- exact edge patching ------------------------------------------------------------------------
 
-def _patched(model: Any, d: _Data, masks: list, max_batch: int, progress: Any, desc: str) -> tuple:
+def _patched(model: Any, d: _Data, masks: list, max_batch: int, progress: Any, desc: str,
+             max_request_rows: Optional[int] = None) -> tuple:
     """Per pair: the metric of the clean run, the corrupted run, and each of ``masks``
     (excluded edges, (senders, receivers) bool) patched from the corrupted run.  Returns
     arrays (pairs,), (pairs,), (pairs, masks)."""
@@ -377,7 +390,7 @@ def _patched(model: Any, d: _Data, masks: list, max_batch: int, progress: Any, d
         answer = torch.tensor([d.answers[i]] * len(rows))
         return torch.tensor(rows).to(device), ([1] * len(rows), excluded[lo], answer)
 
-    results = _run(model, "patch", [job(i, lo) for i, lo in jobs], desc, progress)
+    results = _run(model, "patch", [job(i, lo) for i, lo in jobs], desc, progress, max_request_rows)
     clean = np.zeros(len(d.items))
     corrupted = np.zeros(len(d.items))
     values = np.zeros((len(d.items), n))
@@ -421,14 +434,15 @@ def _ratio(circuit: float, clean: float, corrupted: float) -> float:
 
 def faithfulness(model: Any, circuit: Circuit, data: Any, metric: Union[str, Callable] = "logit_diff",
                  answers: Any = None, limit: Optional[int] = None, max_batch: int = 16,
-                 progress: Any = True) -> Faithfulness:
+                 progress: Any = True, max_request_rows: Optional[int] = None) -> Faithfulness:
     """Run every pair with each edge outside ``circuit`` patched from the corrupted run (a
     receiver sees the corrupted value of excluded senders and this run's value of included
     ones) and compare the metric with the clean and corrupted runs."""
     model = _model(model)
     d = _data(model, data, answers, metric, limit)
     g = Graph(model)
-    clean, corrupted, values = _patched(model, d, [_excluded(g, circuit)], max_batch, progress, "faithfulness")
+    clean, corrupted, values = _patched(model, d, [_excluded(g, circuit)], max_batch, progress, "faithfulness",
+                                        max_request_rows)
     c = float(values[:, 0].mean())
     return Faithfulness(_ratio(c, float(clean.mean()), float(corrupted.mean())), c, float(clean.mean()),
                         float(corrupted.mean()), len(circuit),
@@ -466,7 +480,8 @@ def default_sizes(n_edges: int, points: int = 10) -> list[int]:
 
 def faithfulness_curve(model: Any, scores: EdgeScores, data: Any, metric: Union[str, Callable] = "logit_diff",
                        sizes: Optional[Sequence[int]] = None, answers: Any = None,
-                       limit: Optional[int] = None, max_batch: int = 16, progress: Any = True) -> FaithfulnessCurve:
+                       limit: Optional[int] = None, max_batch: int = 16, progress: Any = True,
+                       max_request_rows: Optional[int] = None) -> FaithfulnessCurve:
     """Faithfulness of ``scores.top(k)`` for each k in ``sizes`` (default ``default_sizes``),
     every size a row of the same pass per pair."""
     model = _model(model)
@@ -480,7 +495,7 @@ def faithfulness_curve(model: Any, scores: EdgeScores, data: Any, metric: Union[
                                                           for k in sizes]
     circuits = [scores.top(k) for k in sizes]
     clean, corrupted, values = _patched(model, d, [_excluded(g, c) for c in circuits], max_batch,
-                                        progress, "faithfulness curve")
+                                        progress, "faithfulness curve", max_request_rows)
     c, r = float(clean.mean()), float(corrupted.mean())
     means = values.mean(0)
     meta = {**scores.meta, "of_edges": n_edges,
@@ -492,12 +507,12 @@ def faithfulness_curve(model: Any, scores: EdgeScores, data: Any, metric: Union[
 
 def edge_effects(model: Any, edges: Sequence[tuple], data: Any, metric: Union[str, Callable] = "logit_diff",
                  answers: Any = None, limit: Optional[int] = None, max_batch: int = 16,
-                 progress: Any = True) -> np.ndarray:
+                 progress: Any = True, max_request_rows: Optional[int] = None) -> np.ndarray:
     """The exact change of the mean metric when only edge (sender, receiver) sees the
     corrupted run, for each edge: what an edge's score estimates."""
     model = _model(model)
     d = _data(model, data, answers, metric, limit)
     g = Graph(model)
     masks = [Circuit([(s, r, 0.0)]).mask(g) for s, r, *_ in edges]
-    clean, _, values = _patched(model, d, masks, max_batch, progress, "single edges")
+    clean, _, values = _patched(model, d, masks, max_batch, progress, "single edges", max_request_rows)
     return values.mean(0) - clean.mean()
