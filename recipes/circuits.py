@@ -499,8 +499,8 @@ def faithfulness_curve(model: Any, scores: EdgeScores, data: Any, metric: Union[
     c, r = float(clean.mean()), float(corrupted.mean())
     means = values.mean(0)
     meta = {**scores.meta, "of_edges": n_edges,
-            "title": f"faithfulness of the top-k edges ({scores.meta.get('method', '')}, "
-                     f"{d.name}, {dataset.summary(d.items)[:60]})"}
+            "title": f"faithfulness of the top-k edges ({scores.meta.get('method', '')}, {d.name}, "
+                     f"{len(d.items)} prompt pair{'s' if len(d.items) > 1 else ''})"}
     return FaithfulnessCurve(list(sizes), [_ratio(float(v), c, r) for v in means], c, r,
                              [float(v) for v in means], meta)
 

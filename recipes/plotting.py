@@ -185,13 +185,19 @@ def faithfulness_plot(sizes: Sequence[int], values: Sequence[float], path: str |
     ax.plot(list(sizes), list(values), "o-", color="tab:purple")
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax.text(0.01, 1.0, "clean", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="grey")
-    ax.text(0.01, 0.0, "corrupted", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="grey")
+    ax.text(0.99, 1.0, "clean", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", ha="right",
+            color="grey")
+    ax.text(0.99, 0.0, "corrupted", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", ha="right",
+            color="grey")
     if max(sizes or [0]) > 10:
         ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(-0.3, max(sizes or [1]) * (1.6 if max(sizes or [0]) > 10 else 1.05))
+    ax.set_xticks(list(sizes))
+    ax.set_xticklabels([str(k) for k in sizes], rotation=45 if len(sizes) > 6 else 0, fontsize=7)
+    ax.minorticks_off()
     ax.set_xlabel(f"edges in the circuit (top-k by |score|{f', of {of_edges}' if of_edges else ''})")
     ax.set_ylabel("faithfulness\n(circuit - corrupted) / (clean - corrupted)", fontsize=8)
-    ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize=9)
+    ax.set_title(title if len(title) < 80 else title[:77] + "...", fontsize=9)
     return _write(fig, path)
 
 

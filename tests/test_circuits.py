@@ -61,6 +61,7 @@ def test_edge_scores_equal_hooks(tiny_models, arch, method):
     # Gemma 2: any nnsight trace of it differs from the plain forward by ~6e-5 with no edit
     rtol = 1e-3 if arch == "gemma2" else 1e-4
     np.testing.assert_allclose(got.values[ok], want[ok], atol=1e-5 * scale, rtol=rtol)
+    assert all(p.grad is None for p in tracer.sites.module(model).parameters())  # nothing leaks
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -36,12 +36,26 @@ def _sh(*cmd, timeout=600):
     return proc.stdout
 
 
+def _match_server_versions() -> None:
+    """The server's transformers as the client's: install.sh keeps any version >= 5.15 it
+    installed before, so a client venv made later (a newer release) would be refused."""
+    import transformers
+
+    server = LAB / "venv" / "bin" / "python"
+    got = subprocess.run([str(server), "-c", "import transformers; print(transformers.__version__)"],
+                         capture_output=True, text=True).stdout.strip()
+    if got != transformers.__version__:
+        _sh(str(LAB / "venv" / "bin" / "pip"), "install", "-q", f"transformers=={transformers.__version__}",
+            timeout=900)
+
+
 @pytest.fixture(scope="session")
 def ndif(tmp_path_factory):
     """A running local NDIF with a tiny random Llama deployed; yields its model folder."""
     if not SCRIPTS.is_dir():
         pytest.fail(f"the NDIF scripts are missing: expected {SCRIPTS}")
     _sh("bash", str(SCRIPTS / "install.sh"), timeout=900)
+    _match_server_versions()
     # always a fresh server: a leftover one may hold other deployments on its one GPU slot
     subprocess.run(["bash", str(SCRIPTS / "stop.sh")], capture_output=True)
     _sh("bash", str(SCRIPTS / "start.sh"), timeout=300)
