@@ -221,7 +221,8 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
             recs = run(model, None, phrase, 0.0, layer, length, texts, test_clean=name == "clean",
                        prompting=name == "prompting")
         else:
-            built.setdefault(name, make_method(model, name, layer, phrase))
+            if name not in built:  # trained once per method (setdefault would retrain per alpha)
+                built[name] = make_method(model, name, layer, phrase)
             recs = run(model, name, phrase, alpha, layer, length, texts, built=built[name])
         rows.append({"method": name, "alpha": alpha, **evaluate(model, recs, phrase),
                      "example": recs[0]["output"]})

@@ -107,3 +107,17 @@ def test_cli_run_and_eval(tmp_path):
     rows = json.loads((tmp_path / "ev" / "table.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["clean", "prompting", "logit"]
     assert (tmp_path / "ev" / "success_vs_perplexity.png").stat().st_size > 1000
+
+
+def test_the_evaluation_builds_each_method_once_not_per_alpha(smollm2, monkeypatch):
+    calls = []
+    real = steering.make_method
+
+    def counted(model, name, layer, phrase, **kwargs):
+        calls.append(name)
+        return real(model, name, layer, phrase, **kwargs)
+    monkeypatch.setattr(steering, "make_method", counted)
+    table = steering.sweep(smollm2, ["logit", "steering"], [0.5, 1.0], phrase=" happy", layer=LAYER,
+                           length=2, texts=PROMPTS[:1], progress=False)
+    assert sorted(calls) == ["logit", "steering"]  # 2 methods x 2 alphas, built twice in all
+    assert len(table.rows) == 2 + 4
