@@ -35,7 +35,7 @@ import numpy as np
 
 import tracer
 from recipes import circuits, dataset, interchange
-from recipes.cli import parse_layers
+from recipes.cli import HelpFormatter, parse_layers
 from recipes.results import SweepResult
 
 MAX_PAIRS = 1000  # pairs one app run takes from an uploaded data set
@@ -442,7 +442,7 @@ def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
     import sys
 
     p = argparse.ArgumentParser(prog=prog, description="serve the Interlace web app (Streamlit)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", default="smollm2", help="the model the app starts with")
     p.add_argument("--port", type=int, default=8501, help="port to serve on")
     p.add_argument("--address", default="127.0.0.1",

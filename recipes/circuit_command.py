@@ -17,14 +17,14 @@ from tracer import checks
 from tracer.graph import Graph
 
 from . import circuits, dataset
-from .cli import guarded, setup, shared
+from .cli import HelpFormatter, guarded, setup, shared
 from .sweeps import _data, _pairs
 
 
 def parser(prog: str = "python -m recipes.circuit_command") -> argparse.ArgumentParser:
     """The options (defaults shown in --help)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     _data(p)
     p.set_defaults(data=str(dataset.IOI_FILE))
     p.add_argument("--method", default="eap-ig", choices=list(circuits.METHODS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Any, Callable, Optional, Sequence
@@ -33,6 +34,19 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return run
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default said once: appended only where the help text
+    does not already say it, and never for options without one (None, flags off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        empty = action.default is None or action.default is False or action.default == [] \
+            or action.default == argparse.SUPPRESS
+        if "default" in text or empty or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 # -- the options every step shares ---------------------------------------------------------

@@ -29,7 +29,7 @@ from torch import nn
 import tracer
 from tracer import checks
 from tracer.files import writable_dir
-from recipes.cli import check_args, guarded, parse_layers, seed_everything
+from recipes.cli import HelpFormatter, check_args, guarded, parse_layers, seed_everything
 from recipes.results import DASResult
 
 DIGITS = 10
@@ -188,7 +188,7 @@ def search(layers: Sequence[int] = (0,), dim: int = 16, epochs: int = 15, seed: 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.das") -> int:
     """``python -m recipes.das``: train the MLP, then DAS and its controls; prints IIA."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--layers", nargs="+", default=["0"], metavar="L",
                    help="hidden layers of the MLP to run DAS at (0 holds a + b; 0-1 for both)")
     p.add_argument("--dim", type=int, default=16, help="rotated dims interchanged")

@@ -46,7 +46,7 @@ from tracer.metrics import continuation_prob, effect_scores  # noqa: F401 - the 
 from tracer.plan import Group, Logprobs
 from tracer.tokens import continuation_ids
 
-from .cli import guarded, parse_heads, parse_layers, setup, shared
+from .cli import HelpFormatter, guarded, parse_heads, parse_layers, setup, shared
 from .patching import (DIRECTIONS, TRACE_ROLES, _layers, _model, causal_trace, causal_trace_plan,  # noqa: F401
                        metric_fn, sweep, sweep_plans)
 from .paths import ioi, path_patch  # noqa: F401 - the recipe's path patching
@@ -312,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.in
     parser = argparse.ArgumentParser(prog=prog,
                                      description="Swap a target word's representations between "
                                                  "two prompts, layer by layer and head by head.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--sents", nargs=2, required=True, metavar=("SENT1", "SENT2"),
                         help="the two prompts")
     parser.add_argument("--conts", nargs="+", required=True,

@@ -37,7 +37,8 @@ from tracer.interventions import Intervention
 from tracer.metrics import Probe, cross_entropy, fit_probe, kl, mean_difference, token_logprobs
 from tracer.plan import Activations, Distribution, Group, Logprobs
 from tracer.files import InterventionSet, atomic, model_info
-from recipes.cli import guarded, load_model, parse_layers, setup, shared
+from tracer.locations import looks_local
+from recipes.cli import HelpFormatter, guarded, load_model, parse_layers, setup, shared
 from recipes.results import ITIResult
 
 DATA = Path(__file__).with_name("data") / "true_false.json"
@@ -72,6 +73,8 @@ def load_statements(data: Union[None, str, Path] = None, statement: str = "state
             pair += [row["id"], row["id"]]
         return Statements(text, np.array(lab), np.array(pair))
     path = Path(data)
+    if not path.exists() and looks_local(data):
+        raise ValueError(f"no such data file: {path} (a .json, .jsonl or .csv file, or a hub dataset id)")
     if path.exists():
         kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix)
         if kind is None:
@@ -320,7 +323,7 @@ def _table(report: dict) -> str:
 @guarded
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.iti") -> int:
     """``python -m recipes.iti fit ...`` / ``python -m recipes.iti generate ...``"""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="probe every head, build and save the intervention", formatter_class=fmt)

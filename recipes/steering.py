@@ -34,7 +34,7 @@ from tracer.plan import Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
 from . import lens
-from .cli import guarded, load_model, setup, shared
+from .cli import HelpFormatter, guarded, load_model, setup, shared
 from .results import SteeringRun, SteeringTable
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
@@ -256,7 +256,7 @@ def _common(p: argparse.ArgumentParser, out: Optional[str], out_help: str) -> No
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=HelpFormatter)
 
 
 def _fit(argv: Sequence[str], prog: str, kind: str) -> int:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import tracer
 
 from . import attribution, dataset, interchange
-from .cli import guarded, parse_heads, parse_layers, setup, shared
+from .cli import HelpFormatter, guarded, parse_heads, parse_layers, setup, shared
 
 
 def _common(p: argparse.ArgumentParser, seed_help: Optional[str] = None) -> None:
@@ -94,7 +94,7 @@ def _metric(p: argparse.ArgumentParser, default: str) -> None:
 
 def parser(prog: str = "python -m recipes.sweeps") -> argparse.ArgumentParser:
     """The three commands and their options (defaults shown in --help)."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     top = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
                                   formatter_class=fmt)
     sub = top.add_subparsers(dest="command", required=True)

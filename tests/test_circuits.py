@@ -8,7 +8,7 @@ import torch
 
 import tracer
 from recipes import circuits
-from tests import circuit_hooks as ref
+import circuit_hooks as ref
 from tracer.graph import Graph
 from tracer.testing import ARCHS
 

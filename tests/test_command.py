@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from recipes import command, steering
+from recipes.cli import HelpFormatter
 from tracer import testing
 
 
@@ -63,7 +64,11 @@ def test_every_option_has_help_and_shows_its_default(name):
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, f"{p.prog}: {action.option_strings or action.dest} has no help"
-        assert p.formatter_class is argparse.ArgumentDefaultsHelpFormatter, p.prog
+        assert p.formatter_class is HelpFormatter, p.prog
+        text = p.format_help()
+        assert "(default: [])" not in text and "(default: None)" not in text, p.prog
+        for chunk in text.split("\n  -")[1:]:  # each option's help says its default at most once
+            assert " ".join(chunk.split()).count("default") <= 1, (p.prog, chunk)
 
 
 def test_console_script_is_installed():

@@ -120,10 +120,34 @@ def test_missing_wheel_prints_the_pip_command(monkeypatch):
 def test_missing_folder_and_gguf(tmp_path):
     with pytest.raises(models.ModelLoadError, match="does not exist"):
         tracer.load(str(tmp_path / "nothing.gguf"))
-    with pytest.raises(models.ModelLoadError, match="model folder .* does not exist"):
+    with pytest.raises(models.ModelLoadError, match="no such model folder"):
         tracer.load(str(tmp_path / "no-such-folder"))
     with pytest.raises(models.ModelLoadError, match="no config.json"):
         tracer.load(str(tmp_path))
+
+
+def test_local_looking_names_never_reach_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from recipes import iti
+    from tracer.files import SpecError, locate_folder
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("sent to the hub")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    for name in ("missing_model/", "./missing", "results/missing", "~/no-such-interlace-model"):
+        with pytest.raises(models.ModelLoadError, match="no such model folder"):
+            tracer.load(name)
+    with pytest.raises(models.ModelLoadError, match=r"unknown model 'gemma3' \(did you mean 'gemma3-270m'\?\); "
+                                                    r"the embedded models are smollm2, gemma3-270m"):
+        tracer.load("gemma3")
+    for name in ("missing_iti/", "results/iti"):
+        with pytest.raises(SpecError, match="no such intervention folder"):
+            locate_folder(name)
+    with pytest.raises(ValueError, match="no such data file: missing.csv"):
+        iti.load_statements("missing.csv")
 
 
 def test_hub_id_offline_is_one_clear_error():

@@ -138,7 +138,7 @@ def test_foreign_and_future_files(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "interlace.interventions", "version": 99}))
     with pytest.raises(SpecError, match="version 99; this Interlace reads versions up to 3"):
         tracer.files.load(tmp_path)
-    with pytest.raises(SpecError, match="no intervention folder"):
+    with pytest.raises(SpecError, match="no such intervention folder"):
         tracer.files.load(tmp_path / "missing")
 
 

@@ -9,7 +9,7 @@
         logits = model.lm_head.output.save()
 """
 
-from . import (chunks, execute, files, generation, interventions, metrics, plan, pyvene, resume, reuse,
+from . import (activations, chunks, execute, files, generation, interventions, metrics, plan, pyvene, resume, reuse,
                selfcheck, sites, testing, tokens)
 from .interventions import Intervention
 from .pyvene import (IntervenableConfig, IntervenableModel, IntervenableRepresentationConfig,
@@ -33,11 +33,12 @@ from .pyvene.mapping import type_to_dimension_mapping, type_to_module_mapping
 from .pyvene.utils import (GET_LOC, closeness_to_permutation_loss, count_parameters, embed_to_distrib,
                            format_token, get_batch_size, get_list_depth, harmonic_sigmoid_boundary, lsm,
                            random_permutation_matrix, set_seed, sigmoid_boundary, sm, top_vals)
+from .activations import cache
 from .models import ModelLoadError, load
 from .selfcheck import ModelCheckError, check_model
 from .sites import SITE_NAMES, Site, site, valid_sites
 
-__all__ = ["load", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
+__all__ = ["load", "cache", "site", "Site", "valid_sites", "SITE_NAMES", "interventions",
            "Intervention", "generation", "IntervenableModel", "IntervenableConfig",
            "RepresentationConfig", "IntervenableRepresentationConfig", "VanillaIntervention",
            "AdditionIntervention", "SubtractionIntervention", "ZeroIntervention",

@@ -403,7 +403,7 @@ def _trace(model: Any, batch: Batch) -> list:
     """One batch as one local trace."""
     import nnsight
 
-    cache = {} if batch.cache is None else {"past_key_values": batch.cache}
+    cache = {} if batch.cache is None else {reuse.cache_argument(model): batch.cache}
     with torch.no_grad():
         with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=bool(cache), **cache):
             out = nnsight.save(run_batch(model, batch))

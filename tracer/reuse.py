@@ -290,6 +290,17 @@ def results(reuse: _Plan, plan: Compiled, ref_out: list, outputs: list) -> list[
     return out
 
 
+def cache_argument(model: Any) -> str:
+    """The forward's name for a key-value cache: ``cache`` (transformers >= 5.24, where
+    ``past_key_values`` is deprecated and warns) or ``past_key_values`` (earlier)."""
+    import inspect
+
+    from .sites import module
+
+    params = inspect.signature(module(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
         each: Callable[[list, Callable], list]) -> Optional[list[list[torch.Tensor]]]:
     """Locally: the reference batch, then the cell batches through ``each(batches, compute)``
@@ -328,14 +339,14 @@ def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list
 
     # only trace-time objects (patches.Batch) travel: the server cannot import tracer.reuse
     first = {k: v[:1, -1:] for k, v in ref.inputs.items() if k != "attention_mask"}
+    name = cache_argument(model)  # the server's transformers is the client's (check_versions)
     with torch.no_grad():
         with model.session(remote=remote):
             outputs = nnsight.save([])
             with model.trace(first, use_cache=True):
-                seed = model.output.past_key_values
+                seed = model.output[name]
             cache = type(seed)()  # without a config: full layers, even under sliding windows
-            with model.trace(ref.inputs, logits_to_keep=ref.keep, use_cache=True,
-                             past_key_values=cache):
+            with model.trace(ref.inputs, logits_to_keep=ref.keep, use_cache=True, **{name: cache}):
                 ref_out = run_batch(model, ref)
                 outputs.append(nnsight.save(ref_out))
             for batch in work:
@@ -345,7 +356,7 @@ def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list
                         outputs.append(nnsight.save(run_batch(model, batch)))
                 else:
                     with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=True,
-                                     past_key_values=own):
+                                     **{name: own}):
                         outputs.append(nnsight.save(run_batch(model, batch)))
     outputs = [list(o) for o in outputs]
     return outputs[0], outputs[1:]

@@ -48,7 +48,7 @@ _STAGE["router"] = _STAGE["resid_mid"] + 0.5
 _STAGE["attn_pattern"] = _STAGE["head_v"] + 0.5  # after q, k and v, before the heads' output
 
 from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: E402,F401
-                       dims_of, family_for, family_of, moe_layers)
+                       dims_of, family_for, family_of, from_transformer_lens, moe_layers)
 
 
 def module(model: Any) -> torch.nn.Module:
@@ -442,6 +442,7 @@ def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") ->
     module path; sets ``site.flat``/``site.alias`` for flat head components."""
     if not isinstance(name, str):
         raise SiteError(f"a site name must be a string such as 'resid_post.3', got {name!r}")
+    name = from_transformer_lens(name) or name
     kind, dot, rest = name.partition(".")
     if kind not in ALIASES or (dot and not rest.lstrip("-").isdigit()):
         return name
@@ -472,7 +473,8 @@ def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
     if kind not in SITE_NAMES:
         raise SiteError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
                          f"(layer sites as 'name.layer', e.g. 'resid_post.3'), their aliases "
-                         f"{', '.join(ALIASES)}, or a module path ending in .output or .input")
+                         f"{', '.join(ALIASES)}, TransformerLens hook names (blocks.3.hook_resid_post, "
+                         f"blocks.3.attn.hook_z, ...), or a module path ending in .output or .input")
     if dot:
         if not rest.lstrip("-").isdigit():
             raise SiteError(f"site {name!r}: the part after the dot must be a layer number")
