@@ -51,20 +51,30 @@ def long_table(values: np.ndarray, rows: list, cols: list, row_name: str, col_na
 
 
 def heatmap_chart(records: list[dict], row_name: str, col_name: str, value_name: str,
-                  title: str, domain: Optional[tuple] = None) -> Any:
-    """An Altair heatmap whose tooltip shows the row, the column and the value."""
+                  title: str, domain: Optional[tuple] = None, diverging: bool = False) -> Any:
+    """An Altair heatmap whose tooltip shows the row, the column and the value: coloured over
+    the data's own range (or ``domain``), or, ``diverging``, blue to red centred at 0."""
+    import re
+
     import altair as alt
 
-    scale = alt.Scale(scheme="viridis", domain=list(domain)) if domain else alt.Scale(scheme="viridis")
+    field = re.sub(r"[^\w ]", "_", value_name)  # Vega reads quotes and brackets as a path
+    if field != value_name:
+        records = [{(field if k == value_name else k): v for k, v in r.items()} for r in records]
+    if diverging:
+        top = max((abs(r[field]) for r in records), default=1.0) or 1.0
+        scale = alt.Scale(scheme="redblue", reverse=True, domain=[-top, top], domainMid=0)
+    else:
+        scale = alt.Scale(scheme="viridis", domain=list(domain)) if domain else alt.Scale(scheme="viridis")
     rows = list(dict.fromkeys(r[row_name] for r in records))
     cols = list(dict.fromkeys(r[col_name] for r in records))
     return (alt.Chart(alt.Data(values=records), title=title)
             .mark_rect()
             .encode(x=alt.X(f"{col_name}:O", sort=cols, title=col_name),
                     y=alt.Y(f"{row_name}:O", sort=rows, title=row_name),
-                    color=alt.Color(f"{value_name}:Q", scale=scale, title=value_name),
+                    color=alt.Color(f"{field}:Q", scale=scale, title=value_name),
                     tooltip=[alt.Tooltip(f"{row_name}:O"), alt.Tooltip(f"{col_name}:O"),
-                             alt.Tooltip(f"{value_name}:Q", format=".4f")])
+                             alt.Tooltip(f"{field}:Q", format=".4f", title=value_name)])
             .properties(height=max(200, 14 * len(rows))))
 
 
@@ -199,7 +209,18 @@ def _show_sweep(st: Any, result: SweepResult, key: str) -> None:
     title = result.meta.get("title", "") + (f" (mean over {result.n_prompts} prompts)" if many else "")
     records = long_table(result.values, list(result.labels[a0]), list(result.labels[a1]), a0, a1,
                          result.metric)
-    st.altair_chart(heatmap_chart(records, a0, a1, result.metric, title), width="stretch")
+    base = result.baselines.get("base")
+    prob = result.metric.startswith("P(") or result.metric == "prob"
+    if base is not None and not prob:  # a signed metric: the patch's change, centred at none
+        shown = long_table(result.values - base, list(result.labels[a0]), list(result.labels[a1]), a0, a1,
+                           "change from base")
+        st.altair_chart(heatmap_chart(shown, a0, a1, "change from base",
+                                      f"{title}: change in {result.metric} from the base run ({base:.4f})",
+                                      diverging=True), width="stretch")
+    else:
+        signed = bool(np.nanmin(result.values) < 0) if np.isfinite(result.values).any() else False
+        st.altair_chart(heatmap_chart(records, a0, a1, result.metric, title, diverging=signed),
+                        width="stretch")
     normalized = result.normalized
     if many and normalized is not None:
         recs = long_table(normalized, list(result.labels[a0]), list(result.labels[a1]), a0, a1, "normalized")
@@ -251,7 +272,7 @@ def interchange_tab(st: Any, get_model: Any) -> None:
         cfg = run.config
         for rep, recs in records.items():
             title = f"{rep}: swapping {cfg['targets'][0]!r} <-> {cfg['targets'][1]!r} (effect: TV distance)"
-            st.altair_chart(heatmap_chart(recs, "layer", "head", "effect", title, (0.0, 1.0)),
+            st.altair_chart(heatmap_chart(recs, "layer", "head", "effect", title),
                             width="stretch")
         top = interchange.strongest(run)
         st.subheader("Strongest effects")

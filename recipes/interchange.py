@@ -274,7 +274,8 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
             pass
     cfg = {"rep_types": list(rep_types), "heads": heads, "together": together,
            "layers": list(layers) if layers is not None else list(range(recipes[0].num_layers)),
-           "alignment": "target tokens paired from the end"}
+           "alignment": "target tokens paired from the end",
+           "n_heads": recipes[0].num_heads, "n_kv_heads": recipes[0].num_kv_heads}
     if not many:
         cfg = {"sents": list(sents), "conts": list(conts), "targets": list(targets), **cfg,
                "effect": "mean over prompts of the TV distance between normalized continuation probabilities",

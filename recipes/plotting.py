@@ -16,16 +16,22 @@ SCALES = ("auto", "unit", "symmetric")
 def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path: str | Path,
             title: str = "", xlabel: str = "", ylabel: str = "", cbar: str = "",
             cmap: str = "viridis", scale: str = "auto", marks: Sequence[tuple] = (),
-            mark_label: str = "", line: Optional[float] = None) -> Path:
+            mark_label: str = "", line: Optional[float] = None, annotate: int = 5,
+            note: str = "") -> Path:
     """Write ``values`` (rows x cols) as a labelled heatmap PNG; returns the path.
 
-    ``scale``: ``"auto"`` (the data's range), ``"unit"`` (fixed 0..1, for effects and
-    probabilities: noise stays dark) or ``"symmetric"`` (around 0, a diverging map, for
-    differences).  ``marks``: (row, col) cells outlined (e.g. chosen heads), named
-    ``mark_label`` in the legend; ``line``: a value marked on the colorbar (e.g. chance).
+    ``scale``: ``"auto"`` (the data's own range, written on the colour bar), ``"unit"``
+    (fixed 0..1) or ``"symmetric"`` (a diverging map centred at 0, for signed quantities
+    such as a change from a baseline).  The ``annotate`` strongest cells carry their values.
+    ``marks``: (row, col) cells outlined (e.g. chosen heads), named ``mark_label`` in the
+    legend; ``line``: a value marked on the colour bar (e.g. chance); ``note``: a line under
+    the axes (e.g. the baseline the values are measured from).  The layout is constrained,
+    so no label or title is cut, and long titles are wrapped.
     """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,22 +40,35 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
 
     values = np.asarray(values, dtype=float)
     rows, cols = values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * cols + 2.5), max(3.0, 0.22 * rows + 1.5)))
+    width = max(5.0, 0.35 * cols + 3.0)
+    fig, ax = plt.subplots(figsize=(width, max(3.2, 0.22 * rows + 2.0)), layout="constrained")
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     limits: dict = {}
     if scale == "unit":
         limits = {"vmin": 0.0, "vmax": 1.0}
     elif scale == "symmetric":
-        top = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-        limits, cmap = {"vmin": -top or -1.0, "vmax": top or 1.0}, "RdBu_r"
+        top = max(abs(lo), abs(hi)) or 1.0
+        limits, cmap = {"vmin": -top, "vmax": top}, "RdBu_r"
+    elif lo == hi:
+        limits = {"vmin": lo - 0.5, "vmax": hi + 0.5}  # one value: a mid colour, not the bottom
     im = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest", **limits)
+    if annotate and finite.size > 1:
+        key = np.abs(values) if scale == "symmetric" else values
+        order = np.argsort(-np.nan_to_num(key, nan=-np.inf), axis=None)[:annotate]
+        for flat in order:
+            r, c = np.unravel_index(flat, values.shape)
+            ax.text(c, r, f"{values[r, c]:.2g}", ha="center", va="center", fontsize=6,
+                    color="black", bbox=dict(boxstyle="round,pad=0.1", fc="white", alpha=0.6, lw=0))
     for n, (r, c) in enumerate(marks):
         ax.add_patch(matplotlib.patches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red",
                                                   linewidth=1.2, label=mark_label if n == 0 else None))
     if marks and mark_label:
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-    ax.set_title(title, fontsize=9, wrap=True)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    chars = max(40, int(width * 13))
+    ax.set_title("\n".join(textwrap.fill(t, chars) for t in title.splitlines()) if title else "", fontsize=8)
+    ax.set_xlabel(xlabel + (f"\n{textwrap.fill(note, chars)}" if note else ""), fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     step_c = max(1, cols // 24)
     step_r = max(1, rows // 32)
     ax.set_xticks(range(0, cols, step_c))
@@ -57,7 +76,10 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
                        fontsize=7, ha="right" if cols > 8 else "center")
     ax.set_yticks(range(0, rows, step_r))
     ax.set_yticklabels([str(r) for r in list(row_labels)[::step_r]], fontsize=7)
-    bar = fig.colorbar(im, ax=ax, label=cbar)
+    span = f"range {lo:.3g} to {hi:.3g}" if finite.size else "no values"
+    label = "\n".join(textwrap.wrap(cbar, 38)) + f"\n({span})"
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label(label, fontsize=7)
     if line is not None:
         bar.ax.axhline(line, color="red", linewidth=1.5)
         bar.ax.text(-0.15, line, f"chance {line:g}", transform=bar.ax.get_yaxis_transform(),
@@ -205,7 +227,8 @@ def _write(fig: Any, path: str | Path) -> Path:
     """Lay out, write the figure as a PNG atomically, close it."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
     path = Path(path)
     with atomic(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

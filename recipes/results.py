@@ -182,12 +182,20 @@ class SweepResult(Result):
         elif answers and isinstance(answers[0], (list, tuple)) and cbar == self.metric:
             cbar += (" (each pair's first answer - its second)" if "logit_diff" in self.metric
                      else " of each pair's first answer")
+        note = ", ".join(f"{k} run {v:.4g}" for k, v in self.baselines.items())
         if scale is None:
-            signed = float(np.nanmin(values)) < 0 if np.isfinite(values).any() else False
-            scale = "unit" if self.metric.startswith("P(") or self.metric == "prob" else \
-                ("symmetric" if signed else "auto")
+            prob = self.metric.startswith("P(") or self.metric == "prob"
+            base = self.baselines.get("base") if cbar.startswith(self.metric) else None
+            if base is not None and not prob:
+                # a signed metric: what the patch changed, on a scale centred at no change
+                values, cbar, scale = values - base, f"change in {cbar} from the base run", "symmetric"
+            elif np.isfinite(values).any() and float(np.nanmin(values)) < 0:
+                scale = "symmetric"
+            else:
+                scale = "auto"
         return heatmap(values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
-                       xlabel=a1, ylabel=a0, cbar=cbar, scale=scale)
+                       xlabel=a1, ylabel=a0, cbar=cbar, scale=scale,
+                       note=f"baselines: {note}" if note else "")
 
 
 @dataclass
@@ -220,6 +228,17 @@ class InterchangeResult(Result):
     def layers(self, rep: str) -> list[int]:
         """The layers of a rep type's rows, as run."""
         return swapped_layers(self.outputs[rep])
+
+    def _groups(self, rep: str, cols: list) -> str:
+        """Under grouped-query attention, which query heads share each key/value head (their
+        key and value columns are equal by construction)."""
+        n_kv, n_heads = self.config.get("n_kv_heads"), self.config.get("n_heads")
+        if rep not in ("key", "val") or not n_kv or not n_heads or n_kv == n_heads or cols == ["all"]:
+            return ""
+        size = n_heads // n_kv
+        return ("grouped-query attention: heads " + ", ".join(
+            f"{g * size}-{g * size + size - 1}" for g in range(n_kv)) + " each share one key/value head, "
+            "so their columns are equal")
 
     def to_dict(self) -> dict:
         effects = self.effects
@@ -263,8 +282,8 @@ class InterchangeResult(Result):
             paths[f"heatmap_{rep}"] = heatmap(
                 effect, self.layers(rep), cols, Path(out) / f"heatmap_{rep}.png",
                 title=f"{cfg.get('model', '')}: {what}",
-                xlabel="head", ylabel="layer", cbar="effect (TV distance of the continuations)",
-                scale="unit")
+                xlabel="head" if cols != ["all"] else "", ylabel="layer",
+                cbar="effect (TV distance of the continuations)", note=self._groups(rep, cols))
         return paths
 
 
@@ -350,7 +369,7 @@ class ITIResult(Result):
         r, val = self.report, self.report["val_acc"]
         return {"png": heatmap(val, range(val.shape[0]), range(val.shape[1]), Path(out) / "probe_accuracy.png",
                                title=f"{self.model}: ITI probe accuracy per head (validation split)",
-                               xlabel="head", ylabel="layer", cbar="balanced accuracy", scale="unit",
+                               xlabel="head", ylabel="layer", cbar="balanced accuracy",
                                marks=r["chosen"], mark_label=f"the {r['top_k']} heads steered", line=0.5)}
 
 
@@ -376,7 +395,7 @@ class DASResult(Result):
         return {"png": heatmap(values, rows, conditions, Path(out) / "das.png",
                                title=f"DAS on the a+b+c MLP ({self.config.get('dim')} rotated dims): "
                                      f"held-out interchange accuracy", xlabel="", ylabel="",
-                               cbar="IIA", scale="unit")}
+                               cbar="IIA")}
 
 
 def swapped_layers(output: dict[str, np.ndarray]) -> list[int]:

@@ -72,6 +72,10 @@ def test_sweep_and_causal_tracing_tabs(monkeypatch, tiny_folder):
     charts = _charts(at)
     assert len(charts) == 2
     assert [t["field"] for t in charts[0]["encoding"]["tooltip"]][:2] == ["layer", "position"]
+    # causal tracing's P(' Paris') is a field Vega can read, titled as the metric
+    assert charts[1]["encoding"]["color"]["field"] == "P__ Paris__" and "P(' Paris')" in str(
+        charts[1]["encoding"]["color"]["title"])
+    assert len(_cells(at, 1)) > 1
 
 
 CSV = ("base,source,answers,subject,source_subject\n"
@@ -94,8 +98,11 @@ def test_sweep_tab_runs_an_uploaded_csv_by_role(monkeypatch, tiny_folder):
     want = interchange.sweep(str(tiny_folder), data=items, site="resid_pre", metric="logit_diff",
                              progress=False)
     cells = _cells(at, 0)
-    got = cells.pivot(index="_row", columns="_col", values="logit_diff").to_numpy()
-    np.testing.assert_allclose(got, want.values, atol=1e-5)
+    # a signed metric is drawn as the change from the base run, on a scale centred at 0
+    got = cells.pivot(index="_row", columns="_col", values="change from base").to_numpy()
+    np.testing.assert_allclose(got, want.values - want.baselines["base"], atol=1e-5)
+    scale = _charts(at)[0]["encoding"]["color"]["scale"]
+    assert scale["domainMid"] == 0 and scale["domain"][0] == -scale["domain"][1]
     assert sorted(set(cells["role"])) == ["END", "subject"]
     norm = _cells(at, 1).pivot(index="_row", columns="_col", values="normalized").to_numpy()
     np.testing.assert_allclose(norm, want.normalized, atol=1e-4)

@@ -1,5 +1,6 @@
-"""Plots name what they show: titles with the prompts, colorbars with the quantity and the
-answer, a meaningful fixed or symmetric scale, chosen heads and chance marked."""
+"""Plots name what they show: titles with the prompts, colorbars with the quantity, the
+answer and the data's range, signed quantities as a change on a scale centred at 0, the true
+layer labels, nothing cut off, chosen heads and chance marked."""
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def test_sweep_plot_names_prompts_and_answer_and_picks_a_scale(monkeypatch, tmp_
             "answers": [" Rome", " Madrid"], "title": "patch resid_post"}
     results.SweepResult(np.full((2, 3), 0.1), ("layer", "position"), {"layer": [0, 1], "position": [0, 1, 2]},
                         "prob", meta=meta).plot(tmp_path / "a.png")
-    assert seen["scale"] == "unit" and seen["cbar"] == "prob of ' Rome'"
+    assert seen["scale"] == "auto" and seen["cbar"] == "prob of ' Rome'"  # its own range
     assert "'The capital of Spain is'" in seen["title"] and "'The capital of Italy is'" in seen["title"]
     signed = results.SweepResult(np.array([[-0.2, 0.5]]), ("layer", "head"), {"layer": [0], "head": [0, 1]},
                                  "AtP logit_diff", meta=meta)
@@ -38,3 +39,80 @@ def test_heatmap_scales_marks_and_chance_line(tmp_path):
     plotting.heatmap(np.array([[-1.0, 2.0]]), [0], [0, 1], tmp_path / "s.png", scale="symmetric")
     with pytest.raises(ValueError, match="unknown scale 'log'"):
         plotting.heatmap(np.zeros((2, 2)), [0, 1], [0, 1], tmp_path / "x.png", scale="log")
+
+
+def _figures(monkeypatch):
+    """Every figure the plotting module writes, with its visible texts' extents measured
+    when it was drawn: ``[(figure, [(text, extent), ...]), ...]``."""
+    figs = []
+    real = plotting._write
+
+    def keep(fig, path):
+        out = real(fig, path)  # laid out and drawn by savefig
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        texts = [(t.get_text(), t.get_window_extent(renderer))
+                 for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+                 if t.get_visible() and t.get_text().strip()]
+        figs.append((fig, texts))
+        return out
+    monkeypatch.setattr(plotting, "_write", keep)
+    return figs
+
+
+def _inside(drawn):
+    """Each visible text's extent lies inside the figure (nothing clipped)."""
+    fig, texts = drawn
+    box = fig.bbox
+    assert texts
+    for text, ext in texts:
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, \
+            (text[:60], ext, box)
+
+
+def test_a_signed_sweep_is_the_change_from_the_base_run_centred_at_zero(monkeypatch, tmp_path):
+    seen = _captured(monkeypatch)
+    meta = {"base": "a", "source": "b", "answers": [" Rome", " Madrid"], "title": "path patching"}
+    res = results.SweepResult(np.array([[1.5, 2.0], [2.5, 2.0]]), ("layer", "head"),
+                              {"layer": [20, 21], "head": [0, 1]}, "logit_diff",
+                              baselines={"base": 2.0, "source": -1.0}, meta=meta)
+    res.plot(tmp_path / "p.png")
+    assert seen["scale"] == "symmetric"
+    np.testing.assert_allclose(seen["values"], [[-0.5, 0.0], [0.5, 0.0]])
+    assert seen["cbar"].startswith("change in logit_diff") and "base run 2" in seen["note"]
+
+
+def test_pictures_carry_the_true_labels_the_data_range_and_fit(monkeypatch, tmp_path):
+    figs = _figures(monkeypatch)
+    long = "a long title naming many things " * 8
+    results.SweepResult(np.linspace(0.0005, 0.02, 12).reshape(4, 3), ("layer", "position"),
+                        {"layer": [20, 21, 22, 23], "position": ["The", " capital", " is"]}, "prob",
+                        meta={"title": long}).plot(tmp_path / "s.png")
+    fig = figs[-1][0]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["20", "21", "22", "23"]
+    colours = ax.images[0].to_rgba(ax.images[0].get_array())
+    assert len({tuple(np.round(c, 3)) for c in colours.reshape(-1, 4)}) == 12  # every value its colour
+    assert "range 0.0005 to 0.02" in fig.axes[1].get_ylabel()
+    _inside(figs[-1])
+    # a short, wide figure: the colour-bar label and the title still fit
+    plotting.heatmap(np.random.rand(1, 30), [5], range(30), tmp_path / "w.png", title=long,
+                     cbar="a colour-bar label that is long enough to be cut off")
+    _inside(figs[-1])
+    texts = [t.get_text() for t in figs[-1][0].axes[0].texts]
+    assert len(texts) == 5  # the strongest cells annotated
+
+
+def test_interchange_heatmaps_label_the_layers_run_and_the_key_value_groups(monkeypatch, tmp_path):
+    figs = _figures(monkeypatch)
+    cfg = {"sents": ["a b", "c d"], "conts": ["x", "y"], "targets": ["b", "d"], "n_heads": 4, "n_kv_heads": 2}
+    original = np.full((2, 2, 1), 0.5)
+    out = {"original": original, "interv_layer_20": np.random.rand(2, 2, 4), "interv_layer_23": np.random.rand(2, 2, 4)}
+    res = results.InterchangeResult(cfg, {"key": out}, {"key": [0, 1, 2, 3]})
+    res.plot(tmp_path)
+    ax = figs[-1][0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["20", "23"]
+    assert "heads 0-1, 2-3 each share one key/value head" in " ".join(ax.get_xlabel().split())
+    _inside(figs[-1])
