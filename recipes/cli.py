@@ -36,6 +36,35 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+# interp_interv's model names: the checkpoints its README names
+SEED_MODELS = {"llama2": "meta-llama/Llama-2-7b-hf", "gemma2": "google/gemma-2-2b",
+               "gpt2": "openai-community/gpt2"}
+
+
+def normalize(argv: Sequence[str]) -> list[str]:
+    """Seed 002's spellings as ours: ``-layer_idx`` -> ``--layer-idx``, ``--test_clean`` ->
+    ``--test-clean``, ``-model llama2`` -> ``--model meta-llama/Llama-2-7b-hf``.  Values
+    (anything after an option, or not starting with a dash) are left alone, and so are
+    negative numbers and one-letter flags such as ``-h``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") and len(arg) > 2 and not _number(arg):
+            name, eq, value = arg.lstrip("-").partition("=")
+            arg = "--" + name.replace("_", "-") + (eq + value if eq else "")
+        if out and out[-1] == "--model" and arg in SEED_MODELS:
+            arg = SEED_MODELS[arg]
+        out.append(arg)
+    return out
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default said once: appended only where the help text
     does not already say it, and never for options without one (None, flags off)."""

@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from .cli import guarded
+from .cli import guarded, normalize
 
 # name -> (module, argv prefix, one line of help)
 COMMANDS = {
@@ -34,35 +34,6 @@ COMMANDS = {
     "das": ("recipes.das", [], "distributed alignment search on a trained MLP (pyvene's tutorial)"),
     "app": ("recipes.app", [], "the web app (Streamlit): interchange, sweeps, causal tracing, results"),
 }
-
-# interp_interv's model names: the checkpoints its README names
-SEED_MODELS = {"llama2": "meta-llama/Llama-2-7b-hf", "gemma2": "google/gemma-2-2b",
-               "gpt2": "openai-community/gpt2"}
-
-
-def normalize(argv: Sequence[str]) -> list[str]:
-    """Seed 002's spellings as ours: ``-layer_idx`` -> ``--layer-idx``, ``--test_clean`` ->
-    ``--test-clean``, ``-model llama2`` -> ``--model meta-llama/Llama-2-7b-hf``.  Values
-    (anything after an option, or not starting with a dash) are left alone, and so are
-    negative numbers and one-letter flags such as ``-h``."""
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        if arg.startswith("-") and len(arg) > 2 and not _number(arg):
-            name, eq, value = arg.lstrip("-").partition("=")
-            arg = "--" + name.replace("_", "-") + (eq + value if eq else "")
-        if out and out[-1] == "--model" and arg in SEED_MODELS:
-            arg = SEED_MODELS[arg]
-        out.append(arg)
-    return out
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
 
 def usage() -> str:
     width = max(map(len, COMMANDS))

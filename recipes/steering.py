@@ -34,7 +34,7 @@ from tracer.plan import Group, Logprobs
 from tracer.files import InterventionSet, model_info
 
 from . import lens
-from .cli import HelpFormatter, guarded, load_model, setup, shared
+from .cli import HelpFormatter, guarded, load_model, normalize, setup, shared
 from .results import SteeringRun, SteeringTable
 
 METHODS = ("logit", "tuned", "sae", "steering", "probing")
@@ -149,8 +149,9 @@ def keyword_match(text: str, phrase: str) -> Optional[str]:
 
 
 def keyword_success(text: str, phrase: str) -> float:
-    """1 when the phrase or any of its words appears (whole words, any case), else 0."""
-    return float(keyword_match(text, phrase) is not None)
+    """1 when the phrase or any of its words appears (whole words, any case) in an output
+    that is not degenerate (" San San San ..." names the phrase but is no success), else 0."""
+    return float(keyword_match(text, phrase) is not None and not degenerate(text))
 
 
 def degenerate(text: str) -> bool:
@@ -210,27 +211,53 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
           out: Optional[str | Path] = None, progress: bool = True) -> SteeringTable:
     """Every method x alpha (plus the clean and prompting baselines): a ``SteeringTable``
     (``.rows``; ``save(dir)``: CSV + JSON and a success-vs-perplexity plot), saved into
-    ``out`` when given."""
+    ``out`` when given.  Each method is built (trained, with its own progress bar) once for
+    all alphas.  With ``out``, every finished row is kept in ``out/.partial.json`` as it
+    comes, so an interrupted run resumes from the rows it finished (same settings only)."""
     from tqdm.auto import tqdm
 
+    name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
+    settings = {"model": str(name), "phrase": phrase, "layer": layer, "length": length,
+                "texts": list(texts) if texts is not None else None}
+    partial = None if out is None else writable_dir(out) / ".partial.json"
+    done = _finished_rows(partial, settings)
     rows = []
     jobs = [("clean", None), ("prompting", None)] + [(m, a) for m in methods for a in alphas]
     built: dict = {}
-    for name, alpha in tqdm(jobs, desc="steering eval", disable=not progress):
-        if name in ("clean", "prompting"):
-            recs = run(model, None, phrase, 0.0, layer, length, texts, test_clean=name == "clean",
-                       prompting=name == "prompting")
+    for method, alpha in tqdm(jobs, desc="steering eval", disable=not progress):
+        if (method, alpha) in done:
+            rows.append(done[(method, alpha)])
+            continue
+        if method in ("clean", "prompting"):
+            recs = run(model, None, phrase, 0.0, layer, length, texts, test_clean=method == "clean",
+                       prompting=method == "prompting")
         else:
-            if name not in built:  # trained once per method (setdefault would retrain per alpha)
-                built[name] = make_method(model, name, layer, phrase)
-            recs = run(model, name, phrase, alpha, layer, length, texts, built=built[name])
-        rows.append({"method": name, "alpha": alpha, **evaluate(model, recs, phrase),
+            if method not in built:  # trained once per method (setdefault would retrain per alpha)
+                built[method] = make_method(model, method, layer, phrase, progress=progress)
+            recs = run(model, method, phrase, alpha, layer, length, texts, built=built[method])
+        rows.append({"method": method, "alpha": alpha, **evaluate(model, recs, phrase),
                      "example": recs[0]["output"]})
-    name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
+        if partial is not None:
+            with atomic(partial) as tmp:
+                tmp.write_text(json.dumps({"settings": settings, "rows": rows}))
     table = SteeringTable(rows, f"{Path(str(name)).name}: steering toward {phrase!r} at layer {layer}")
     if out is not None:
         table.save(out)
+        partial.unlink(missing_ok=True)  # complete: nothing to resume
     return table
+
+
+def _finished_rows(partial: Optional[Path], settings: dict) -> dict:
+    """The rows an interrupted run with the same settings finished, by (method, alpha)."""
+    if partial is None or not partial.is_file():
+        return {}
+    try:
+        saved = json.loads(partial.read_text())
+        if saved.get("settings") != settings:
+            return {}
+        return {(r["method"], r["alpha"]): r for r in saved["rows"]}
+    except (ValueError, KeyError, TypeError):
+        return {}  # a damaged partial file: start over
 
 
 # -- command line --------------------------------------------------------------------
@@ -259,12 +286,53 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
                                    formatter_class=HelpFormatter)
 
 
+def _seed_inputs(p: argparse.ArgumentParser, method: Optional[str] = None, run: bool = False) -> None:
+    """The options seed 002 passes to every script (its steering_vector.py, probing.py and
+    eval_outputs.py take multitoken_generation.py's inputs): accepted, and checked where the
+    step uses them."""
+    g = p.add_argument_group("seed 002's shared inputs")
+    g.add_argument("--method", choices=METHODS, default=method,
+                   help="the method of the run (fitting: must be this step's)" if method else
+                        "the run's method: checked against the outputs' own")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="the run's strength: fitting does not use it; scoring checks it against the outputs'")
+    if run:
+        g.add_argument("--layer-idx", type=int, default=None, help="the run's layer: checked against the outputs'")
+        g.add_argument("--generation-length", type=int, default=None,
+                       help="the run's new tokens per prompt: checked against the outputs'")
+        for flag in ("--test-clean", "--test-bottleneck", "--prompting"):
+            g.add_argument(flag, action="store_true", help=f"the run's {flag}: checked against the outputs'")
+
+
+SEED_CHECKED = ("method", "alpha", "layer_idx", "generation_length", "test_clean", "test_bottleneck",
+                "prompting")
+
+
+def _check_run(a: argparse.Namespace, run_args: dict, path: Path) -> None:
+    """Seed 002's inputs given to ``eval`` must be those the outputs were generated with."""
+    for key in SEED_CHECKED:
+        given = getattr(a, key, None)
+        if given is None or given is False:
+            continue
+        if key in run_args and run_args[key] != given:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{path} holds outputs generated with {flag} {run_args[key]!r}, not {given!r}: "
+                             f"score the outputs of the run these options describe")
+
+
 def _fit(argv: Sequence[str], prog: str, kind: str) -> int:
     """``vector`` / ``probe``: fit on the shipped contrast texts and save the folder."""
     p = _parser(prog, f"fit a {'steering vector (CAA: mean difference)' if kind == 'steering' else 'probe'} "
                       f"for the phrase at one layer and save it (use it with steer --method-path)")
     _common(p, None, "folder to write (config.json + tensors.safetensors)")
+    _seed_inputs(p, method=kind)
     a = p.parse_args(argv)
+    if a.method != kind:
+        raise ValueError(f"--method {a.method}: this step fits the {kind!r} method; use "
+                         f"{'probe' if kind == 'probing' else 'steering-vector'} for {a.method!r}"
+                         if a.method in ("steering", "probing") else
+                         f"--method {a.method}: this step fits the {kind!r} method (the lenses and "
+                         f"SAEs are built by steer itself)")
     model = setup(a)
     if kind == "steering":
         built, extra = lens.SteeringVector.fit(model, a.intervention_phrase, a.layer_idx), ""
@@ -281,11 +349,16 @@ def _score(argv: Sequence[str], prog: str) -> int:
     """``score``: judge the outputs a ``steer --out`` run saved, without generating again."""
     p = _parser(prog, "score saved outputs (a steer --out JSON) for success, coherence and "
                       "perplexity without regenerating")
-    p.add_argument("outputs", help="the folder steer --out wrote (or its outputs.json)")
+    p.add_argument("outputs", nargs="?", default="results/steer",
+                   help="the folder steer --out wrote (or its outputs.json); default: steer's own "
+                        "default folder, so seed 002's eval_outputs.py inputs work as given")
     p.add_argument("--intervention-phrase", default=None, help="default: the run's phrase")
-    shared(p, out=None, model=None, out_help="folder for scores.json",
-           model_help="default: the model the outputs were generated with")
+    _seed_inputs(p, run=True)
+    shared(p, out=None, model=None, out_help="folder for scores.json (default: beside the outputs)",
+           model_help="default: the model the outputs were generated with", out_required=False)
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = str(Path(a.outputs) if Path(a.outputs).suffix != ".json" else Path(a.outputs).parent)
     setup(a, load=False)
     path = Path(a.outputs) / OUTPUTS if Path(a.outputs).is_dir() else Path(a.outputs)
     try:
@@ -298,6 +371,7 @@ def _score(argv: Sequence[str], prog: str) -> int:
     if not records or bad or not isinstance(run_args, dict):
         raise ValueError(f"{path}: 'outputs' must be a non-empty list of records with a 'prompt' and "
                          f"an 'output' string (as steer --out writes); record(s) {bad[:5]} are not")
+    _check_run(a, run_args, path)
     a.model = a.model or run_args.get("model") or "smollm2"
     phrase = a.intervention_phrase or run_args.get("intervention_phrase") or "San Francisco"
     scores = evaluate(load_model(a), records, phrase)
@@ -330,7 +404,7 @@ def _eval(argv: Sequence[str], prog: str) -> int:
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m recipes.steering") -> int:
     """``python -m recipes.steering [--method ...]``, or its steps ``eval`` (every method x
     alpha), ``vector`` / ``probe`` (fit and save), ``score`` (judge saved outputs)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = normalize(list(sys.argv[1:] if argv is None else argv))  # seed 002's spellings too
     # under interlace each step has its own name already ("interlace steering-vector")
     name = (lambda step: prog) if prog.startswith("interlace") else (lambda step: f"{prog} {step}")
     steps = {"eval": lambda rest: _eval(rest, name("eval")),

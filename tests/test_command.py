@@ -102,6 +102,20 @@ def test_steer_in_seed_spelling_then_vector_reuse_and_score(tmp_path, capsys):
     scores = tmp_path / "scores"
     assert command.main(["eval", str(out), "--out", str(scores)]) == 0
     assert json.loads((scores / "scores.json").read_text())["scores"] == pytest.approx(saved["scores"])
+    # seed 002's same inputs on every step: the vector, and eval_outputs.py's inputs on eval
+    seed_vec = tmp_path / "seed-vec"
+    assert command.main(["steering-vector"] + common + ["-method", "steering", "-alpha", "2",
+                                                        "--out", str(seed_vec)]) == 0
+    assert command.main(["steering-vector"] + common + ["-method", "logit", "--out", str(seed_vec)]) == 2
+    assert "fits the 'steering' method" in capsys.readouterr().err
+    assert command.main(["eval", str(out)] + common[:-2] + ["-method", "steering", "-alpha", "2"]) == 0
+    assert (out / "scores.json").is_file()  # beside the outputs when no --out is given
+    assert command.main(["eval", str(out)] + common[:-2] + ["-method", "logit", "-alpha", "2"]) == 2
+    assert "generated with --method 'steering', not 'logit'" in capsys.readouterr().err
+    # the seed's spelling on the module the README names
+    assert steering.main(["-model", str(folder), "-method", "logit", "-intervention_phrase", "Paris",
+                          "-layer_idx", "1", "-generation_length", "2", "--limit", "1", "--test_clean",
+                          "--out", str(tmp_path / "m")]) == 0
     # an output path that is a file is refused before any work
     (tmp_path / "file").write_text("x")
     assert command.main(["steer"] + common + ["--out", str(tmp_path / "file")]) == 2
@@ -114,3 +128,6 @@ def test_judge_matches_whole_words_and_flags_degenerate_outputs():
     assert steering.keyword_match("Franciscans and sandals", "San Francisco") is None
     assert steering.degenerate(" San San San San") and steering.degenerate("wis wis wis the")
     assert not steering.degenerate("The city by the bay is foggy")
+    # a repetition that names the phrase is no success: the judge can fail
+    assert steering.keyword_success(" San San San San San", "San Francisco") == 0.0
+    assert steering.keyword_success("We flew to San Francisco on Monday", "San Francisco") == 1.0

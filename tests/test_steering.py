@@ -121,3 +121,25 @@ def test_the_evaluation_builds_each_method_once_not_per_alpha(smollm2, monkeypat
                            length=2, texts=PROMPTS[:1], progress=False)
     assert sorted(calls) == ["logit", "steering"]  # 2 methods x 2 alphas, built twice in all
     assert len(table.rows) == 2 + 4
+
+
+def test_an_interrupted_evaluation_keeps_its_rows_and_resumes(smollm2, monkeypatch, tmp_path):
+    real, calls = steering.evaluate, []
+
+    def stop_at_fourth(model, recs, phrase):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(model, recs, phrase)
+    monkeypatch.setattr(steering, "evaluate", stop_at_fourth)
+    args = dict(phrase=" happy", layer=LAYER, length=2, texts=PROMPTS[:1], out=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        steering.sweep(smollm2, ["logit"], [0.5, 1.0], **args)
+    saved = json.loads((tmp_path / ".partial.json").read_text())
+    assert [(r["method"], r["alpha"]) for r in saved["rows"]] == [("clean", None), ("prompting", None),
+                                                                  ("logit", 0.5)]
+    calls.clear()
+    table = steering.sweep(smollm2, ["logit"], [0.5, 1.0], **args)
+    assert len(calls) == 1 and len(table.rows) == 4  # only the unfinished row ran again
+    assert table.rows[:3] == saved["rows"] and not (tmp_path / ".partial.json").exists()
+    assert (tmp_path / "table.csv").is_file()
