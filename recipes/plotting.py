@@ -72,8 +72,9 @@ def heatmap(values: np.ndarray, row_labels: Sequence, col_labels: Sequence, path
     step_c = max(1, cols // 24)
     step_r = max(1, rows // 32)
     ax.set_xticks(range(0, cols, step_c))
-    ax.set_xticklabels([str(c) for c in list(col_labels)[::step_c]], rotation=60 if cols > 8 else 0,
-                       fontsize=7, ha="right" if cols > 8 else "center")
+    tilt = cols > 8 or max((len(str(c)) for c in col_labels), default=0) * cols > width * 9
+    ax.set_xticklabels([str(c) for c in list(col_labels)[::step_c]], rotation=40 if tilt else 0,
+                       fontsize=7, ha="right" if tilt else "center")
     ax.set_yticks(range(0, rows, step_r))
     ax.set_yticklabels([str(r) for r in list(row_labels)[::step_r]], fontsize=7)
     span = f"range {lo:.3g} to {hi:.3g}" if finite.size else "no values"
@@ -94,6 +95,7 @@ def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     clean = [r for r in rows if r["method"] == "clean"]
@@ -111,6 +113,9 @@ def steering_plot(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
         if clean:
             ax.axvline(clean[0]["perplexity"], color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
+        # plain numbers at the decades only: minor log ticks' labels run together
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("perplexity under the unsteered model (clean: dotted)")
         ax.set_ylabel(label, fontsize=8)

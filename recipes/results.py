@@ -193,8 +193,16 @@ class SweepResult(Result):
                 scale = "symmetric"
             else:
                 scale = "auto"
+        marks, label = [], ""
+        checked = meta.get("verified")
+        if checked and meta.get("method") in ("atp", "qk"):  # signed estimates: flips misled
+            rows = list(self.labels[a0])
+            marks = [(rows.index(layer), col) for (layer, col), e, x in
+                     zip(checked["cells"], checked["estimate"], checked["exact"])
+                     if np.sign(e) != np.sign(x) and layer in rows]
+            label = "the estimate's sign differs from the exact patch"
         return heatmap(values, self.labels[a0], self.labels[a1], path, title="\n".join(lines),
-                       xlabel=a1, ylabel=a0, cbar=cbar, scale=scale,
+                       xlabel=a1, ylabel=a0, cbar=cbar, scale=scale, marks=marks, mark_label=label,
                        note=f"baselines: {note}" if note else "")
 
 

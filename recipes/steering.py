@@ -216,8 +216,8 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
     comes, so an interrupted run resumes from the rows it finished (same settings only)."""
     from tqdm.auto import tqdm
 
-    name = getattr(tracer.sites.config(model), "name_or_path", "") or "model"
-    settings = {"model": str(name), "phrase": phrase, "layer": layer, "length": length,
+    name = tracer.models.display_name(model)
+    settings = {"model": name, "phrase": phrase, "layer": layer, "length": length,
                 "texts": list(texts) if texts is not None else None}
     partial = None if out is None else writable_dir(out) / ".partial.json"
     done = _finished_rows(partial, settings)
@@ -240,7 +240,7 @@ def sweep(model: Any, methods: Sequence[str], alphas: Sequence[float], phrase: s
         if partial is not None:
             with atomic(partial) as tmp:
                 tmp.write_text(json.dumps({"settings": settings, "rows": rows}))
-    table = SteeringTable(rows, f"{Path(str(name)).name}: steering toward {phrase!r} at layer {layer}")
+    table = SteeringTable(rows, f"{name}: steering toward {phrase!r} at layer {layer}")
     if out is not None:
         table.save(out)
         partial.unlink(missing_ok=True)  # complete: nothing to resume

@@ -42,8 +42,8 @@ def test_heatmap_scales_marks_and_chance_line(tmp_path):
 
 
 def _figures(monkeypatch):
-    """Every figure the plotting module writes, with its visible texts' extents measured
-    when it was drawn: ``[(figure, [(text, extent), ...]), ...]``."""
+    """Every figure the plotting module writes, with the extent of all it draws (titles,
+    labels, ticks, colour bar) measured then: ``[(figure, tight box in inches), ...]``."""
     figs = []
     real = plotting._write
 
@@ -53,23 +53,19 @@ def _figures(monkeypatch):
 
         renderer = FigureCanvasAgg(fig).get_renderer()
         fig.draw(renderer)
-        texts = [(t.get_text(), t.get_window_extent(renderer))
-                 for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
-                 if t.get_visible() and t.get_text().strip()]
-        figs.append((fig, texts))
+        figs.append((fig, fig.get_tightbbox(renderer)))
         return out
     monkeypatch.setattr(plotting, "_write", keep)
     return figs
 
 
 def _inside(drawn):
-    """Each visible text's extent lies inside the figure (nothing clipped)."""
-    fig, texts = drawn
-    box = fig.bbox
-    assert texts
-    for text, ext in texts:
-        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, \
-            (text[:60], ext, box)
+    """Everything drawn lies inside the figure (nothing clipped)."""
+    fig, tight = drawn
+    box = fig.bbox_inches
+    pad = 0.02  # inches
+    assert tight.x0 >= box.x0 - pad and tight.x1 <= box.x1 + pad and tight.y0 >= box.y0 - pad \
+        and tight.y1 <= box.y1 + pad, (tight, box)
 
 
 def test_a_signed_sweep_is_the_change_from_the_base_run_centred_at_zero(monkeypatch, tmp_path):
@@ -115,4 +111,25 @@ def test_interchange_heatmaps_label_the_layers_run_and_the_key_value_groups(monk
     ax = figs[-1][0].axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["20", "23"]
     assert "heads 0-1, 2-3 each share one key/value head" in " ".join(ax.get_xlabel().split())
+    _inside(figs[-1])
+
+
+def test_attribution_marks_the_cells_its_verification_found_flipped(monkeypatch, tmp_path):
+    seen = _captured(monkeypatch)
+    meta = {"method": "atp", "title": "attribution", "verified": {
+        "cells": [[3, 1], [4, 0]], "estimate": [0.5, -0.2], "exact": [-0.4, -0.1]}}
+    results.SweepResult(np.zeros((2, 2)) + [[0.1, 0.5], [-0.2, 0.0]], ("layer", "position"),
+                        {"layer": [3, 4], "position": [0, 1]}, "AtP logprob", meta=meta).plot(tmp_path / "a.png")
+    assert seen["marks"] == [(0, 1)] and "sign differs" in seen["mark_label"]
+
+
+def test_steering_plot_titles_the_model_and_labels_decades(monkeypatch, tmp_path):
+    figs = _figures(monkeypatch)
+    rows = [{"method": "clean", "alpha": None, "perplexity": 3.0, "success": 0.0, "coherence": 0.3},
+            {"method": "logit", "alpha": 0.5, "perplexity": 7.0, "success": 0.2, "coherence": 0.2},
+            {"method": "logit", "alpha": 1.0, "perplexity": 40.0, "success": 0.4, "coherence": 0.1}]
+    plotting.steering_plot(rows, tmp_path / "s.png", "SmolLM2: steering toward ' happy' at layer 8")
+    fig, _ = figs[-1]
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels(minor=True) if t.get_text()]
+    assert not ticks  # no minor-tick labels to run together
     _inside(figs[-1])

@@ -170,6 +170,20 @@ def resolve(name_or_path: Optional[str]) -> str:
     return name
 
 
+def display_name(model: Any) -> str:
+    """A model's name for titles: its folder or hub id, a converted GGUF's file stem without
+    the cache key (``SmolLM2-135M-Instruct-Q8_0``, not ``...-3f2a9c1b7d0e``)."""
+    import re
+
+    from .sites import config
+
+    name = str(getattr(config(model), "name_or_path", "") or getattr(config(model), "_name_or_path", "") or "model")
+    path = Path(name)
+    if path.is_absolute() and path.parent == cache_dir() / "models":
+        return re.sub(r"-[0-9a-f]{12}$", "", path.name)
+    return path.name if path.is_absolute() else name
+
+
 def load(name_or_path: Optional[str] = None, *, remote: bool = False,
          device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
          check: bool = True) -> Any:
