@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.interlace-installed
 
-.PHONY: setup demo app test test-fast test-remote clean
+.PHONY: setup demo app pictures test test-fast test-remote clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: setup
 	          "Paul tried to call George but he wasn't available . Who wasn't available ?" \
 	  --conts Paul George --targets successful available \
 	  --rep-types lay qry key val --heads each --out results/winograd
+
+# The README's pictures (docs/pictures/): one per recipe on the embedded model, ~3 minutes.
+pictures: setup
+	$(BIN)/python docs/make_pictures.py
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -37,3 +37,11 @@ def test_readme_python_blocks_run(tmp_path):
     assert proc.returncode == 0, (f"README block {ran[-1] if ran else '?'} failed:\n"
                                   f"{proc.stderr[-4000:]}")
     assert len(ran) == len(parts)
+
+
+def test_every_picture_the_readme_shows_exists():
+    text = README.read_text()
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert len(shown) >= 10
+    missing = [p for p in shown if not (README.parent / p).is_file()]
+    assert not missing, missing
