@@ -9,10 +9,10 @@ time; edge patching splits every receiver at once.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
+
+from tracer.execute import frozen  # a utility only: no tracer code computes the reference
 
 
 def _get(module, path):
@@ -198,19 +198,6 @@ def logit_diff(logits, answers):
     return lp[:, answers[0]] - lp[:, answers[1]]
 
 
-@contextmanager
-def frozen(module):
-    """The weights out of autograd meanwhile: the shared tiny models keep no .grad."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 def scores(module, s, clean, corrupt, answers, steps=None):
     """(senders, receivers) scores of one pair by the leaf-per-receiver method: EAP, or
     EAP-IG with ``steps``."""
@@ -235,7 +222,7 @@ def scores(module, s, clean, corrupt, answers, steps=None):
             first = None
             if alpha is not None:
                 first = lambda x, a=alpha: r_val["input"] + a * (c_val["input"] - r_val["input"])  # noqa: E731
-            with torch.enable_grad(), frozen(module):
+            with torch.enable_grad(), frozen(module):  # the shared tiny models keep no .grad
                 logit_diff(run(module, s, clean, {}, own, first), answers).sum().backward()
             for k, u in enumerate(before):
                 out[senders.index(u), j] += eps.grad[k].double() / len(points)
