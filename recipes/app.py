@@ -148,7 +148,8 @@ def uploaded_pairs(content: bytes, roles: str, limit: int) -> list:
 # -- the page ------------------------------------------------------------------------
 
 EMBEDDED = ("smollm2", "gemma3-270m")
-RUN_ERRORS = (ValueError, IndexError, KeyError, OSError, tracer.execute.RemoteError)
+RUN_ERRORS = (ValueError, IndexError, KeyError, OSError, tracer.execute.RemoteError, tracer.ModelLoadError,
+              tracer.ModelCheckError)
 
 
 def model_choices() -> dict[str, str]:
@@ -382,6 +383,39 @@ def circuit_tab(st: Any, get_model: Any) -> None:
                             key="cc-json")
 
 
+MAX_CHARTS = 8  # per NPZ file: the rest is a table of names and shapes
+
+
+def npz_views(arrays: dict, info: dict) -> tuple[list, list[dict]]:
+    """What the viewer draws of an NPZ file: its result grids (2-D numbers) as
+    ``(name, grid, (row axis, labels), (column axis, labels))`` with the true labels where the
+    file or its JSON holds them (a sweep's ``labels_*``, an interchange run's layers), at most
+    ``MAX_CHARTS``; every other array as a row of a table (name, shape, min, max)."""
+    labels = {k[len("labels_"):]: [str(x) for x in v] for k, v in arrays.items() if k.startswith("labels_")}
+    axes = list(info.get("axes") or labels)
+    layers = (info.get("config") or {}).get("layers")
+    charts, rest = [], []
+    for name, arr in arrays.items():
+        if name.startswith("labels_"):
+            continue
+        grid = arr.dtype.kind in "fiu" and arr.ndim == 2 and len(charts) < MAX_CHARTS
+        if not grid:
+            numbers = arr.dtype.kind in "fiu" and arr.size
+            rest.append({"array": name, "shape": str(tuple(arr.shape)),
+                         "min": float(np.nanmin(arr)) if numbers else None,
+                         "max": float(np.nanmax(arr)) if numbers else None})
+            continue
+        rows: tuple = ("row", list(range(arr.shape[0])))
+        cols: tuple = ("column", list(range(arr.shape[1])))
+        if len(axes) == 2 and all(a in labels for a in axes) and arr.shape == (len(labels[axes[0]]),
+                                                                                 len(labels[axes[1]])):
+            rows, cols = (axes[0], labels[axes[0]]), (axes[1], labels[axes[1]])
+        elif isinstance(layers, list) and len(layers) == arr.shape[0]:  # an interchange run
+            rows, cols = ("layer", layers), ("head" if arr.shape[1] > 1 else "heads", list(range(arr.shape[1])))
+        charts.append((name, arr.astype(float), rows, cols))
+    return charts, rest
+
+
 def viewer_tab(st: Any) -> None:
     roots = results_roots()
     folder = st.text_input("Result folder", "", key="rv-folder",
@@ -415,16 +449,20 @@ def viewer_tab(st: Any) -> None:
                     st.error(f"{p.name} is not JSON: {error}")
             else:
                 with np.load(p, allow_pickle=False) as data:
-                    for name in data.files:
-                        arr = data[name]
-                        if arr.dtype.kind in "fiu" and arr.ndim >= 2:
-                            grid = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr
-                            recs = long_table(grid, list(range(grid.shape[0])), list(range(grid.shape[1])),
-                                              "row", "column", "value")
-                            st.altair_chart(heatmap_chart(recs, "row", "column", "value", f"{p.name}: {name}"),
-                                            width="stretch")
-                        else:
-                            st.write(f"{name}: shape {arr.shape}", arr if arr.size <= 50 else arr.ravel()[:50])
+                    arrays = {name: data[name] for name in data.files}
+                side = p.with_suffix(".json")
+                try:
+                    info = json.loads(side.read_text()) if side.is_file() and inside(side, roots) else {}
+                except ValueError:
+                    info = {}
+                charts, rest = npz_views(arrays, info if isinstance(info, dict) else {})
+                for name, grid, (r_name, rows), (c_name, cols) in charts:
+                    recs = long_table(grid, rows, cols, r_name, c_name, "value")
+                    st.altair_chart(heatmap_chart(recs, r_name, c_name, "value", f"{p.name}: {name}"),
+                                    width="stretch")
+                if rest:
+                    st.caption("the other arrays (not drawn)")
+                    st.dataframe(rest)
 
 
 def page() -> None:
@@ -481,6 +519,12 @@ def main(argv: Optional[list] = None, prog: str = "interlace app") -> int:
         import streamlit  # noqa: F401
     except ImportError:
         print("error: the app needs Streamlit: pip install -e '.[app]'", file=sys.stderr)
+        return 2
+    try:  # a typo in --model is one line now, not a traceback in every visitor's page
+        if args.model.lower() not in tracer.models.EMBEDDED | tracer.models.GEMMA3:
+            tracer.models.resolve(args.model)  # a folder, a .gguf file or a cached hub id
+    except tracer.ModelLoadError as error:
+        print(f"error: --model: {error}", file=sys.stderr)
         return 2
     env = dict(os.environ, INTERLACE_APP_MODEL=args.model,
                INTERLACE_APP_RESULTS=os.pathsep.join(str(Path(r).resolve()) for r in args.results or ["results"]))

@@ -140,6 +140,9 @@ def test_viewer_opens_a_saved_result_folder(monkeypatch, tiny_folder, tmp_path):
     assert not at.exception
     titles = [c["title"] for c in _charts(at)]
     assert titles == ["sweep.npz: values", "sweep.npz: normalized"], titles
+    cells = _cells(at, 0)  # the true labels: layers and the positions' tokens
+    assert list(dict.fromkeys(cells["layer"])) == [str(x) for x in result.labels["layer"]]
+    assert list(dict.fromkeys(cells["position"])) == [str(x) for x in result.labels["position"]]
     assert [e.label for e in at.expander] == ["sweep.json", "sweep.npz", "sweep.png", "sweep_normalized.png"]
 
 
@@ -233,3 +236,30 @@ def test_circuit_tab_draws_the_graph_and_the_faithfulness_curve(monkeypatch, tin
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1, abs=1e-4)
     assert 5 in list(curve["edges"])
     assert len(at.dataframe) == 1 and len(at.get("download_button")) == 2
+
+
+def test_a_model_typo_is_one_line_at_start_and_in_a_run(monkeypatch, tmp_path, capsys):
+    import os
+
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("served a model that does not exist"))
+    assert app.main(["--model", "gemma3"]) == 2
+    assert "did you mean 'gemma3-270m'" in capsys.readouterr().err
+    assert app.main(["--model", str(tmp_path / "missing")]) == 2
+    at = _app(monkeypatch, tmp_path / "missing")  # a folder gone after the server started
+    at.button[0].click().run()
+    assert not at.exception and "no such model folder" in at.error[0].value
+
+
+def test_the_viewer_draws_an_interchange_run_by_layer_and_tables_the_raw_arrays(monkeypatch, tiny_folder, tmp_path):
+    s1, s2, conts, targets = interchange.SEED_EXAMPLES[0]
+    res = interchange.interchange(str(tiny_folder), [s1, s2], conts, targets, ["lay", "qry"], heads="each",
+                                  layers=[1], progress=False)
+    res.save(tmp_path)
+    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(tmp_path))
+    at = _app(monkeypatch, tiny_folder)
+    at.text_input(key="rv-folder").input(str(tmp_path)).run()
+    assert not at.exception
+    titles = [c["title"] for c in _charts(at)]
+    assert titles == ["results.npz: lay/effect", "results.npz: qry/effect"], titles
+    assert list(dict.fromkeys(_cells(at, 1)["layer"])) == ["1"]  # the layer run, not 0
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) >= 4  # the raw outputs, tabled

@@ -227,6 +227,23 @@ def test_circuits_remote_equal_local_one_request_per_call(ndif):
 
 
 @pytest.mark.remote
+def test_cache_remote_equals_local_in_one_request(ndif):
+    before = _requests()
+    out = _client(f"""
+        names = ["blocks.0.hook_resid_post", "head_q.1", "attn_out.0", "logits"]
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load({str(ndif)!r}, remote=remote)
+            acts = tracer.cache(model, "The capital of France is", names)
+            res[name] = [acts[n].tolist() for n in names]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 1) == 1
+    for a, b in zip(out["local"], out["remote"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.remote
 def test_sites_and_interventions_in_a_users_remote_trace(ndif):
     out = _client(f"""
         from tracer import interventions as iv
