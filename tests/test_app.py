@@ -130,14 +130,20 @@ def test_bad_input_is_shown_not_raised(monkeypatch, tiny_folder):
     assert not at.exception and "outside 0-1" in at.error[0].value
 
 
+def _viewer(monkeypatch, folder, results):
+    """The app serving ``results``, its viewer opened on that folder."""
+    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(results))
+    at = _app(monkeypatch, folder)
+    at.text_input(key="rv-folder").input(str(results)).run()
+    assert not at.exception
+    return at
+
+
 def test_viewer_opens_a_saved_result_folder(monkeypatch, tiny_folder, tmp_path):
     result = interchange.sweep(str(tiny_folder), "The capital of Spain is", "The capital of Italy is",
                                [" Rome"], progress=False)
     result.save(tmp_path, name="sweep")
-    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(tmp_path))
-    at = _app(monkeypatch, tiny_folder)
-    at.text_input(key="rv-folder").input(str(tmp_path)).run()
-    assert not at.exception
+    at = _viewer(monkeypatch, tiny_folder, tmp_path)
     titles = [c["title"] for c in _charts(at)]
     assert titles == ["sweep.npz: values", "sweep.npz: normalized"], titles
     cells = _cells(at, 0)  # the true labels: layers and the positions' tokens
@@ -255,10 +261,7 @@ def test_the_viewer_draws_an_interchange_run_by_layer_and_tables_the_raw_arrays(
     res = interchange.interchange(str(tiny_folder), [s1, s2], conts, targets, ["lay", "qry"], heads="each",
                                   layers=[1], progress=False)
     res.save(tmp_path)
-    monkeypatch.setenv("INTERLACE_APP_RESULTS", str(tmp_path))
-    at = _app(monkeypatch, tiny_folder)
-    at.text_input(key="rv-folder").input(str(tmp_path)).run()
-    assert not at.exception
+    at = _viewer(monkeypatch, tiny_folder, tmp_path)
     titles = [c["title"] for c in _charts(at)]
     assert titles == ["results.npz: lay/effect", "results.npz: qry/effect"], titles
     assert list(dict.fromkeys(_cells(at, 1)["layer"])) == ["1"]  # the layer run, not 0

@@ -47,7 +47,9 @@ class Graph:
         kv = "h" if d.n_kv_heads == d.n_heads else "g"
         self.senders: list[str] = ["input"]
         self.receivers: list[str] = []
-        s_time, r_time = [(-1, 0)], []
+        # when each acts: the layer plus a fraction ordering its stages (an edge joins a sender
+        # to a later receiver)
+        s_time, r_time = [-1.0], []
         self.attn_receivers: dict[int, tuple[int, int]] = {}
         self.mlp_receiver: dict[int, int] = {}
         for layer in range(d.n_layers):
@@ -55,18 +57,28 @@ class Graph:
             self.receivers += [f"a{layer}.h{h}<q>" for h in range(d.n_heads)]
             self.receivers += [f"a{layer}.{kv}{g}<{x}>" for x in "kv" for g in range(d.n_kv_heads)]
             self.attn_receivers[layer] = (start, len(self.receivers))
-            r_time += [(layer, 0)] * (len(self.receivers) - start)
+            r_time += [layer + 0.0] * (len(self.receivers) - start)
             heads = [f"a{layer}.h{h}" for h in range(d.n_heads)] if self.per_head else [f"a{layer}"]
             self.senders += heads
-            s_time += [(layer, 1)] * len(heads)
+            s_time += [layer + 0.25] * len(heads)
             self.mlp_receiver[layer] = len(self.receivers)
             self.receivers.append(f"m{layer}")
-            r_time.append((layer, 0.5 if self.parallel else 2))
+            r_time.append(layer + (0.125 if self.parallel else 0.5))
             self.senders.append(f"m{layer}")
-            s_time.append((layer, 3))
+            s_time.append(layer + 0.75)
         self.receivers.append("logits")
-        r_time.append((d.n_layers, 0))
-        self.valid = torch.tensor([[s < r for r in r_time] for s in s_time])
+        r_time.append(float(d.n_layers))
+        self._times = (s_time, r_time)
+        self._valid: Optional[torch.Tensor] = None
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(senders, receivers) bool: where an edge exists (made on first use: the passes
+        inside a trace need only the index ranges)."""
+        if self._valid is None:
+            s_time, r_time = self._times
+            self._valid = torch.tensor(s_time)[:, None] < torch.tensor(r_time)[None, :]
+        return self._valid
 
     @property
     def shape(self) -> tuple[int, int]:
