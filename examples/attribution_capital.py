@@ -6,7 +6,7 @@ the largest estimates: where they disagree (the subject token in the middle laye
 estimate has the wrong sign; the last position: about twice the exact effect), trust the
 exact sweep.
 
-    python examples/attribution_capital.py [--model smollm2] [--method atp|gradrop]
+    python examples/attribution_capital.py [--model smollm2] [--method atp|gradrop] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--method", default="atp", choices=list(attribution.METHODS))
+    parser.add_argument("--out", default=None, help="folder for the estimates (NPZ, JSON) and their heatmap")
     args = parser.parse_args()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -33,6 +34,8 @@ def main() -> None:
         print(f"  layer {layer:>2} {positions[pos]:<12} estimate {est:+7.2f}   exact {exact:+7.2f}")
     for w in caught:
         print(f"warning: {w.message}")
+    if args.out:
+        print("wrote " + ", ".join(str(p) for p in result.save(args.out, name="attribution").values()))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main() -> None:
         pvm = pv.IntervenableModel({"layer": layer, "component": "block_output", "intervention": iv},
                                    model=model)
         before = pvm.eval_alignment([test], metric, progress=False)["iia"]
-        log = pvm.train_alignment(train, loss, lr=args.lr, progress=False)
+        log = pvm.train_alignment(train, loss, lr=args.lr, progress=True)  # a bar per step
         after = pvm.eval_alignment([test], metric, progress=False)["iia"]
         print(f"layer {layer:2d}: loss {log[0]['loss']:.2f} -> {log[-1]['loss']:.2f}; held-out IIA "
               f"untrained {before:.2f} -> trained {after:.2f}", flush=True)

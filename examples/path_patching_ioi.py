@@ -36,13 +36,15 @@ def main() -> None:
     drop = result.values - base
     order = np.argsort(drop, axis=None)[:args.top]
     print("heads whose direct path to the logits carries the answer (change when patched):")
+    layers = result.labels["layer"]  # the rows: the layers tried
     for flat in order:
-        layer, head = np.unravel_index(flat, drop.shape)
-        print(f"  layer {layer:>2} head {head}: {drop[layer, head]:+.3f}")
+        row, head = np.unravel_index(flat, drop.shape)
+        layer = layers[row]
+        print(f"  layer {layer:>2} head {head}: {drop[row, head]:+.3f}")
     print("heads whose direct path works against it (the IOI paper's negative name movers):")
     for flat in np.argsort(-np.nan_to_num(drop, nan=-np.inf), axis=None)[:3]:
-        layer, head = np.unravel_index(flat, drop.shape)
-        print(f"  layer {layer:>2} head {head}: {drop[layer, head]:+.3f}")
+        row, head = np.unravel_index(flat, drop.shape)
+        print(f"  layer {layers[row]:>2} head {head}: {drop[row, head]:+.3f}")
     if args.out:
         written = result.save(args.out, name="path_patching")  # NPZ, JSON and the heatmap
         print("wrote " + ", ".join(str(p) for p in written.values()))

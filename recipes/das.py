@@ -87,14 +87,18 @@ def all_triples() -> torch.Tensor:
     return torch.cartesian_prod(d, d, d)
 
 
-def train_mlp(hidden: int = 64, steps: int = 1500, seed: int = 0) -> tuple[SumMLP, float]:
-    """Train the MLP on all 1000 triples; returns it and its accuracy."""
+def train_mlp(hidden: int = 64, steps: int = 1500, seed: int = 0,
+              progress: bool = False) -> tuple[SumMLP, float]:
+    """Train the MLP on all 1000 triples (``progress``: a bar over the steps); returns it and
+    its accuracy."""
+    from tqdm.auto import trange
+
     torch.manual_seed(seed)
     net = SumMLP(hidden)
     x = all_triples()
     inputs, labels = one_hot(x), x.sum(1)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(steps):
+    for _ in trange(steps, desc="training the MLP", unit="step", disable=not progress, delay=1.0):
         loss = nn.functional.cross_entropy(net(inputs), labels)
         opt.zero_grad()
         loss.backward()
@@ -171,7 +175,7 @@ def search(layers: Sequence[int] = (0,), dim: int = 16, epochs: int = 15, seed: 
         checks.integer("layer", layer, 0, 1)  # SumMLP's two hidden layers, before any training
     checks.integer("dim (rotated dims interchanged)", dim, 1, 64)
     seed_everything(seed)
-    net, acc = train_mlp(seed=seed)
+    net, acc = train_mlp(seed=seed, progress=progress)
     rows: dict = {}
     for layer in layers:
         for name, kwargs in [("DAS a+b", dict(variable="a+b")),

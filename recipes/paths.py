@@ -95,7 +95,8 @@ def path_patch(model: Any, base: Any, source: Union[None, str, Sequence[str]],
     ``"logit_diff"``: first minus second answer), averaged over the prompts; each prompt's
     grid is kept in ``per_prompt`` (``spread()`` over them, seeded by ``seed``), and
     ``normalized`` takes base as clean and source as corrupted (noising).  Returns a
-    layer x head grid (NaN where a head is not a sender), or 1 x 1 for given senders, with
+    layer x head grid (NaN where a head is not a sender; with ``layers``, those layers' rows
+    only), or 1 x 1 for given senders, with
     the base and source metrics as baselines.  ``layers`` limits the senders tried one by
     one (``sender=None``) to heads in those layers.  With ``resume_dir`` finished batches of
     both stages are kept there, so an interrupted run resumes.
@@ -194,9 +195,11 @@ def path_patch(model: Any, base: Any, source: Union[None, str, Sequence[str]],
         per = cells.T[:, :, None] if n > 1 else None                 # (prompts, 1, 1)
         return SweepResult(np.array([[cells[0].mean()]]), ("sender", "metric"),
                            {"sender": [label], "metric": [name]}, name, per_prompt=per, **common)
-    grid = np.full((n, dims.n_layers, dims.n_heads), np.nan)
+    # rows: the layers asked for (those with a sender), else every layer (NaN after the receivers)
+    rows = sorted({hs[0][0] for hs in sets}) if layers is not None else list(range(dims.n_layers))
+    grid = np.full((n, len(rows), dims.n_heads), np.nan)
     for heads, value in zip(sets, cells):
-        grid[(slice(None),) + heads[0]] = value
-    return SweepResult(grid.mean(0), ("layer", "head"), {"layer": list(range(dims.n_layers)),
-                                                        "head": list(range(dims.n_heads))},
+        layer, head = heads[0]
+        grid[:, rows.index(layer), head] = value
+    return SweepResult(grid.mean(0), ("layer", "head"), {"layer": rows, "head": list(range(dims.n_heads))},
                        name, per_prompt=grid if n > 1 else None, **common)

@@ -324,24 +324,24 @@ def test_an_interrupted_local_sweep_resumes_from_its_finished_batches(tiny_model
     model = tiny_models["gpt2"]
     args = (model, "The capital of Spain is", "The capital of Italy is", [" Rome", " Madrid"])
     real, calls = execute._trace, []
-    monkeypatch.setattr(execute, "_trace", lambda m, b: (calls.append(1), real(m, b))[1])
+    monkeypatch.setattr(execute, "_trace", lambda m, b, within=None: (calls.append(1), real(m, b, within))[1])
     want = interchange.sweep(*args, max_batch=2, progress=False)
     total = len(calls)  # the reference run, then one batch per layer and pair of positions
     assert total >= 5
     calls.clear()
 
-    def interrupted(m, batch):
+    def interrupted(m, batch, within=None):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return real(m, batch)
+        return real(m, batch, within)
     monkeypatch.setattr(execute, "_trace", interrupted)
     keep = tmp_path / "partial"
     with pytest.raises(KeyboardInterrupt):
         interchange.sweep(*args, max_batch=2, progress=False, resume_dir=str(keep))
     assert len(list(keep.glob("*.npz"))) == 2
     calls.clear()
-    monkeypatch.setattr(execute, "_trace", lambda m, b: (calls.append(1), real(m, b))[1])
+    monkeypatch.setattr(execute, "_trace", lambda m, b, within=None: (calls.append(1), real(m, b, within))[1])
     got = interchange.sweep(*args, max_batch=2, progress=False, resume_dir=str(keep))
     assert len(calls) == total - 2 and not keep.exists()
     torch.testing.assert_close(torch.tensor(got.values), torch.tensor(want.values), rtol=0, atol=1e-6)
@@ -369,7 +369,7 @@ def test_a_killed_sweep_resumes_from_its_finished_batches(smollm2, tmp_path):
     assert saved >= 3
     real, calls = execute._trace, []
     try:
-        execute._trace = lambda m, b: (calls.append(1), real(m, b))[1]
+        execute._trace = lambda m, b, within=None: (calls.append(1), real(m, b, within))[1]
         got = interchange.sweep(smollm2, *args, max_batch=4, progress=False, resume_dir=str(keep))
         resumed = len(calls)
         calls.clear()

@@ -1,6 +1,10 @@
 """Every script in examples/ runs as a user runs it, on the embedded SmolLM2 (offline), with
-small settings where a script has them, and prints what its docstring says it shows."""
+small settings where a script has them, and prints what its docstring says it shows.  Every
+picture a script draws is checked for readability as it is written (tests/picture_probe.py:
+nothing cut, labels present, colours that vary with the values) and its rows carry the true
+labels of what was run."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,13 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # script -> (arguments, a line its output must contain)
 EXAMPLES = {
-    "attribution_capital.py": ([], "estimate"),
+    "attribution_capital.py": (["--out", "{tmp}/attr"], "estimate"),
     "dataset_ioi.py": (["--pairs", "3", "--layers", "0", "15", "29", "--out", "{tmp}/ioi"], "normalized"),
     "circuit_ioi.py": (["--pairs", "2", "--method", "eap", "--top", "20", "--sizes", "0", "20",
                         "--out", "{tmp}/circuit"], "faithfulness"),
     "das_smollm2.py": (["--layers", "6", "--steps", "2", "--dim", "8"], "held-out IIA"),
     "das_three_sum.py": (["--epochs", "1", "--out", "{tmp}/das"], "held-out IIA"),
-    "interchange_winograd.py": ([], "strongest layers"),
+    "interchange_winograd.py": (["--out", "{tmp}/winograd"], "strongest layers"),
     "iti_truthfulness.py": (["--top-k", "4", "--alpha", "5", "--out", "{tmp}/iti"], "prefers the true statement"),
     "patching.py": ([], "Rome"),
     "path_patching_ioi.py": (["--pairs", "1", "--layers", "28", "29", "--out", "{tmp}/ioi"],
@@ -26,6 +30,19 @@ EXAMPLES = {
                         ["equal to the two steps by hand", "equal the edit by hand: True", "(4 rows in one call)",
                          "causal-model DAS"]),
     "steering.py": (["--eval-prompts", "2", "--new-tokens", "8"], "perplexity"),
+}
+
+LAYERS = [str(layer) for layer in range(30)]
+# script -> {picture file name: its rows (heatmap) as run, or None for a plot without rows}
+PICTURES = {
+    "attribution_capital.py": {"attribution.png": LAYERS},
+    "circuit_ioi.py": {"circuit.png": None, "faithfulness.png": None},
+    "das_three_sum.py": {"das.png": ["layer 0"]},
+    "dataset_ioi.py": {"ioi_roles.png": ["0", "15", "29"], "ioi_roles_normalized.png": ["0", "15", "29"]},
+    "interchange_winograd.py": {"heatmap_lay+qry+key+val.png": LAYERS},
+    "iti_truthfulness.py": {"probe_accuracy.png": LAYERS},
+    "path_patching_ioi.py": {"path_patching.png": ["28", "29"]},
+    "steering.py": {"success_vs_perplexity.png": None},
 }
 
 
@@ -38,9 +55,22 @@ def test_every_example_is_listed():
 def test_example_runs(script, tmp_path):
     args, expected = EXAMPLES[script]
     args = [a.format(tmp=tmp_path) for a in args]
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,
+    report = tmp_path / "pictures.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "picture_probe.py"), str(report),
+                           str(ROOT / "examples" / script), *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in [expected] if isinstance(expected, str) else expected:
         assert line in proc.stdout, proc.stdout[-3000:]
+    drawn = json.loads(report.read_text())
+    for picture in drawn:
+        assert not picture["problems"], picture
+    by_name = {}
+    for picture in drawn:
+        by_name.setdefault(os.path.basename(picture["path"]), picture)
+    want = PICTURES.get(script, {})
+    assert set(want) <= set(by_name), (sorted(by_name), sorted(want))
+    for name, rows in want.items():
+        if rows is not None:
+            assert by_name[name]["rows"] == rows, (name, by_name[name]["rows"])

@@ -137,23 +137,32 @@ def test_interchange_sweep_remote_equals_local_in_one_request(ndif):
 def test_sweep_and_causal_trace_remote_equal_local_one_request_each(ndif):
     before = _requests()
     out = _client(f"""
-        from recipes import interchange
+        import os, tempfile
+        from recipes import interchange, plotting
+        tmp = tempfile.mkdtemp()
         res = {{}}
         for name, remote in (("local", False), ("remote", True)):
             model = tracer.load({str(ndif)!r}, remote=remote)
             sweep = interchange.sweep(model, "The capital of Spain is", "The capital of Italy is",
                                       [" Rome", " Madrid"], metric="logit_diff", remote=remote,
-                                      progress=False)
+                                      layers=[1], progress=False)
             trace = interchange.causal_trace(model, "The Eiffel Tower is in Paris", "Eiffel Tower",
                                              " Paris", noise=0.5, samples=2, remote=remote,
                                              progress=False)
-            res[name] = [sweep.values.tolist(), trace.values.tolist(), trace.baselines]
+            drawn = []
+            real = plotting._write
+            plotting._write = lambda fig, path: drawn.append(
+                [t.get_text() for t in fig.axes[0].get_yticklabels()]) or real(fig, path)
+            sweep.plot(os.path.join(tmp, name + ".png"))
+            plotting._write = real
+            res[name] = [sweep.values.tolist(), trace.values.tolist(), trace.baselines, drawn[0]]
         print(json.dumps(res))
     """)
     assert _new_requests(before, 2) == 2
     for a, b in zip(out["local"][:2], out["remote"][:2]):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-5)
     assert out["local"][2] == pytest.approx(out["remote"][2], abs=1e-6)
+    assert out["remote"][3] == out["local"][3] == ["1"]  # the picture's rows: the layer run
 
 
 @pytest.mark.remote

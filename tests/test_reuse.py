@@ -75,9 +75,9 @@ def test_cells_start_at_their_layer_and_position(tiny_models, monkeypatch):
     seen = []
     real = execute._trace
 
-    def spy(m, batch):
+    def spy(m, batch, within=None):
         seen.append((tuple(batch.inputs["input_ids"].shape), len(batch.skip[0]) if batch.skip else 0))
-        return real(m, batch)
+        return real(m, batch, within)
 
     execute._trace = spy
     try:
@@ -138,3 +138,29 @@ def test_the_one_session_form_equals_full_recomputation(tiny_models, arch):
                                      remote=False)
     got = reuse.results(shared, compiled, ref_out, outputs)
     _close(execute.run(model, groups, progress=False, exact_reuse=False), got)
+
+
+@pytest.mark.parametrize("exact_reuse", [True, False])
+def test_a_progress_bar_moves_inside_batches_and_changes_no_batch(tiny_models, monkeypatch, exact_reuse):
+    """A bar (or a callable) reports each layer a batch runs, and the plan runs the same
+    batches with and without one."""
+    model = tiny_models["llama"]
+    recipe = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+    groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["qry"], heads="each")
+    traced = []
+    real = execute._trace
+    monkeypatch.setattr(execute, "_trace", lambda m, b, within=None: traced.append(b.n_rows) or real(m, b, within))
+    want = execute.run(model, groups, progress=False, exact_reuse=exact_reuse)
+    quiet, traced[:] = list(traced), []
+    seen = []
+    got = execute.run(model, groups, progress=lambda done, total, desc: seen.append((done, total)),
+                      exact_reuse=exact_reuse)
+    assert traced == quiet  # the same batches, row for row
+    _close(want, got)
+    total = seen[-1][1]
+    assert seen[-1][0] == total and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert any(d != int(d) for d, _ in seen)  # moved inside a batch, layer by layer
+    if total == 1:
+        assert len(seen) > 2
+    execute.run(model, groups, progress=True, exact_reuse=exact_reuse)  # a tqdm bar runs too
+    assert traced[-len(quiet):] == quiet

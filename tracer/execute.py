@@ -22,7 +22,7 @@ import contextlib
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -323,7 +323,6 @@ def forward(model: Any, inputs: Any, records: Sequence[Any], collect: Sequence[i
 # -- plans ---------------------------------------------------------------------------------
 
 REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not given
-PROGRESS_ROWS = 64  # with a progress bar, default batches are split no smaller than this
 
 
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
@@ -360,9 +359,6 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                         for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
-            if progress:  # a bar needs steps: a long plan runs in about 8 batches at least
-                rows = sum(len(g.rows) for g in groups)
-                max_batch = min(max_batch, max(PROGRESS_ROWS, -(-rows // 8)))
     shared = reuse.plan(model, groups) if exact_reuse else None
     if shared is not None and remote:
         # one session: the reference run's states stay on the server for the cells
@@ -376,8 +372,9 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             if resume_dir is not None:
                 return resumable(model, work, [[i] for i in range(len(work))], compute,
                                   Path(resume_dir), progress, desc, "batch")
-            return [compute([b])[0] for b in steps(work, desc, progress)]
-        got = reuse.run(model, shared, max_batch, lambda b: _trace(model, b), each)
+            it = steps(work, desc, progress)
+            return [compute([b], it.within)[0] for b in it]
+        got = reuse.run(model, shared, max_batch, lambda b, within: _trace(model, b, within), each)
         if got is not None:
             return got
     batches = list(pack(groups, max_batch))
@@ -387,10 +384,11 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
         outputs = _run_requests(model, work, max_request_rows, resume_dir, progress, desc, timeout)
     elif resume_dir is not None:  # an interrupted local run resumes from its finished batches
         outputs = resumable(model, work, [[i] for i in range(len(work))],
-                             lambda part: [_trace(model, b) for b in part], Path(resume_dir),
-                             progress, desc, "batch")
+                             lambda part, within: [_trace(model, b, within) for b in part],
+                             Path(resume_dir), progress, desc, "batch")
     else:
-        outputs = [_trace(model, b) for b in steps(work, desc, progress)]
+        it = steps(work, desc, progress)
+        outputs = [_trace(model, b, it.within) for b in it]
     results: list = [None] * len(groups)
     for batch, (_, layout), flat in zip(batches, compiled, outputs):
         flat = [torch.as_tensor(t).detach().float().cpu() for t in flat]
@@ -399,15 +397,43 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     return results
 
 
-def _trace(model: Any, batch: Batch) -> list:
-    """One batch as one local trace."""
+def _trace(model: Any, batch: Batch, within: Optional[Callable[[float], None]] = None) -> list:
+    """One batch as one local trace; ``within(fraction)`` hears of each layer it finishes."""
     import nnsight
 
     cache = {} if batch.cache is None else {reuse.cache_argument(model): batch.cache}
-    with torch.no_grad():
+    with torch.no_grad(), _layer_ticks(model, batch, within):
         with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=bool(cache), **cache):
             out = nnsight.save(run_batch(model, batch))
     return list(out)
+
+
+@contextlib.contextmanager
+def _layer_ticks(model: Any, batch: Batch, within: Optional[Callable[[float], None]]) -> Any:
+    """Plain forward hooks on the decoder layers that report the share of the batch's layers
+    run so far (a progress bar that moves inside a batch, at no cost to the batch plan)."""
+    from .sites import config, family_of, module
+
+    if within is None:
+        yield
+        return
+    try:
+        layers = list(module(model).get_submodule(family_of(config(model)).layers))
+    except (AttributeError, ValueError):
+        yield  # not a decoder stack we know: progress per batch only
+        return
+    skipped = len(batch.skip_from[0]) if batch.skip_from else 0
+    todo, seen = max(1, len(layers) - skipped), [0]
+
+    def tick(*_: Any) -> None:
+        seen[0] += 1
+        within(seen[0] / todo)
+    handles = [layer.register_forward_hook(tick) for layer in layers[skipped:]]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _session(model: Any, work: list) -> list:
@@ -431,5 +457,5 @@ def _run_requests(model: Any, work: list, max_rows: Optional[int], resume_dir: O
     if len(chunks) == 1:  # one request: nothing to resume
         return call(_session, model, work, timeout=timeout)
     folder = Path(resume_dir) if resume_dir else cache_dir() / "remote"
-    return resumable(model, work, chunks, lambda part: call(_session, model, part, timeout=timeout),
+    return resumable(model, work, chunks, lambda part, _: call(_session, model, part, timeout=timeout),
                       folder, progress, f"{desc} (requests)", "request")

@@ -15,6 +15,7 @@ when negative and from the first pad otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -51,13 +52,15 @@ def split_by_step(interventions: Sequence[Any], where: str = "all") -> tuple[lis
 
 def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions: Sequence[Any],
              max_new_tokens: int = 30, *, where: str = "all", steps: Optional[tuple] = None,
-             compare: bool = True, remote: Optional[bool] = None, **kwargs: Any) -> Generation:
+             compare: bool = True, remote: Optional[bool] = None, progress: bool = True,
+             **kwargs: Any) -> Generation:
     """Greedy (by default) continuations of ``prompts`` with ``interventions`` applied at
     every generation step, and, with ``compare``, the unsteered ones from the same call.
 
     One ``model.generate`` call: the unsteered and the steered prompts are two invokes of
     one batch (one request with ``remote=True``).  ``kwargs`` go to ``generate``
-    (``do_sample``, ``temperature``, ``min_new_tokens``...).
+    (``do_sample``, ``temperature``, ``min_new_tokens``...).  Locally ``progress`` shows a
+    bar of the tokens generated once a call lasts over a second.
     """
     from . import checks, execute
     from .sites import site as resolve_site
@@ -101,13 +104,41 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
     # only, every other warning stays.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*was never reached: the loop asked for a step")
-        out = execute.call(go) if remote else go()
+        if remote:
+            out = execute.call(go)
+        else:
+            with _token_bar(model, n, progress):
+                out = go()
     out = out.detach().cpu() if isinstance(out, torch.Tensor) else torch.as_tensor(out)
     width = _prompt_width(tok, prompts)
     texts = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
     k = prompts["input_ids"].shape[0] if isinstance(prompts, dict) else len(prompts)
     plain = texts[:k] if compare else None
     return Generation(prompts, plain, texts[-k:], out[:k] if compare else None, out[-k:], width)
+
+
+@contextlib.contextmanager
+def _token_bar(model: Any, n: int, progress: bool) -> Any:
+    """A tqdm bar over the ``n`` new tokens, moved by a plain forward hook on the model (one
+    forward per generated token); drawn only after a second, so short calls print nothing."""
+    from tqdm.auto import tqdm
+
+    from .sites import module
+
+    if not progress:
+        yield
+        return
+    bar = tqdm(total=n, desc="generate", unit="token", delay=1.0)
+
+    def tick(*_: Any) -> None:  # a hook's return value would replace the output: none
+        if bar.n < n:
+            bar.update(1)
+    handle = module(model).register_forward_hook(tick)
+    try:
+        yield
+    finally:
+        handle.remove()
+        bar.close()
 
 
 def _prompt_width(tok: Any, prompts: Sequence[str]) -> int:

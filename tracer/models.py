@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -113,6 +114,9 @@ def converted_folder(gguf: Union[str, Path]) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(target.parent, target.name)
+    # the one long silent step of a first run: say what it is and that it happens once
+    print(f"converting {gguf.name} to a safetensors folder (once; 20-60 s): {target}",
+          file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_name(target.name) + "-", dir=target.parent))
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -136,34 +136,67 @@ def load_npz(path: Path, key: str, what: str) -> Optional[dict]:
 
 
 
-def steps(items: list, desc: str, progress: Any) -> Any:
-    """Iterate ``items`` with a tqdm bar (``progress=True``; none for a single item),
-    silently (``False``), or calling ``progress(done, total, desc)`` before each item and
-    once at the end (a callable: a web app's progress bar)."""
-    if callable(progress):
-        def counted() -> Any:
-            for i, item in enumerate(items):
-                progress(i, len(items), desc)
-                yield item
-            progress(len(items), len(items), desc)
-        return counted()
-    from tqdm.auto import tqdm
+class Steps:
+    """Iterate ``items`` with one progress report: a tqdm bar (``progress=True``; drawn only
+    once a run lasts over a second, so quick runs print nothing), none (``False``), or
+    ``progress(done, total, desc)`` called before each item and once at the end (a callable:
+    a web app's progress bar).  ``within(fraction)`` moves the report inside the current
+    item (a batch's layers), so a bar needs no extra batches to move."""
 
-    return tqdm(items, desc=desc, disable=not progress or len(items) < 2)
+    def __init__(self, items: list, desc: str, progress: Any, unit: str = "batch"):
+        self.items, self.desc, self.done, self.at = list(items), desc, 0, 0.0
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        if progress is True and self.items:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(self.items), desc=desc, unit=unit, delay=1.0,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total} {unit}s [{elapsed}<{remaining}]")
+
+    def _report(self, at: float) -> None:
+        at = min(float(len(self.items)), at)
+        if self.bar is not None and at > self.at:
+            self.bar.update(at - self.at)
+        elif self.callback is not None and at > self.at:
+            self.callback(at, len(self.items), self.desc)
+        self.at = max(self.at, at)
+
+    def within(self, fraction: float) -> None:
+        """The current item is ``fraction`` (0..1) done."""
+        self._report(self.done + min(1.0, max(0.0, fraction)))
+
+    def __iter__(self) -> Any:
+        try:
+            for i, item in enumerate(self.items):
+                self.done = i
+                if self.callback is not None and i == 0:
+                    self.callback(0, len(self.items), self.desc)
+                yield item
+                self._report(i + 1)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+
+def steps(items: list, desc: str, progress: Any, unit: str = "batch") -> Steps:
+    """``Steps(items, desc, progress)``: the items, reported as they are done."""
+    return Steps(items, desc, progress, unit)
 
 
 def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, progress: bool,
                desc: str, unit: str) -> list:
     """Each chunk of batches computed once: a chunk finished by an earlier, interrupted run
     is read back from ``folder``; each newly finished one is saved there (atomically) before
-    the next starts; all are removed when the plan completes."""
+    the next starts; all are removed when the plan completes.  ``compute(part, within)``
+    may report progress inside its part through ``within(fraction)``."""
     from .files import remove_dead_temps
 
     remove_dead_temps(folder)  # writes cut short by a killed run
     outputs: list = [None] * len(work)
     keys = [request_key(model, [work[i] for i in chunk]) for chunk in chunks]
     paths = [folder / f"{key}.npz" for key in keys]
-    for n, (chunk, path, key) in enumerate(steps(list(zip(chunks, paths, keys)), desc, progress)):
+    it = steps(list(zip(chunks, paths, keys)), desc, progress, unit)
+    for n, (chunk, path, key) in enumerate(it):
         saved = load_npz(path, key, f"result of a {unit}") if path.is_file() else None
         if saved is not None:  # finished by an earlier run: resume
             try:
@@ -173,7 +206,7 @@ def resumable(model: Any, work: list, chunks: list, compute: Any, folder: Path, 
             except (KeyError, ValueError):
                 pass  # a checked file of another layout: computed again below
         try:
-            got = compute([work[i] for i in chunk])
+            got = compute([work[i] for i in chunk], it.within)
         except RemoteError as error:
             if n == 0:
                 raise

@@ -301,10 +301,11 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
+def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], list],
         each: Callable[[list, Callable], list]) -> Optional[list[list[torch.Tensor]]]:
     """Locally: the reference batch, then the cell batches through ``each(batches, compute)``
-    (progress, resume); every group's readouts, or None when the plan cannot be compiled."""
+    (progress, resume); ``trace(batch, within)`` runs one batch, ``within`` hearing of its
+    progress.  Every group's readouts, or None when the plan cannot be compiled."""
     from transformers.cache_utils import DynamicCache
 
     from .patches import prepare
@@ -313,15 +314,15 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any], list],
     if plan is None:
         return None
     plan.ref.cache = DynamicCache()   # filled by the run: the reference keys and values
-    ref_out = trace(plan.ref)
+    ref_out = trace(plan.ref, None)
     by_batch = {id(b): b for _, b, _ in plan.cells}
 
-    def compute(part: list) -> list:
+    def compute(part: list, within: Any = None) -> list:
         out = []
         for b in part:
             b = by_batch[id(b)]
             b.cache = prepare(b, ref_out, plan.ref.cache)
-            out.append(trace(b))
+            out.append(trace(b, within))
             b.cache = b.skip = None
         return out
 
