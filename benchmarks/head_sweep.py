@@ -1,14 +1,20 @@
-"""Patching sweeps: the engine with exact reuse vs full recomputation and plain-hook baselines.
+"""Patching sweeps: the engine (its own choice, exact reuse, full recomputation, with and
+without a progress bar) vs plain-hook baselines.
 
 On the same model and plans, in one process:
   - the seed's three examples, each rep type (lay; qry, key, val, out per head);
+  - the short capital pair ("The capital of France is" / "... Italy is", swap at " France"):
+    qry per head and lay;
+  - ``sweep``'s plan: resid_pre patched layer x position on the capital pair;
   - a causal-tracing layer x position sweep (ROME) over a 25-token prompt.
 For each it runs (and first checks equal, to 1e-5 in fp32):
-  1. tracer.execute.run with exact reuse (the default: only what a patch can change);
-  2. the same plan recomputed in full (exact_reuse=False);
-  3. plain PyTorch hooks, the whole plan in one batch (the hand-written speed limit);
-  4. plain hooks, one batch per layer;
-  5. for the seed's qry sweep: one nnsight trace per head, and pyvene 0.1.8 per head when
+  1. tracer.execute.run as a user calls it (``auto``: exact reuse or full recomputation,
+     whichever tracer.costs predicts faster), and the same with a progress bar (``+bar``);
+  2. exact reuse forced (``reuse``: only what a patch can change);
+  3. the same plan recomputed in full (``full``, exact_reuse=False);
+  4. plain PyTorch hooks, the whole plan in one batch (``hooks``: the hand-written speed limit);
+  5. plain hooks, one batch per layer;
+  6. for the seed's qry sweep: one nnsight trace per head, and pyvene 0.1.8 per head when
      installed (pip install --no-deps pyvene).
 And TransformerLens 4.3's patching functions when installed (its bridge over a copy of the
 same transformers module, one forward per cell): get_act_patch_resid_pre (layer x position)
@@ -19,6 +25,7 @@ It prints seconds, the ratio to plain hooks in one batch, and the peak resident 
 method added.  Llama-family models only (the plain-hook baselines hook Llama's modules).
 
     python benchmarks/head_sweep.py [--model smollm2 | --random-llama 1b] [--device cuda]
+                                    [--cases seeds capital sweep causal]
 """
 
 from __future__ import annotations
@@ -294,7 +301,9 @@ def _flat(results: list) -> np.ndarray:
 
 def compare(model: Any, name: str, groups: list, device: str, extra: bool = False) -> dict:
     """Time every method on one plan after checking that all give the same numbers."""
-    methods = [("reuse", lambda: execute.run(model, groups, progress=False)),
+    methods = [("auto", lambda: execute.run(model, groups, progress=False)),
+               ("auto+bar", lambda: execute.run(model, groups, progress=True)),
+               ("reuse", lambda: execute.run(model, groups, progress=False, exact_reuse=True)),
                ("full", lambda: execute.run(model, groups, progress=False, exact_reuse=False)),
                ("hooks", lambda: plain_hooks(model, groups)),
                ("hooks/layer", lambda: plain_hooks_per_layer(model, groups))]
@@ -313,7 +322,7 @@ def compare(model: Any, name: str, groups: list, device: str, extra: bool = Fals
             want = got
         else:
             err = float(np.abs(np.exp(got) - np.exp(want)).max())
-            assert err <= tol, f"{name}: {label} differs from reuse by {err:.2e} in probability"
+            assert err <= tol, f"{name}: {label} differs from auto by {err:.2e} in probability"
         times[label] = (seconds, mb)
     base = times["hooks"][0]
     cells = "  ".join(f"{label} {s:7.2f}s {s / base:5.2f}x {mb:6.0f}MB" for label, (s, mb) in times.items())
@@ -321,17 +330,35 @@ def compare(model: Any, name: str, groups: list, device: str, extra: bool = Fals
     return times
 
 
+CAPITAL = ("The capital of France is", "The capital of Italy is")
+CASES = ("seeds", "capital", "sweep", "causal")
+
+
+def _totals(totals: dict, times: dict) -> None:
+    for label, (s, _) in times.items():
+        totals[label] = totals.get(label, 0.0) + s
+
+
+def _total_line(name: str, totals: dict) -> None:
+    base = totals.get("hooks", 1.0)
+    print(f"{name}: " + "  ".join(f"{label} {s:.2f}s {s / base:.2f}x" for label, s in totals.items()
+                                  if label in ("auto", "auto+bar", "reuse", "full", "hooks", "hooks/layer")),
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--random-llama", default=None, choices=["1b"])
     parser.add_argument("--device", default=None)
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES),
+                        help="which plans to time (default: all)")
     parser.add_argument("--examples", type=int, nargs="*", default=[0, 1, 2],
                         help="which of the seed's examples (0 Winograd, 1 is_small, 2 emotions)")
     parser.add_argument("--reps", nargs="*", default=list(interchange.REP_TYPES),
                         help="rep types to sweep in the seed's examples")
     parser.add_argument("--samples", type=int, default=3,
-                        help="noise draws in causal tracing (0: skip causal tracing)")
+                        help="noise draws in causal tracing")
     parser.add_argument("--skip-per-head", action="store_true",
                         help="skip the slow one-trace-per-head and pyvene loops")
     args = parser.parse_args()
@@ -341,37 +368,46 @@ def main() -> None:
     print(f"model={args.random_llama or args.model} device={device} layers={dims.n_layers} "
           f"heads={dims.n_heads} kv_heads={dims.n_kv_heads}; times in seconds, ratio to plain "
           f"hooks in one batch, peak memory added")
-    totals: dict = {}
     warm = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(
         interchange.SEED_EXAMPLES[0][0:2], interchange.SEED_EXAMPLES[0][2]))
     groups, _ = warm.plan(interchange.SEED_EXAMPLES[0][3], ["qry"], heads=[0], layers=[0, 1])
-    execute.run(model, groups, progress=False)
+    execute.run(model, groups, progress=False)  # also measures tracer.costs once
     plain_hooks(model, groups)
-    for i in args.examples:
-        s1, s2, conts, targets = interchange.SEED_EXAMPLES[i]
+    print(f"measured costs: {tracer.costs.measure(model)}")
+    if "seeds" in args.cases:
+        totals: dict = {}
+        for i in args.examples:
+            s1, s2, conts, targets = interchange.SEED_EXAMPLES[i]
+            recipe = interchange.InterchangeIntervention(
+                model, interchange.InterchangeInterventionConfig([s1, s2], conts))
+            for rep in args.reps:
+                groups, _ = recipe.plan(targets, [rep], heads=None if rep == "lay" else "each")
+                _totals(totals, compare(model, f"seed {i} {rep}", groups, device,
+                                        extra=(rep == "qry" and i == 0 and not args.skip_per_head)))
+        _total_line("seed examples, these rep types", totals)
+    if "capital" in args.cases:
         recipe = interchange.InterchangeIntervention(
-            model, interchange.InterchangeInterventionConfig([s1, s2], conts))
-        for rep in args.reps:
-            groups, _ = recipe.plan(targets, [rep], heads=None if rep == "lay" else "each")
-            times = compare(model, f"seed {i} {rep}", groups, device,
-                            extra=(rep == "qry" and i == 0 and not args.skip_per_head))
-            for label, (s, _) in times.items():
-                totals.setdefault(label, 0.0)
-                totals[label] += s
-    base = totals.get("hooks", 1.0)
-    print("seed examples, these rep types: " + "  ".join(
-        f"{label} {s:.2f}s {s / base:.2f}x" for label, s in totals.items() if label in
-        ("reuse", "full", "hooks", "hooks/layer")))
-    if not args.samples:
-        return
-    groups = interchange.causal_trace_plan(model, CAUSAL_PROMPT, "Eiffel Tower", " Paris",
-                                           samples=args.samples)[0]
-    compare(model, f"causal trace ({len(model.tokenizer(CAUSAL_PROMPT)['input_ids'])} tok)",
-            groups, device)
-    if importlib.util.find_spec("transformer_lens") is not None:
-        transformer_lens_lines(model, device)
-    else:
-        print("TransformerLens is not installed (pip install transformer-lens==4.3.0): no TL lines")
+            model, interchange.InterchangeInterventionConfig(list(CAPITAL), [" Paris", " Rome"]))
+        totals = {}
+        for rep in ("qry", "lay"):
+            groups, _ = recipe.plan(["France", "Italy"], [rep], heads=None if rep == "lay" else "each")
+            _totals(totals, compare(model, f"capital pair {rep}", groups, device))
+        _total_line("capital pair, qry + lay", totals)
+    if "sweep" in args.cases:
+        tok = model.tokenizer
+        answer = tok(" Rome", add_special_tokens=False)["input_ids"][0]
+        base, source = (tok(p.replace("France", "Spain"))["input_ids"] for p in CAPITAL)
+        compare(model, f"sweep resid_pre ({len(base)} tok)",
+                _sweep_groups(model, base, source, answer, "resid_pre", False), device)
+    if "causal" in args.cases:
+        groups = interchange.causal_trace_plan(model, CAUSAL_PROMPT, "Eiffel Tower", " Paris",
+                                               samples=args.samples)[0]
+        compare(model, f"causal trace ({len(model.tokenizer(CAUSAL_PROMPT)['input_ids'])} tok)",
+                groups, device)
+        if importlib.util.find_spec("transformer_lens") is not None:
+            transformer_lens_lines(model, device)
+        else:
+            print("TransformerLens is not installed (pip install transformer-lens==4.3.0): no TL lines")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def sweep(model: Any, base: Any = None, source: Any = None, answers: Any = None,
           progress: Any = True, remote: Optional[bool] = None,
           resume_dir: Optional[str] = None, roles: Optional[dict] = None, data: Any = None,
           direction: str = "denoising", seed: int = 0, max_chunk_rows: Optional[int] = None,
-          exact_reuse: bool = True) -> SweepResult:
+          exact_reuse: Optional[bool] = None) -> SweepResult:
     """Patch ``site`` from ``source`` into ``base`` one (layer, position) or (layer, head) at
     a time and measure ``metric`` on the answers' next-token log-probabilities.
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recipes import interchange
-from tracer import execute, reuse
+from tracer import costs, execute, reuse
+from tracer.costs import Costs
 from tracer.plan import Group, Logprobs, copy
 from tracer.testing import ARCHS
 
@@ -18,7 +19,7 @@ CONTS = ["Paris", "Rome and the"]
 
 def _both(model, groups, **kw):
     full = execute.run(model, groups, progress=False, exact_reuse=False, **kw)
-    fast = execute.run(model, groups, progress=False, **kw)
+    fast = execute.run(model, groups, progress=False, exact_reuse=True, **kw)
     return full, fast
 
 
@@ -62,7 +63,7 @@ def test_cells_start_at_their_layer_and_position(tiny_models, monkeypatch):
     """A copy at layer 1, position 3 of 8-token rows computes 5 columns from layer 1; the
     unedited source row is not computed at all (its value comes from the reference run).
     (Batches cost nothing here, so each cell gets its own.)"""
-    monkeypatch.setitem(reuse.COSTS, "cpu", (0.0, 0.0))
+    monkeypatch.setattr(costs, "measure", lambda model: Costs(0.0, 0.0, 1.0))
     model = tiny_models["llama"]
     tok = model.tokenizer
     rows = [tok(s)["input_ids"] for s in ("The capital of Spain is the city", "The capital of Italy is the city")]
@@ -81,7 +82,7 @@ def test_cells_start_at_their_layer_and_position(tiny_models, monkeypatch):
 
     execute._trace = spy
     try:
-        fast = execute.run(model, groups, progress=False)
+        fast = execute.run(model, groups, progress=False, exact_reuse=True)
     finally:
         execute._trace = real
     assert seen == [((2, n), 0), ((1, n - 5), 0), ((1, n - 3), 1)]  # reference, then by layer
@@ -118,10 +119,10 @@ def test_small_cells_share_a_batch_when_batches_cost_more_than_layers(tiny_model
         for layer in (0, 1) for p in (1, 2)]
     shared = reuse.plan(model, groups)
     width = len(rows[0])
-    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width)] == [4]
-    monkeypatch.setitem(reuse.COSTS, "cpu", (0.0, 0.0))
-    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width)] == [1, 1, 1, 1]
-    assert [len(b) for b in reuse.pack(shared.cells, 1, 2, width)] == [1, 1, 1, 1]
+    cpu, free = reuse.COSTS["cpu"], Costs(0.0, 0.0, 1.0)
+    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width, cpu)[0]] == [4]
+    assert [len(b) for b in reuse.pack(shared.cells, 64, 2, width, free)[0]] == [1, 1, 1, 1]
+    assert [len(b) for b in reuse.pack(shared.cells, 1, 2, width, free)[0]] == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "qwen3_moe"])
@@ -164,3 +165,27 @@ def test_a_progress_bar_moves_inside_batches_and_changes_no_batch(tiny_models, m
         assert len(seen) > 2
     execute.run(model, groups, progress=True, exact_reuse=exact_reuse)  # a tqdm bar runs too
     assert traced[-len(quiet):] == quiet
+
+
+def test_the_engine_runs_the_plan_predicted_faster(tiny_models, monkeypatch, fixed_costs):
+    """With traces that cost much more than tokens, a plan of many small cells runs in full
+    (a few big batches); with traces that cost nothing, exact reuse; either way the same
+    numbers.  The costs are measured once per model and are positive."""
+    model = tiny_models["llama"]
+    measured = fixed_costs(model)
+    assert measured.per_trace > 0 and measured.per_layer > 0 and measured.per_token_layer > 0
+    assert fixed_costs(model) is measured  # once per process
+    recipe = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+    groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["qry"], heads="each")
+    shared = reuse.plan(model, groups)
+    dear, cheap = Costs(1.0, 0.0, 1e-9), Costs(0.0, 0.0, 1.0)
+    assert not reuse.worth_it(model, shared, 64, dear) and reuse.worth_it(model, shared, 64, cheap)
+    chosen = {}
+    real = reuse.run
+    monkeypatch.setattr(reuse, "run", lambda *a, **k: chosen.setdefault("reuse", True) and real(*a, **k))
+    want = execute.run(model, groups, progress=False, exact_reuse=False)
+    for c, reused in ((dear, False), (cheap, True)):
+        chosen.clear()
+        monkeypatch.setattr(costs, "measure", lambda m, c=c: c)
+        _close(want, execute.run(model, groups, progress=False))
+        assert chosen.get("reuse", False) == reused

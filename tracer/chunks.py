@@ -32,7 +32,7 @@ def chunk_rows(model: Any, width: int) -> int:
 def run_plans(model: Any, plans: Sequence[Sequence[Group]], max_batch: Optional[int] = None,
               progress: Any = True, desc: str = "pairs", remote: Optional[bool] = None,
               max_chunk_rows: Optional[int] = None, resume_dir: Optional[str] = None,
-              timeout: Optional[float] = None, exact_reuse: bool = True) -> list[list[list[torch.Tensor]]]:
+              timeout: Optional[float] = None, exact_reuse: Optional[bool] = None) -> list[list[list[torch.Tensor]]]:
     """A data set's plans (one per prompt pair, all of one shape: ``plan.merge``) run as
     chunks of merged plans; returns, per plan, what ``run`` returns for it.
 

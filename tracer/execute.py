@@ -28,7 +28,7 @@ import torch
 
 from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
-from . import reuse
+from . import costs, reuse
 from .errors import RemoteError, RemoteTransient
 from .resume import requests_of, resumable, steps
 from .selfcheck import ensure_checked
@@ -328,7 +328,7 @@ REMOTE_MAX_BATCH = 1024  # rows per batch on the server when max_batch is not gi
 def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
         progress: Any = True, desc: str = "batches", remote: Optional[bool] = None,
         max_request_rows: Optional[int] = None, resume_dir: Optional[str] = None,
-        timeout: Optional[float] = None, exact_reuse: bool = True) -> list[list[torch.Tensor]]:
+        timeout: Optional[float] = None, exact_reuse: Optional[bool] = None) -> list[list[torch.Tensor]]:
     """Run a plan; returns, per group, its readouts' values (float32 CPU tensors) in the
     group's order.
 
@@ -340,9 +340,12 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     until the plan completes, so an interrupted run (Ctrl-C, a killed process) resumes.
     ``remote=None`` runs remotely exactly when the model was loaded for NDIF
     (``tracer.load(..., remote=True)``: its weights are on meta); ``timeout`` bounds each
-    request (default ``INTERLACE_NDIF_TIMEOUT``).  Locally, a plan of a reference group and
-    patched copies of it computes only what each patch can change (``tracer.reuse``);
-    ``exact_reuse=False`` recomputes every group in full.
+    request (default ``INTERLACE_NDIF_TIMEOUT``).  A plan of a reference group and patched
+    copies of it can compute only what each patch can change (``tracer.reuse``): with
+    ``exact_reuse=None`` (the default) locally when that is predicted to be faster than
+    computing every group in full (``tracer.costs``: the model's trace, layer and token
+    costs, measured once per process), and remotely always; ``True``: whenever the plan
+    allows; ``False``: never.
     """
     if not groups:
         return []
@@ -359,7 +362,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
                         for g in groups for rd in g.reads if not isinstance(rd, Activations))
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
-    shared = reuse.plan(model, groups) if exact_reuse else None
+    shared = reuse.plan(model, groups) if exact_reuse is not False else None
     if shared is not None and remote:
         # one session: the reference run's states stay on the server for the cells
         compiled = reuse.compile_plan(model, shared, max_batch) if max_request_rows is None else None
@@ -367,14 +370,15 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             ref_out, outputs = call(reuse.session, model, compiled.ref,
                                     [b for _, b, _ in compiled.cells], timeout=timeout)
             return reuse.results(shared, compiled, ref_out, outputs)
-    elif shared is not None:
+    elif shared is not None and (exact_reuse or reuse.worth_it(model, shared, max_batch, costs.measure(model))):
         def each(work: list, compute: Any) -> list:
             if resume_dir is not None:
                 return resumable(model, work, [[i] for i in range(len(work))], compute,
                                   Path(resume_dir), progress, desc, "batch")
             it = steps(work, desc, progress)
             return [compute([b], it.within)[0] for b in it]
-        got = reuse.run(model, shared, max_batch, lambda b, within: _trace(model, b, within), each)
+        got = reuse.run(model, shared, max_batch, lambda b, within: _trace(model, b, within), each,
+                        costs.measure(model))
         if got is not None:
             return got
     batches = list(pack(groups, max_batch))

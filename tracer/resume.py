@@ -151,7 +151,7 @@ class Steps:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=len(self.items), desc=desc, unit=unit, delay=1.0,
-                            bar_format="{l_bar}{bar}| {n:.1f}/{total} {unit}s [{elapsed}<{remaining}]")
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
 
     def _report(self, at: float) -> None:
         at = min(float(len(self.items)), at)

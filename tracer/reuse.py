@@ -29,9 +29,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from .costs import Costs
 from .interventions import Intervention, Source
 from .plan import (Activations, Distribution, Group, Logprobs, _is_add, _is_copy, _is_set,
                    compile_batch, split_results)
+from .plan import pack as plan_pack
 from .sites import config, dims_of, family_of, module, site as resolve_site
 
 
@@ -182,18 +184,17 @@ def _relocated(rd: Any, row: int) -> Any:
     return Activations(rd.site, row, rd.positions)
 
 
-# What a batch costs, in units of one token through one layer: a pass over a layer's weights
-# (memory-bound at small batches) and a trace (nnsight, the unembedding).  Measured on CPU
-# with SmolLM2; on a GPU small batches are launch-bound.
-COSTS = {"cpu": (10.0, 80.0), "cuda": (200.0, 8000.0)}
+# What a batch costs where it cannot be measured (a remote server), in units of one token
+# through one layer: a trace, and a pass over a layer's weights (memory-bound at small
+# batches).  Locally ``tracer.costs.measure`` gives the model's own, once per process.
+COSTS = {"cpu": Costs(80.0, 10.0, 1.0), "cuda": Costs(8000.0, 200.0, 1.0)}
 
 
-def pack(cells: list, max_batch: int, n_layers: int, width: int, device: str = "cpu",
-         span: int = 64) -> list[list[_Cell]]:
+def pack(cells: list, max_batch: int, n_layers: int, width: int, costs: Costs,
+         span: int = 64) -> tuple[list[list[_Cell]], float]:
     """Cells sorted by (layer, column) and cut into batches of at most ``max_batch`` rows so
-    that the estimated cost (``COSTS``) is least: few rows per cell favour fewer batches
-    that start lower; many favour one batch per layer."""
-    per_layer, per_batch = COSTS.get(device, COSTS["cpu"])
+    that the predicted time (``costs``) is least: few rows per cell favour fewer batches
+    that start lower; many favour one batch per layer.  Returns (batches, predicted time)."""
     cells = sorted((c for c in cells if c.rows), key=lambda c: (c.layer, c.column))
     n = len(cells)
     best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
@@ -204,15 +205,27 @@ def pack(cells: list, max_batch: int, n_layers: int, width: int, device: str = "
             if rows > max_batch and i < j - 1:
                 break
             column = min(column, cells[i].column)
-            depth = n_layers - cells[i].layer
-            cost = best[i] + per_batch + depth * (per_layer + rows * (width - column))
+            cost = best[i] + costs.batch_seconds(n_layers - cells[i].layer, rows * (width - column))
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     batches, j = [], n
     while j > 0:
         batches.append(cells[cut[j]:j])
         j = cut[j]
-    return batches[::-1]
+    return batches[::-1], best[n]
+
+
+def worth_it(model: Any, reuse: _Plan, max_batch: int, costs: Costs) -> bool:
+    """Whether exact reuse is predicted to take no longer than the full recomputation of the
+    same plan (``plan.pack``'s batches, every layer over every column)."""
+    n_layers = dims_of(config(model)).n_layers
+    width = reuse.width
+    rows = [len(g.rows) for g in reuse.groups]
+    full = 0.0
+    for batch in plan_pack(reuse.groups, max_batch):
+        full += costs.batch_seconds(n_layers, sum(rows[i] for i in batch) * width)
+    _, cells = pack(reuse.cells, max_batch, n_layers, width, costs)
+    return costs.batch_seconds(n_layers, rows[0] * width) + cells <= full
 
 
 @dataclass
@@ -227,12 +240,14 @@ class Compiled:
     cells: list        # (cells, batch, layout) per batch
 
 
-def compile_plan(model: Any, reuse: _Plan, max_batch: int) -> Compiled:
-    """Every batch of a reuse plan, before anything runs (remote runs ship them all)."""
+def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs] = None) -> Compiled:
+    """Every batch of a reuse plan, before anything runs (remote runs ship them all), laid
+    out by ``costs`` (default: ``COSTS`` of the model's device type)."""
     groups, rows, width = reuse.groups, reuse.groups[0].rows, reuse.width
     fam = family_of(config(model))
-    param = next(module(model).parameters())
-    batches = pack(reuse.cells, max_batch, dims_of(config(model)).n_layers, width, param.device.type)
+    if costs is None:
+        costs = COSTS.get(next(module(model).parameters()).device.type, COSTS["cpu"])
+    batches, _ = pack(reuse.cells, max_batch, dims_of(config(model)).n_layers, width, costs)
     starts = sorted({min(c.layer for c in b) for b in batches} - {0})
     states = [Activations(f"resid_pre.{layer}", r, None) for layer in starts for r in range(len(rows))]
     ref = groups[0]
@@ -302,7 +317,8 @@ def cache_argument(model: Any) -> str:
 
 
 def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], list],
-        each: Callable[[list, Callable], list]) -> Optional[list[list[torch.Tensor]]]:
+        each: Callable[[list, Callable], list],
+        costs: Optional[Costs] = None) -> Optional[list[list[torch.Tensor]]]:
     """Locally: the reference batch, then the cell batches through ``each(batches, compute)``
     (progress, resume); ``trace(batch, within)`` runs one batch, ``within`` hearing of its
     progress.  Every group's readouts, or None when the plan cannot be compiled."""
@@ -310,7 +326,7 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], li
 
     from .patches import prepare
 
-    plan = compile_plan(model, reuse, max_batch)
+    plan = compile_plan(model, reuse, max_batch, costs)
     if plan is None:
         return None
     plan.ref.cache = DynamicCache()   # filled by the run: the reference keys and values
