@@ -104,3 +104,94 @@ def test_pyvene_attention_weight_component_is_the_pattern():
     with torch.no_grad(), _softmax_edit(top.transformer.h[LAYER].attn, zero):
         want = top(**inputs).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@contextlib.contextmanager
+def _softmax_input_edit(attn_module, edit, seen):
+    """Inside ``attn_module``'s forward only, softmax receives ``edit(scores)``; the scores
+    it was given are appended to ``seen``."""
+    real = torch.nn.functional.softmax
+    inside = []
+
+    def patched(x, *args, **kwargs):
+        if inside:
+            seen.append(x.detach().clone())
+            x = edit(x)
+        return real(x, *args, **kwargs)
+    handles = [attn_module.register_forward_pre_hook(lambda m, a: inside.append(1)),
+               attn_module.register_forward_hook(lambda m, a, o: inside.clear())]
+    torch.nn.functional.softmax = patched
+    try:
+        yield
+    finally:
+        torch.nn.functional.softmax = real
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_attention_scores_read_and_write_like_plain_pytorch(arch):
+    """``attn_scores.L`` (TransformerLens's hook_attn_scores) is the softmax's input, masked:
+    read, then an edit that scales two heads' scores at the last query, against a plain
+    forward whose softmax sees the same edit."""
+    model = _eager(arch)
+    top = tracer.sites.module(model)
+    inputs = encode(model, ["The capital of France is Paris", "The capital of Italy is Rome"])
+    site = tracer.site(model, f"blocks.{LAYER}.attn.hook_attn_scores")
+    assert site.kind == "attn_scores"
+    heads = [0, site.n_heads - 1]
+
+    def scale(s):  # (batch, heads, query, key) inside the model
+        s = s.clone()
+        s[:, heads, -1] = s[:, heads, -1] * 3.0
+        return s
+    attn = top.get_submodule(f"{site.family.layers}.{LAYER}.{site.family.attn}")
+    seen = []
+    with torch.no_grad(), _softmax_input_edit(attn, scale, seen):
+        ref = top(**inputs).logits
+    with torch.no_grad(), model.trace(**inputs):
+        scores = site.read().clone().save()  # the read is a view, which the edit changes
+        site.edit(lambda x: x * 3.0, positions=[-1], heads=heads)
+        out = model.lm_head.output.save()
+    want = seen[0].transpose(1, 2)
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(scores))  # the mask is part of the scores
+    torch.testing.assert_close(scores[finite], want[finite], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, ref, rtol=0, atol=ATOL.get(arch, 1e-5))
+    assert (out - top(**inputs).logits).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", testing.ARCHS)
+def test_head_result_is_each_heads_share_of_the_output_projection(arch):
+    """``head_result.L`` (hook_result): per head, head_out through its slice of the output
+    projection's weight; against a plain pre-hook on that projection (its input per head
+    times the weight's columns), summing with the bias to the projection's output; and
+    read-only, with the site to edit named."""
+    model = testing.tiny(arch)
+    top = tracer.sites.module(model)
+    inputs = encode(model, ["The capital of France is Paris", "The capital of Italy is Rome"])
+    site = tracer.site(model, f"blocks.{LAYER}.attn.hook_result")
+    proj = top.get_submodule(site.module_path)
+    got_in, got_out = [], []
+    handles = [proj.register_forward_pre_hook(lambda m, a: got_in.append(a[0].detach().clone())),
+               proj.register_forward_hook(lambda m, a, o: got_out.append(o.detach().clone()))]
+    try:
+        with torch.no_grad():
+            top(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    d = site.dims
+    z = got_in[0].unflatten(-1, (d.n_heads, d.head_dim))
+    weight = proj.weight if isinstance(proj, torch.nn.Linear) else proj.weight.T  # (out, in)
+    want = torch.stack([z[:, :, h] @ weight[:, h * d.head_dim:(h + 1) * d.head_dim].T
+                        for h in range(d.n_heads)], dim=2)
+    with torch.no_grad(), model.trace(**inputs):
+        got = site.read().save()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    bias = getattr(proj, "bias", None)
+    total = got.sum(2) + (0 if bias is None else bias)
+    torch.testing.assert_close(total, got_out[0], rtol=0, atol=1e-5)
+    with pytest.raises(SiteError, match=f"read-only.*edit head_out.{LAYER}"):
+        with torch.no_grad(), model.trace(**inputs):
+            site.write(0.0)

@@ -55,6 +55,20 @@ def test_cache_reads_patterns_in_eager_attention_and_says_so(tiny_models):
     assert torch.allclose(got["attn_pattern.0"], want[0].transpose(1, 2), atol=1e-6)
 
 
+def test_cache_reads_scores_and_each_heads_result_in_one_pass(tiny_models):
+    """TransformerLens's hook_attn_scores and hook_result: the pattern is the scores'
+    softmax over the keys, and the heads' results sum to attn_out (Llama has no bias)."""
+    model = tiny_models["llama"]
+    names = ["blocks.1.attn.hook_attn_scores", "blocks.1.attn.hook_pattern", "blocks.1.attn.hook_result",
+             "blocks.1.hook_attn_out"]
+    with pytest.warns(UserWarning, match="eager attention") \
+            if model.config._attn_implementation != "eager" else _nothing():
+        got = tracer.cache(model, encode(model, PROMPTS), names)
+    scores, pattern, result, out = (got[n] for n in names)
+    torch.testing.assert_close(scores.softmax(-1), pattern, rtol=0, atol=1e-6)
+    torch.testing.assert_close(result.sum(2), out, rtol=0, atol=1e-5)
+
+
 def _nothing():
     import contextlib
 

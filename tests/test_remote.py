@@ -239,7 +239,7 @@ def test_circuits_remote_equal_local_one_request_per_call(ndif):
 def test_cache_remote_equals_local_in_one_request(ndif):
     before = _requests()
     out = _client(f"""
-        names = ["blocks.0.hook_resid_post", "head_q.1", "attn_out.0", "logits"]
+        names = ["blocks.0.hook_resid_post", "head_q.1", "attn_out.0", "blocks.1.attn.hook_result", "logits"]
         res = {{}}
         for name, remote in (("local", False), ("remote", True)):
             model = tracer.load({str(ndif)!r}, remote=remote)

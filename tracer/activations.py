@@ -15,12 +15,13 @@ import torch
 
 from . import execute
 from .families import from_transformer_lens
+from .site_names import PATTERN_SITES
 from .sites import config, module, site, valid_sites
 
 
 def _wants_pattern(names: list) -> bool:
     kinds = {(from_transformer_lens(n) or n).partition(".")[0] for n in names}
-    return bool(kinds & {"attn_pattern", "attention_weight"})
+    return bool(kinds & (set(PATTERN_SITES) | {"attention_weight"}))
 
 
 @contextlib.contextmanager
@@ -32,7 +33,7 @@ def _eager(model: Any, names: list) -> Any:
     if not _wants_pattern(names) or impl in (None, "eager") or execute.is_remote(model):
         yield
         return
-    warnings.warn(f"tracer.cache: attention patterns exist only inside eager attention, so this "
+    warnings.warn(f"tracer.cache: attention scores and patterns exist only inside eager attention, so this "
                   f"call runs eager attention instead of {impl!r} (same numbers, slower)", stacklevel=4)
     module(model).set_attn_implementation("eager")
     try:

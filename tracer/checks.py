@@ -13,6 +13,11 @@ from typing import Any, Optional, Sequence
 import torch
 
 
+class SiteError(ValueError, IndexError):
+    """A site, layer, row, position, head or value that does not exist or does not fit; the
+    message names what was given and what is valid."""
+
+
 def text(name: str, value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value.strip():

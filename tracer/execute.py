@@ -35,8 +35,9 @@ from .selfcheck import ensure_checked
 from .tokens import check_length
 
 
-TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.sites", "tracer.interventions", "tracer.patches",
-              "tracer.gradients", "tracer.graph", "tracer.pyvene.interventions")
+TRACE_TIME = ("tracer.checks", "tracer.families", "tracer.site_names", "tracer.sites",
+              "tracer.interventions", "tracer.patches", "tracer.gradients", "tracer.graph",
+              "tracer.pyvene.interventions")
 ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "typing", "operator",
                              "einops", "__future__"})
 

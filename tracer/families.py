@@ -139,7 +139,8 @@ ALIASES: dict[str, tuple] = {
 TRANSFORMER_LENS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid",
                     "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
                     "hook_mlp_out": "mlp_out", "attn.hook_q": "head_q", "attn.hook_k": "head_k",
-                    "attn.hook_v": "head_v", "attn.hook_z": "head_out", "attn.hook_pattern": "attn_pattern"}
+                    "attn.hook_v": "head_v", "attn.hook_z": "head_out", "attn.hook_pattern": "attn_pattern",
+                    "attn.hook_attn_scores": "attn_scores", "attn.hook_result": "head_result"}
 
 
 def from_transformer_lens(name: str) -> Optional[str]:

@@ -19,36 +19,19 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from .checks import integer, integers, selected_positions, selected_rows
+from .checks import SiteError, integer, integers, selected_positions, selected_rows
 
 Positions = Union[None, int, Sequence[int], torch.Tensor]
 Heads = Union[None, int, Sequence[int]]
 Rows = Union[None, int, Sequence[int]]
 
-class SiteError(ValueError, IndexError):
-    """A site, layer, row, position, head or value that does not exist or does not fit; the
-    message names what was given and what is valid."""
 
 
-LAYER_SITES = ("resid_pre", "head_q", "head_k", "head_v", "head_out", "attn_out",
-               "resid_mid", "mlp_out", "resid_post")
-MOE_SITES = ("router",)  # layer sites of mixture-of-experts layers only
-# the attention probabilities (batch, query, heads, key), inside eager attention only, so they
-# are not among the sites a sweep or check visits
-PATTERN_SITES = ("attn_pattern",)
-MODEL_SITES = ("embed", "final", "logits")
-SITE_NAMES = ("embed",) + LAYER_SITES + MOE_SITES + PATTERN_SITES + ("final", "logits")
-HEAD_SITES = ("head_q", "head_k", "head_v", "head_out")
-
-
-# Execution order inside one layer; nnsight 0.8 only serves values in the order the model
-# computes them, so several sites touched in one invoke must be visited in this order.
-_STAGE = {name: i for i, name in enumerate(LAYER_SITES)}
-_STAGE["router"] = _STAGE["resid_mid"] + 0.5
-_STAGE["attn_pattern"] = _STAGE["head_v"] + 0.5  # after q, k and v, before the heads' output
-
-from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: E402,F401
+from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: F401
                        dims_of, family_for, family_of, from_transformer_lens, moe_layers)
+from .site_names import (HEAD_SITES, LAYER_SITES, MODEL_SITES, MOE_SITES,  # noqa: F401
+                         OTHER_LAYER_SITES, PATTERN_SITES, RESULT_SITES, SITE_NAMES, _STAGE,
+                         _check_layer, _is_raw_path, _parse, split_call)
 
 
 def module(model: Any) -> torch.nn.Module:
@@ -85,24 +68,6 @@ def _module_of(node: Any) -> Optional[torch.nn.Module]:
     return found if isinstance(found, torch.nn.Module) else None
 
 
-def split_call(name: str) -> tuple[str, Optional[int]]:
-    """``gru.cells.0.output.i3`` -> (``gru.cells.0.output``, 3): a module's output at its
-    fourth call in one forward pass (nnsight's occurrence suffix; recurrent cells)."""
-    head, _, last = name.rpartition(".")
-    if head.endswith((".output", ".input")) and last[:1] == "i" and last[1:].isdigit():
-        return head, int(last[1:])
-    return name, None
-
-
-def _is_raw_path(name: str) -> bool:
-    """``model.layers[3].mlp.output``-style module paths (not a normalized site name),
-    optionally at one call (``.i3``)."""
-    head, _, port = split_call(name)[0].rpartition(".")
-    first = name.split(".")[0]
-    return bool(head) and port in ("output", "input") and first not in SITE_NAMES \
-        and first not in ALIASES
-
-
 class Site:
     """One normalized site of one model, readable and writable inside any trace.
 
@@ -126,7 +91,7 @@ class Site:
         self.family = family_for(cfg, _module_of(model))
         self.dims = dims_of(cfg)
         kind, layer = _parse(name, layer)
-        if kind in LAYER_SITES + MOE_SITES + PATTERN_SITES:
+        if kind in LAYER_SITES + OTHER_LAYER_SITES:
             layer = _check_layer(kind, layer, self.dims.n_layers)
         elif layer is not None:
             raise SiteError(f"site {kind!r} takes no layer (got {layer}); layer sites are "
@@ -140,7 +105,7 @@ class Site:
         self.module_path, self.port = self._locate()
         if kind == "router":
             _check_router(self)
-        if kind == "attn_pattern":
+        if kind in PATTERN_SITES:
             _check_eager(self)
 
     def _init_raw(self, name: str) -> None:
@@ -177,7 +142,7 @@ class Site:
             return None
         if self.kind in ("head_k", "head_v"):
             return self.dims.n_kv_heads
-        if self.kind in ("head_q", "head_out", "attn_pattern"):
+        if self.kind in ("head_q", "head_out", "head_result") + PATTERN_SITES:
             return self.dims.n_heads
         return None
 
@@ -245,6 +210,8 @@ class Site:
             "head_out": (f"{layer}.{f.o_proj}", "input"),
             "router": (f"{layer}.{f.router}", "output"),
             "attn_pattern": (f"{layer}.{f.attn}", "pattern"),
+            "attn_scores": (f"{layer}.{f.attn}", "scores"),
+            "head_result": (f"{layer}.{f.o_proj}", "input"),
         }
         if k in table:
             return table[k]
@@ -263,8 +230,10 @@ class Site:
         """
         if self.kind == "router":
             return self._router_logits()
-        if self.kind == "attn_pattern":
+        if self.kind in PATTERN_SITES:
             return self._pattern()
+        if self.kind == "head_result":
+            return self._result()
         return self.view(self.raw())
 
     def raw(self) -> torch.Tensor:
@@ -292,9 +261,23 @@ class Site:
         per_head = value.unflatten(-1, (d.n_heads, 3 * d.head_dim))
         return per_head[..., i * d.head_dim:(i + 1) * d.head_dim]
 
+    def _result(self) -> torch.Tensor:
+        """Each head's output through its slice of the output projection (bias left out, as
+        TransformerLens's hook_result): (batch, seq, heads, hidden); summed over heads, plus
+        the bias, it is the projection's output."""
+        d = self.dims
+        z = self.raw().unflatten(-1, (d.n_heads, d.head_dim))
+        proj = envoy(self.model, self.module_path)
+        weight = proj.weight
+        # nn.Linear keeps (out, in); GPT-2's Conv1D keeps (in, out)
+        per_head = (weight.T if isinstance(_module_of(proj), torch.nn.Linear) else weight)
+        per_head = per_head.reshape(d.n_heads, d.head_dim, -1).to(z.dtype)
+        return torch.einsum("bshd,hdm->bshm", z, per_head)
+
     def _pattern(self) -> torch.Tensor:
         """The softmax inside the layer's eager attention function, as (batch, query, heads,
-        key): a view, so writes change what the values are averaged with."""
+        key): a view, so writes change what the values are averaged with.  ``attn_scores``
+        is that softmax's input (the masked scores), also a view."""
         where, _, op = self.family.pattern.partition(":")
         attn = envoy(self.model, f"{self.module_path}.{where}" if where else self.module_path)
         calls = [n for n in attn.source.names if n.startswith(op)]
@@ -303,7 +286,10 @@ class Site:
         if len(ops) != 1:
             raise SiteError(f"site {self.name}: the {self.family.name} family's eager attention "
                             f"has {len(ops)} softmax calls, so its pattern is not one tensor")
-        return getattr(inner, ops[0]).output.transpose(1, 2)
+        op = getattr(inner, ops[0])
+        if self.kind == "attn_scores":
+            return op.input.transpose(1, 2)
+        return op.output.transpose(1, 2)
 
     def _router_logits(self) -> torch.Tensor:
         """The router's (tokens, experts) logits as (batch, seq, experts) of this invoke."""
@@ -330,7 +316,7 @@ class Site:
             return self.dims.head_dim
         if self.kind == "router":
             return self.dims.n_experts
-        if self.kind == "attn_pattern":
+        if self.kind in PATTERN_SITES:
             return None  # as many keys as the input has tokens
         return config(self.model).vocab_size if self.kind == "logits" else self.dims.hidden
 
@@ -368,6 +354,10 @@ class Site:
         return new
 
     def _put(self, x: torch.Tensor, index: Optional[tuple], value: Any) -> None:
+        if self.kind == "head_result":
+            raise SiteError(f"site {self.name} is read-only: each head's result is computed from "
+                            f"head_out.{self.layer} and the output projection, so a write would "
+                            f"change nothing; edit head_out.{self.layer} (its input) instead")
         if self.kind == "router":
             raise SiteError(f"site {self.name} is read-only: the router picks its experts from "
                             f"the logits inside its own module, so a write would change nothing; "
@@ -462,37 +452,6 @@ def _resolve_alias(model: Any, name: str, layer: Optional[int], site: "Site") ->
                         f"of experts whose projections and activation are one fused module; "
                         f"use mlp_input, mlp_out or router")
     return f"{fam.layers}.{layer}.{getattr(fam, target[1])}.{target[2]}"
-
-
-def _parse(name: str, layer: Optional[int]) -> tuple[str, Optional[int]]:
-    if not isinstance(name, str):
-        raise SiteError(f"a site name must be a string such as 'resid_post.3', got {name!r}")
-    if layer is not None:
-        layer = integer(f"the layer of site {name!r}", layer, error=SiteError)
-    kind, dot, rest = name.partition(".")
-    if kind not in SITE_NAMES:
-        raise SiteError(f"unknown site {name!r}; valid sites are {', '.join(SITE_NAMES)} "
-                         f"(layer sites as 'name.layer', e.g. 'resid_post.3'), their aliases "
-                         f"{', '.join(ALIASES)}, TransformerLens hook names (blocks.3.hook_resid_post, "
-                         f"blocks.3.attn.hook_z, ...), or a module path ending in .output or .input")
-    if dot:
-        if not rest.lstrip("-").isdigit():
-            raise SiteError(f"site {name!r}: the part after the dot must be a layer number")
-        if layer is not None and int(rest) != layer:
-            raise SiteError(f"site {name!r} names layer {rest} but layer={layer} was given")
-        layer = int(rest)
-    if kind in LAYER_SITES + MOE_SITES + PATTERN_SITES and layer is None:
-        raise SiteError(f"site {kind!r} needs a layer, e.g. '{kind}.0'")
-    return kind, layer
-
-
-def _check_layer(kind: str, layer: int, n_layers: int) -> int:
-    layer = integer(f"the layer of site {kind!r}", layer, error=SiteError)
-    if not -n_layers <= layer < n_layers:
-        raise SiteError(f"layer {layer} out of range for site {kind!r}: the model has "
-                         f"{n_layers} layers, valid layers are 0..{n_layers - 1} "
-                         f"(or -{n_layers}..-1)")
-    return layer % n_layers
 
 
 def _heads(heads: Heads, site: Site) -> list[int]:
