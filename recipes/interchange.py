@@ -272,7 +272,8 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
             Path(resume_dir).rmdir()  # every run completed: nothing left to resume
         except OSError:
             pass
-    cfg = {"rep_types": list(rep_types), "heads": heads, "together": together,
+    cfg = {"model": tracer.models.display_name(loaded), "rep_types": list(rep_types), "heads": heads,
+           "together": together,
            "layers": list(layers) if layers is not None else list(range(recipes[0].num_layers)),
            "alignment": "target tokens paired from the end",
            "n_heads": recipes[0].num_heads, "n_kv_heads": recipes[0].num_kv_heads}

@@ -228,7 +228,7 @@ def run(model: Any, data: Union[None, str, Path, Statements] = None, top_k: Opti
     spec, report = fit(model, data, top_k, alpha, direction, seed, model_name, remote=remote, layers=layers,
                        progress=progress)
     return ITIResult(spec, report, evaluate(model, spec, report["splits"]["test"], remote=remote),
-                     model_name or "")
+                     model_name or tracer.models.display_name(model))
 
 
 def _pairs(statements: Statements) -> tuple[dict, dict, list]:

@@ -289,7 +289,7 @@ class InterchangeResult(Result):
                         f"e.g. {cfg['sents'][0][0]!r} / {cfg['sents'][0][1]!r}")
             paths[f"heatmap_{rep}"] = heatmap(
                 effect, self.layers(rep), cols, Path(out) / f"heatmap_{rep}.png",
-                title=f"{cfg.get('model', '')}: {what}",
+                title=f"{cfg['model']}: {what}" if cfg.get("model") else what,
                 xlabel="head" if cols != ["all"] else "", ylabel="layer",
                 cbar="effect (TV distance of the continuations)", note=self._groups(rep, cols))
         return paths
@@ -376,7 +376,8 @@ class ITIResult(Result):
 
         r, val = self.report, self.report["val_acc"]
         return {"png": heatmap(val, range(val.shape[0]), range(val.shape[1]), Path(out) / "probe_accuracy.png",
-                               title=f"{self.model}: ITI probe accuracy per head (validation split)",
+                               title=(f"{self.model}: " if self.model else "")
+                               + "ITI probe accuracy per head (validation split)",
                                xlabel="head", ylabel="layer", cbar="balanced accuracy",
                                marks=r["chosen"], mark_label=f"the {r['top_k']} heads steered", line=0.5)}
 

@@ -36,7 +36,7 @@ LAYERS = [str(layer) for layer in range(30)]
 # script -> {picture file name: its rows (heatmap) as run, or None for a plot without rows}
 PICTURES = {
     "attribution_capital.py": {"attribution.png": LAYERS},
-    "circuit_ioi.py": {"circuit.png": None, "faithfulness.png": None},
+    "circuit_ioi.py": {"circuit.png": None, "faithfulness_curve.png": None},
     "das_three_sum.py": {"das.png": ["layer 0"]},
     "dataset_ioi.py": {"ioi_roles.png": ["0", "15", "29"], "ioi_roles_normalized.png": ["0", "15", "29"]},
     "interchange_winograd.py": {"heatmap_lay+qry+key+val.png": LAYERS},
