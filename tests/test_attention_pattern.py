@@ -28,15 +28,14 @@ def _eager(arch):
 
 
 @contextlib.contextmanager
-def _softmax_edit(attn_module, edit):
-    """Inside ``attn_module``'s forward only, ``torch.nn.functional.softmax`` returns
-    ``edit(probabilities)``."""
+def _softmax_inside(attn_module, call):
+    """Inside ``attn_module``'s forward only, ``torch.nn.functional.softmax(x, ...)`` is
+    ``call(softmax, x, ...)``."""
     real = torch.nn.functional.softmax
     inside = []
 
     def patched(*args, **kwargs):
-        out = real(*args, **kwargs)
-        return edit(out) if inside else out
+        return call(real, *args, **kwargs) if inside else real(*args, **kwargs)
     handles = [attn_module.register_forward_pre_hook(lambda m, a: inside.append(1)),
                attn_module.register_forward_hook(lambda m, a, o: inside.clear())]
     torch.nn.functional.softmax = patched
@@ -46,6 +45,20 @@ def _softmax_edit(attn_module, edit):
         torch.nn.functional.softmax = real
         for h in handles:
             h.remove()
+
+
+def _softmax_edit(attn_module, edit):
+    """Inside ``attn_module``'s forward only, softmax returns ``edit(probabilities)``."""
+    return _softmax_inside(attn_module, lambda real, *a, **k: edit(real(*a, **k)))
+
+
+def _softmax_input_edit(attn_module, edit, seen):
+    """Inside ``attn_module``'s forward only, softmax receives ``edit(scores)``; the scores
+    it was given are appended to ``seen``."""
+    def call(real, x, *args, **kwargs):
+        seen.append(x.detach().clone())
+        return real(edit(x), *args, **kwargs)
+    return _softmax_inside(attn_module, call)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -104,29 +117,6 @@ def test_pyvene_attention_weight_component_is_the_pattern():
     with torch.no_grad(), _softmax_edit(top.transformer.h[LAYER].attn, zero):
         want = top(**inputs).logits
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-
-
-@contextlib.contextmanager
-def _softmax_input_edit(attn_module, edit, seen):
-    """Inside ``attn_module``'s forward only, softmax receives ``edit(scores)``; the scores
-    it was given are appended to ``seen``."""
-    real = torch.nn.functional.softmax
-    inside = []
-
-    def patched(x, *args, **kwargs):
-        if inside:
-            seen.append(x.detach().clone())
-            x = edit(x)
-        return real(x, *args, **kwargs)
-    handles = [attn_module.register_forward_pre_hook(lambda m, a: inside.append(1)),
-               attn_module.register_forward_hook(lambda m, a, o: inside.clear())]
-    torch.nn.functional.softmax = patched
-    try:
-        yield
-    finally:
-        torch.nn.functional.softmax = real
-        for h in handles:
-            h.remove()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
