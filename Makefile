@@ -45,7 +45,7 @@ pictures: setup
 	$(BIN)/python docs/make_pictures.py
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The remote tests alone. `make test` runs them too: they install, start and deploy a local
 # NDIF server with ../shared/ndif-local (its own venv; root, network namespace ndiflab).
