@@ -6,10 +6,12 @@ back, evaluates it on the held-out test pairs and generates with it.  The output
 steered heads, how often the model prefers the true statement of a test pair without and
 with ITI (and the KL it costs on neutral text), and one answer without and with it.
 
-    python examples/iti_truthfulness.py [--alpha A] [--top-k K] [--out results/iti]
+    python examples/iti_truthfulness.py [--alpha A] [--top-k K] [--pairs N] [--out results/iti]
 """
 
 import argparse
+
+import numpy as np
 
 import tracer
 from recipes import iti
@@ -19,10 +21,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=None, help="default: chosen on validation")
     parser.add_argument("--top-k", type=int, default=None, help="default: chosen on validation")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="use the first N statement pairs only (default: all shipped pairs)")
     parser.add_argument("--out", default="results/iti")
     args = parser.parse_args()
     model = tracer.load("smollm2")
-    result = iti.run(model, top_k=args.top_k, alpha=args.alpha, model_name="smollm2")  # an ITIResult
+    data = iti.load_statements()
+    if args.pairs is not None:  # a statement and its twin stay together
+        data = data.subset(np.isin(data.pair, sorted(set(data.pair.tolist()))[:args.pairs]))
+    result = iti.run(model, data, top_k=args.top_k, alpha=args.alpha, model_name="smollm2")  # an ITIResult
     result.save(args.out)  # the intervention folder, eval.json, probe_accuracy.png
     spec = tracer.files.load(args.out, model)  # what a collaborator would do
     chosen = result.to_dict()

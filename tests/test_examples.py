@@ -22,7 +22,8 @@ EXAMPLES = {
     "das_smollm2.py": (["--layers", "6", "--steps", "2", "--dim", "8"], "held-out IIA"),
     "das_three_sum.py": (["--epochs", "1", "--out", "{tmp}/das"], "held-out IIA"),
     "interchange_winograd.py": (["--out", "{tmp}/winograd"], "strongest layers"),
-    "iti_truthfulness.py": (["--top-k", "4", "--alpha", "5", "--out", "{tmp}/iti"], "prefers the true statement"),
+    "iti_truthfulness.py": (["--top-k", "4", "--alpha", "5", "--pairs", "80", "--out", "{tmp}/iti"],
+                            "prefers the true statement"),
     "patching.py": ([], "Rome"),
     "path_patching_ioi.py": (["--pairs", "1", "--layers", "28", "29", "--out", "{tmp}/ioi"],
                              "heads whose direct path"),
@@ -32,6 +33,7 @@ EXAMPLES = {
     "steering.py": (["--eval-prompts", "2", "--new-tokens", "8"], "perplexity"),
 }
 
+LONGEST = {"pyvene_seeds.py", "das_smollm2.py", "iti_truthfulness.py", "steering.py"}
 LAYERS = [str(layer) for layer in range(30)]
 # script -> {picture file name: its rows (heatmap) as run, or None for a plot without rows}
 PICTURES = {
@@ -50,16 +52,39 @@ def test_every_example_is_listed():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXAMPLES)
 
 
+def _run(script, folder):
+    """One example as a user runs it (its own process), under the picture probe."""
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [a.format(tmp=folder) for a in EXAMPLES[script][0]]
+    report = folder / "pictures.json"
+    # two examples run at once (below), each on one core of the machine's two
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "picture_probe.py"), str(report),
+                           str(ROOT / "examples" / script), *args], cwd=folder,
+                          capture_output=True, text=True, timeout=900, env=env)
+    return proc, report
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """The selected examples, run two at a time: much of a run is starting Python and
+    loading the model, which a second run overlaps."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = [item.callspec.params["script"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_example_runs"]
+    chosen.sort(key=lambda s: s not in LONGEST)  # the longest first: the pair ends together
+    base = tmp_path_factory.mktemp("examples")
+    with ThreadPoolExecutor(2) as pool:
+        done = {s: pool.submit(_run, s, base / s.removesuffix(".py")) for s in chosen}
+        return {s: f.result() for s, f in done.items()}
+
+
 @pytest.mark.smollm2
 @pytest.mark.parametrize("script", list(EXAMPLES))
-def test_example_runs(script, tmp_path):
-    args, expected = EXAMPLES[script]
-    args = [a.format(tmp=tmp_path) for a in args]
-    report = tmp_path / "pictures.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "picture_probe.py"), str(report),
-                           str(ROOT / "examples" / script), *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_example_runs(script, runs):
+    proc, report = runs[script]
+    expected = EXAMPLES[script][1]
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in [expected] if isinstance(expected, str) else expected:
         assert line in proc.stdout, proc.stdout[-3000:]
