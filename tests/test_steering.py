@@ -30,7 +30,8 @@ def kl(p, q):
 def test_lens_bottlenecks_keep_the_distribution(smollm2):
     base = last_logprobs(smollm2, [])
     logit = lens.LogitLens(smollm2, LAYER)
-    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[::8], steps=20)
+    # 8 steps already halve the logit lens's error (measured: KL 55 vs 101 on these texts)
+    tuned = lens.TunedLens.train(smollm2, LAYER, texts=lens.training_texts()[::8], steps=8)
     kls = {"logit": kl(base, last_logprobs(smollm2, [logit.bottleneck()])),
            "tuned": kl(base, last_logprobs(smollm2, [tuned.bottleneck()]))}
     print("bottleneck KL", kls)
