@@ -75,8 +75,9 @@ def measure(model: Any) -> Costs:
 
     traced(one)  # the first trace of a process pays one-off costs
     cuda = device.type == "cuda"
-    small, large = _best(lambda: plain(one), cuda), _best(lambda: plain(many), cuda)
-    nn_small = _best(lambda: traced(one), cuda)
+    # one-token runs are short and noisy: the best of more
+    small, large = _best(lambda: plain(one), cuda, 4), _best(lambda: plain(many), cuda)
+    nn_small = _best(lambda: traced(one), cuda, 4)
     per_layer = small / n_layers
     per_token_layer = max(0.0, large - small) / (n_layers * (ROWS * WIDTH - 1))
     costs = Costs(max(0.0, nn_small - small), per_layer, max(per_token_layer, 1e-9))
