@@ -11,7 +11,6 @@ heatmap (layer x effect) go to ``OUT/example_N/``.
 import argparse
 from pathlib import Path
 
-import tracer
 from recipes import interchange
 
 
@@ -34,11 +33,8 @@ def main() -> None:
             print(f"  P({cont!r}) = {p[0]:.4f} / {p[1]:.4f}")
         print("  strongest layers: " + ", ".join(f"{l} ({effects[l]:.3f})" for l in top))
         if args.out:
-            cfg = {"sents": [sent_1, sent_2], "conts": conts, "targets": targets,
-                   "n_heads": intervention.num_heads, "n_kv_heads": intervention.num_kv_heads,
-                   "model": tracer.models.display_name(model)}
-            result = interchange.InterchangeResult(cfg, {"lay+qry+key+val": output},
-                                                   {"lay+qry+key+val": intervention.columns})
+            name = "lay+qry+key+val"
+            result = intervention.result(targets, {name: output}, {name: intervention.columns})
             print("  wrote " + ", ".join(str(p) for p in result.save(Path(args.out) / f"example_{n}").values()))
 
 

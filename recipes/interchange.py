@@ -201,6 +201,17 @@ class InterchangeIntervention:
         self.columns = columns
         return self.outputs(groups, logprobs)
 
+    def result(self, targets: Sequence[str], outputs: dict, columns: dict,
+               config: Optional[dict] = None) -> InterchangeResult:
+        """``run``'s outputs (``{name: output}``, with each name's head ``columns``) as an
+        ``InterchangeResult``: results.json/.npz and one heatmap per name."""
+        cfg = {"sents": list(self.sents), "conts": list(self.conts), "targets": list(targets),
+               "model": tracer.models.display_name(self.model), "n_heads": self.num_heads,
+               "n_kv_heads": self.num_kv_heads,
+               "effect": "mean over prompts of the TV distance between normalized continuation probabilities",
+               **(config or {})}
+        return InterchangeResult(cfg, outputs, columns)
+
     def outputs(self, groups: list[Group], logprobs: list) -> dict[str, np.ndarray]:
         """``run``'s arrays from a plan's groups and their readouts."""
         n_conts = len(self.conts)
@@ -278,10 +289,7 @@ def interchange(model: Any, sents: Sequence[str], conts: Sequence[str], targets:
            "alignment": "target tokens paired from the end",
            "n_heads": recipes[0].num_heads, "n_kv_heads": recipes[0].num_kv_heads}
     if not many:
-        cfg = {"sents": list(sents), "conts": list(conts), "targets": list(targets), **cfg,
-               "effect": "mean over prompts of the TV distance between normalized continuation probabilities",
-               **(config or {})}
-        return InterchangeResult(cfg, outputs, columns)
+        return recipes[0].result(targets, outputs, columns, {**cfg, **(config or {})})
     cfg = {"sents": [list(p) for p in sents], "conts": [list(c) for c in per_conts],
            "targets": [list(t) for t in targets], **cfg, "n_pairs": len(sents),
            "effect": "mean over prompt pairs of the mean over prompts of the TV distance between "

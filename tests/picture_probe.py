@@ -23,10 +23,6 @@ import numpy as np
 PAD = 0.02  # inches of anti-aliasing slack at the figure's edge
 
 
-def _texts(ax) -> list[str]:
-    return [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
-
-
 def check(fig, path: str) -> dict:
     """What a reader of ``fig`` would trip on, with the labels it carries."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -76,19 +72,23 @@ def check(fig, path: str) -> dict:
     return report
 
 
+def recording(seen: list, write):
+    """A stand-in for ``recipes.plotting._write`` that lays a figure out as ``write`` does,
+    appends its ``check`` to ``seen``, then writes it with ``write``."""
+    def wrapped(fig, path):
+        if not fig.get_constrained_layout():
+            fig.tight_layout()  # as _write lays it out, before the check draws it
+        seen.append(check(fig, str(path)))
+        return write(fig, path)
+    return wrapped
+
+
 def main() -> None:
     report_path, script, *args = sys.argv[1:]
     from recipes import plotting
 
     seen: list = []
-    real = plotting._write
-
-    def write(fig, path):
-        if not fig.get_constrained_layout():
-            fig.tight_layout()  # as _write lays it out, before the check draws it
-        seen.append(check(fig, str(path)))
-        return real(fig, path)
-    plotting._write = write
+    plotting._write = recording(seen, plotting._write)
     sys.argv = [script, *args]
     try:
         runpy.run_path(script, run_name="__main__")

@@ -7,7 +7,7 @@ embedded model; tests/test_remote.py checks a remote sweep's labels."""
 import numpy as np
 import pytest
 
-from picture_probe import check
+from picture_probe import recording
 from recipes import attribution, circuits, das, dataset, interchange, iti, plotting
 from recipes.paths import path_patch
 
@@ -16,14 +16,7 @@ from recipes.paths import path_patch
 def drawn(monkeypatch):
     """The readability report of every figure written while the test runs."""
     seen = []
-    real = plotting._write
-
-    def write(fig, path):
-        if not fig.get_constrained_layout():
-            fig.tight_layout()
-        seen.append(check(fig, str(path)))
-        return real(fig, path)
-    monkeypatch.setattr(plotting, "_write", write)
+    monkeypatch.setattr(plotting, "_write", recording(seen, plotting._write))
     return seen
 
 

@@ -14,6 +14,7 @@ batches and to choose between exact reuse and the full recomputation.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class Costs:
         return self.per_trace + layers * (self.per_layer + tokens * self.per_token_layer)
 
 
-_MEASURED: dict = {}
+_MEASURED: "weakref.WeakKeyDictionary[torch.nn.Module, Costs]" = weakref.WeakKeyDictionary()
 
 
 def _best(run: Any, cuda: bool, repeat: int = 2) -> float:
@@ -53,10 +54,9 @@ def _best(run: Any, cuda: bool, repeat: int = 2) -> float:
 
 def measure(model: Any) -> Costs:
     """The model's ``Costs``, measured on its first call in this process (then remembered)."""
-    key = id(module(model))
-    if key in _MEASURED:
-        return _MEASURED[key]
     torch_module = module(model)
+    if torch_module in _MEASURED:  # weak keys: a model freed is forgotten, not mistaken for another
+        return _MEASURED[torch_module]
     device = next(torch_module.parameters()).device
     n_layers = max(1, dims_of(config(model)).n_layers)
     vocab = int(getattr(config(model), "vocab_size", 2) or 2)
@@ -81,5 +81,5 @@ def measure(model: Any) -> Costs:
     per_layer = small / n_layers
     per_token_layer = max(0.0, large - small) / (n_layers * (ROWS * WIDTH - 1))
     costs = Costs(max(0.0, nn_small - small), per_layer, max(per_token_layer, 1e-9))
-    _MEASURED[key] = costs
+    _MEASURED[torch_module] = costs
     return costs

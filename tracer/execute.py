@@ -30,7 +30,7 @@ from .patches import Batch, run_batch
 from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
 from . import costs, reuse
 from .errors import RemoteError, RemoteTransient
-from .resume import requests_of, resumable, steps
+from .resume import requests_of, resumable, steps, ticking
 from .selfcheck import ensure_checked
 from .tokens import check_length
 
@@ -364,6 +364,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             keep = max(1, min(seq, reads // max(1, sum(len(g.rows) for g in groups))))
             max_batch = default_max_batch(model, seq, keep)
     shared = reuse.plan(model, groups) if exact_reuse is not False else None
+    measured = costs.measure(model) if shared is not None and not remote else None
     if shared is not None and remote:
         # one session: the reference run's states stay on the server for the cells
         compiled = reuse.compile_plan(model, shared, max_batch) if max_request_rows is None else None
@@ -371,7 +372,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             ref_out, outputs = call(reuse.session, model, compiled.ref,
                                     [b for _, b, _ in compiled.cells], timeout=timeout)
             return reuse.results(shared, compiled, ref_out, outputs)
-    elif shared is not None and (exact_reuse or reuse.worth_it(model, shared, max_batch, costs.measure(model))):
+    elif shared is not None and (exact_reuse or reuse.worth_it(model, shared, max_batch, measured)):
         def each(work: list, compute: Any) -> list:
             if resume_dir is not None:
                 return resumable(model, work, [[i] for i in range(len(work))], compute,
@@ -379,7 +380,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
             it = steps(work, desc, progress)
             return [compute([b], it.within)[0] for b in it]
         got = reuse.run(model, shared, max_batch, lambda b, within: _trace(model, b, within), each,
-                        costs.measure(model))
+                        measured)
         if got is not None:
             return got
     batches = list(pack(groups, max_batch))
@@ -415,8 +416,8 @@ def _trace(model: Any, batch: Batch, within: Optional[Callable[[float], None]] =
 
 @contextlib.contextmanager
 def _layer_ticks(model: Any, batch: Batch, within: Optional[Callable[[float], None]]) -> Any:
-    """Plain forward hooks on the decoder layers that report the share of the batch's layers
-    run so far (a progress bar that moves inside a batch, at no cost to the batch plan)."""
+    """Report the share of the batch's layers run so far (a progress bar that moves inside a
+    batch, at no cost to the batch plan)."""
     from .sites import config, family_of, module
 
     if within is None:
@@ -430,15 +431,11 @@ def _layer_ticks(model: Any, batch: Batch, within: Optional[Callable[[float], No
     skipped = len(batch.skip_from[0]) if batch.skip_from else 0
     todo, seen = max(1, len(layers) - skipped), [0]
 
-    def tick(*_: Any) -> None:
+    def tick() -> None:
         seen[0] += 1
         within(seen[0] / todo)
-    handles = [layer.register_forward_hook(tick) for layer in layers[skipped:]]
-    try:
+    with ticking(layers[skipped:], tick):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _session(model: Any, work: list) -> list:

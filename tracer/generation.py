@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .resume import ticking
 from .tokens import check_length
 
 
@@ -119,8 +120,8 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
 
 @contextlib.contextmanager
 def _token_bar(model: Any, n: int, progress: bool) -> Any:
-    """A tqdm bar over the ``n`` new tokens, moved by a plain forward hook on the model (one
-    forward per generated token); drawn only after a second, so short calls print nothing."""
+    """A tqdm bar over the ``n`` new tokens, moved after each forward of the model (one per
+    generated token); drawn only after a second, so short calls print nothing."""
     from tqdm.auto import tqdm
 
     from .sites import module
@@ -129,15 +130,10 @@ def _token_bar(model: Any, n: int, progress: bool) -> Any:
         yield
         return
     bar = tqdm(total=n, desc="generate", unit="token", delay=1.0)
-
-    def tick(*_: Any) -> None:  # a hook's return value would replace the output: none
-        if bar.n < n:
-            bar.update(1)
-    handle = module(model).register_forward_hook(tick)
     try:
-        yield
+        with ticking([module(model)], lambda: bar.update(1) if bar.n < n else None):
+            yield
     finally:
-        handle.remove()
         bar.close()
 
 

@@ -4,9 +4,10 @@ it back instead of computing it again."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -176,6 +177,20 @@ class Steps:
         finally:
             if self.bar is not None:
                 self.bar.close()
+
+
+@contextlib.contextmanager
+def ticking(modules: Sequence[torch.nn.Module], tick: Callable[[], None]) -> Any:
+    """``tick()`` after each forward call of each of ``modules`` (plain forward hooks, removed
+    on exit): progress reported from inside a forward pass or a generation."""
+    def hook(*_: Any) -> None:  # a hook's return value would replace the output: none
+        tick()
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def steps(items: list, desc: str, progress: Any, unit: str = "batch") -> Steps:

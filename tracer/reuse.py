@@ -56,6 +56,14 @@ class _Plan:
                  extra: list):
         self.groups, self.base, self.cells, self.width = groups, base, cells, width
         self.extra = extra                      # readouts added to the reference run
+        self._layout: Optional[tuple] = None    # (max_batch, costs, (batches, seconds))
+
+    def layout(self, max_batch: int, n_layers: int, costs: Costs) -> tuple[list, float]:
+        """``pack``'s batches of the cells and their predicted time, computed once for the
+        choice between reuse and full recomputation and the compiled plan alike."""
+        if self._layout is None or self._layout[:2] != (max_batch, costs):
+            self._layout = (max_batch, costs, pack(self.cells, max_batch, n_layers, self.width, costs))
+        return self._layout[2]
 
 
 def plan(model: Any, groups: Sequence[Group]) -> Optional[_Plan]:
@@ -224,7 +232,7 @@ def worth_it(model: Any, reuse: _Plan, max_batch: int, costs: Costs) -> bool:
     full = 0.0
     for batch in plan_pack(reuse.groups, max_batch):
         full += costs.batch_seconds(n_layers, sum(rows[i] for i in batch) * width)
-    _, cells = pack(reuse.cells, max_batch, n_layers, width, costs)
+    _, cells = reuse.layout(max_batch, n_layers, costs)
     return costs.batch_seconds(n_layers, rows[0] * width) + cells <= full
 
 
@@ -247,7 +255,7 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs
     fam = family_of(config(model))
     if costs is None:
         costs = COSTS.get(next(module(model).parameters()).device.type, COSTS["cpu"])
-    batches, _ = pack(reuse.cells, max_batch, dims_of(config(model)).n_layers, width, costs)
+    batches, _ = reuse.layout(max_batch, dims_of(config(model)).n_layers, costs)
     starts = sorted({min(c.layer for c in b) for b in batches} - {0})
     states = [Activations(f"resid_pre.{layer}", r, None) for layer in starts for r in range(len(rows))]
     ref = groups[0]

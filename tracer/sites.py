@@ -19,13 +19,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from .checks import SiteError, integer, integers, selected_positions, selected_rows
+from .checks import SiteError, integers, selected_positions, selected_rows
 
 Positions = Union[None, int, Sequence[int], torch.Tensor]
 Heads = Union[None, int, Sequence[int]]
 Rows = Union[None, int, Sequence[int]]
-
-
 
 from .families import (ALIASES, FAMILIES, _RAW_STAGE,  # noqa: F401
                        dims_of, family_for, family_of, from_transformer_lens, moe_layers)
