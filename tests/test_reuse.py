@@ -126,15 +126,18 @@ def test_small_cells_share_a_batch_when_batches_cost_more_than_layers(tiny_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "qwen3_moe"])
-def test_the_one_session_form_equals_full_recomputation(tiny_models, arch):
+@pytest.mark.parametrize("branched", [False, True])
+def test_the_one_session_form_equals_full_recomputation(tiny_models, arch, branched):
     """What a remote run sends (tracer.reuse.session: the reference states kept in
-    the session, cells gathering from them there), run as a local session."""
+    the session, cells gathering from them there), run as a local session; with
+    ``branched``, its batches run as a prefix and a suffix pass there (tracer.branch)."""
     model = tiny_models[arch]
     recipe = interchange.InterchangeIntervention(
-        model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+        model, interchange.InterchangeInterventionConfig(SENTS, CONTS + ["the sun is"]))
     groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["lay", "qry", "val"], heads="each")
     shared = reuse.plan(model, groups)
-    compiled = reuse.compile_plan(model, shared, 8)
+    compiled = reuse.compile_plan(model, shared, 8, Costs(0.0, 0.0, 1.0) if branched else None)
+    assert any(b.prefix is not None for _, b, _ in compiled.cells) == branched
     ref_out, outputs = reuse.session(model, compiled.ref, [b for _, b, _ in compiled.cells],
                                      remote=False)
     got = reuse.results(shared, compiled, ref_out, outputs)
@@ -189,3 +192,82 @@ def test_the_engine_runs_the_plan_predicted_faster(tiny_models, monkeypatch, fix
         monkeypatch.setattr(costs, "measure", lambda m, c=c: c)
         _close(want, execute.run(model, groups, progress=False))
         assert chosen.get("reuse", False) == reused
+
+
+BRANCH_CONTS = ["Paris", "Rome and the", "the sun is"]  # one, three and three tokens
+
+
+def _branching(monkeypatch):
+    """Traces that cost nothing, so every batch that can branch does; returns the traced
+    batches' (rows, columns, is a suffix pass)."""
+    monkeypatch.setattr(costs, "measure", lambda model: Costs(0.0, 0.0, 1.0))
+    seen = []
+    real = execute._trace
+
+    def spy(m, batch, within=None):
+        seen.append((*batch.inputs["input_ids"].shape, batch.prefix is not None))
+        return real(m, batch, within)
+    monkeypatch.setattr(execute, "_trace", spy)
+    return seen
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_multi_token_continuations_branch_from_the_shared_prompt(tiny_models, arch, monkeypatch):
+    """Each prompt's tokens (and the swaps on them) run once per cell, every continuation
+    continuing from that pass's KV cache: equal to the full recomputation on every family
+    (GQA, sliding windows of 4 tokens, prompts of different lengths), every rep type, heads
+    together and each."""
+    model = tiny_models[arch]
+    recipe = interchange.InterchangeIntervention(
+        model, interchange.InterchangeInterventionConfig(SENTS, BRANCH_CONTS))
+    seen = _branching(monkeypatch)
+    for reps, heads in ((["lay", "qry", "key", "val", "out"], None), (["qry", "val"], "each")):
+        groups, _ = recipe.plan(["capital", "Eiffel Tower"], reps, heads=heads)
+        full = execute.run(model, groups, progress=False, exact_reuse=False)
+        seen.clear()
+        fast = execute.run(model, groups, progress=False, exact_reuse=True, max_batch=12)
+        _close(full, fast)
+        suffixes = [i for i, (_, _, suffix) in enumerate(seen) if suffix]
+        assert suffixes, "no batch branched"
+        for i in suffixes:  # the prefix pass runs just before, one row per prompt of each cell
+            (rows, _, _), (prefix_rows, _, prefix) = seen[i], seen[i - 1]
+            assert not prefix and prefix_rows * len(BRANCH_CONTS) == rows
+
+
+def test_branching_needs_one_prompt_and_one_edit_per_class(tiny_models):
+    """Rows branch only where they share the tokens before their readouts and the edits
+    on them; an edit after a readout, or rows edited differently, keep the batch whole."""
+    from tracer import branch
+
+    model = tiny_models["llama"]
+    tok = model.tokenizer
+    prompt = tok("The capital of Spain is the city")["input_ids"]
+    rows = [prompt + [11, 12], prompt + [13], prompt + [14, 15, 16]]
+    reads = [Logprobs(r, tuple(range(len(prompt) - 1, len(rows[r]) - 1)), tuple(rows[r][len(prompt):]))
+             for r in range(3)]
+    free = Costs(0.0, 0.0, 1.0)
+    same = Group(rows, [copy("resid_post.1", r, r, (2,), (1,)) for r in range(3)], reads)
+    parts = branch.split(model, [same], 2, len(rows[2]) - 1, free)
+    assert parts is not None and parts.reps == [0] and parts.of_row == [0, 0, 0]
+    assert parts.shared == [len(prompt) - 1] * 3 and parts.start == 1
+    differ = Group(rows, [copy("resid_post.1", r, r, (2,), (1 + r,)) for r in range(3)], reads)
+    assert branch.split(model, [differ], 2, len(rows[2]) - 1, free) is None
+    late = Group(rows, [copy("resid_post.1", r, r, (len(prompt),), (1,)) for r in range(3)], reads)
+    assert branch.split(model, [late], 2, len(rows[2]) - 1, free) is None
+    # with real costs, one cell of three short rows is not worth a second trace
+    assert branch.split(model, [same], 2, len(rows[2]) - 1, reuse.COSTS["cpu"]) is None
+
+
+def test_a_branched_batch_is_its_own_resume_key(tiny_models):
+    """A suffix pass carries no edits (its prefix pass does): cells that differ only in
+    their edits still get different request keys, so a resumed run never mixes them up."""
+    from tracer.resume import request_key
+
+    model = tiny_models["llama"]
+    recipe = interchange.InterchangeIntervention(
+        model, interchange.InterchangeInterventionConfig(SENTS, BRANCH_CONTS))
+    groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["qry"], heads="each", layers=[1])
+    compiled = reuse.compile_plan(model, reuse.plan(model, groups), 6, Costs(0.0, 0.0, 1.0))
+    work = [b for _, b, _ in compiled.cells]
+    assert len(work) > 1 and all(b.prefix is not None for b in work)
+    assert len({request_key(model, [b]) for b in work}) == len(work)

@@ -72,7 +72,12 @@ class Batch:
         self.cache: Any = None       # a transformers Cache: earlier columns' keys and values
         # what ``prepare`` gathers from the reference run (``tracer.reuse``):
         self.skip_from: Optional[tuple] = None   # (layer paths, slot, flat index (rows, cols))
-        self.cache_from: Optional[tuple] = None  # (reference rows, columns kept)
+        # (reference rows, columns kept: a count, or per row the reference columns)
+        self.cache_from: Optional[tuple] = None
+        # a suffix pass (``tracer.branch``): the prefix pass it continues, and per row that
+        # pass's row, its columns and the model's layer count
+        self.prefix: Optional["Batch"] = None
+        self.branch_from: Optional[tuple] = None
 
     @property
     def n_rows(self) -> int:
@@ -130,5 +135,30 @@ def prepare(batch: Batch, outputs: list, cache: Any) -> Any:
     own = type(cache)()
     for i, layer in enumerate(cache.layers):
         r = rows.to(layer.keys.device)
-        own.update(layer.keys[r, :, :columns], layer.values[r, :, :columns], i)
+        if isinstance(columns, int):
+            own.update(layer.keys[r, :, :columns], layer.values[r, :, :columns], i)
+        else:  # (rows, columns) -> (rows, columns, heads, dim): heads back in second place
+            c = columns.to(layer.keys.device)
+            own.update(layer.keys[r[:, None], :, c].transpose(1, 2),
+                       layer.values[r[:, None], :, c].transpose(1, 2), i)
+    return own
+
+
+def branch(batch: Batch, prefix_cache: Any) -> Any:
+    """A suffix pass's cache: each row's class's keys and values from the prefix pass
+    (``tracer.branch``).  Layers the prefix pass skipped hold zeros of its width: the suffix
+    pass skips them too, but the cache's length is read from its first layer."""
+    rows, width, n_layers = batch.branch_from
+    own = type(prefix_cache)()
+    layers = list(prefix_cache.layers)
+    full = [layer for layer in layers if layer.is_initialized and layer.keys.shape[-2] == width]
+    for i in range(n_layers):
+        layer = layers[i] if i < len(layers) else None
+        if layer is not None and layer.is_initialized and layer.keys.shape[-2] == width:
+            r = rows.to(layer.keys.device)
+            own.update(layer.keys[r], layer.values[r], i)
+        else:
+            like = full[0].keys
+            zeros = like.new_zeros((len(rows),) + tuple(like.shape[1:]))
+            own.update(zeros, zeros, i)
     return own

@@ -112,26 +112,34 @@ def _padded(p: int, row_len: int, pad: int, where: str) -> int:
 
 
 def compile_batch(model: Any, groups: Sequence[Group], width: Optional[int] = None,
-                  start: int = 0) -> tuple[Batch, tuple]:
+                  start: int = 0, placed: Optional[tuple[dict, list[int]]] = None) -> tuple[Batch, tuple]:
     """One ``Batch`` running ``groups`` side by side (rows in group order), and the layout
     that ``split_results`` needs to hand each group its readouts.
 
     ``width`` pads every row to that many tokens (default: the longest row); with ``start``
     the batch computes only the padded columns from ``start`` on, the earlier ones coming
-    from a cache (``tracer.reuse``): positions are then counted from that column."""
-    return _Compiler(model, groups, width, start).batch()
+    from a cache (``tracer.reuse``): positions are then counted from that column.
+    ``placed`` = (inputs, per row the column of its token 0) lays rows out otherwise
+    (``tracer.branch``'s suffix pass)."""
+    return _Compiler(model, groups, width, start, placed).batch()
 
 
 class _Compiler:
     """Builds one batch: padded inputs, per-site operations, readout indices."""
 
     def __init__(self, model: Any, groups: Sequence[Group], width: Optional[int] = None,
-                 start: int = 0):
+                 start: int = 0, placed: Optional[tuple[dict, list[int]]] = None):
         self.model, self.groups = model, list(groups)
         self.rows, self.offsets = [], []
         for g in self.groups:
             self.offsets.append(len(self.rows))
             self.rows.extend(g.rows)
+        self.sites: dict[str, SiteOps] = {}
+        self.resolved: dict[str, Site] = {}
+        if placed is not None:
+            self.inputs, self.pad = placed[0], list(placed[1])
+            self.width = int(self.inputs["input_ids"].shape[1])
+            return
         full = width or max(len(r) for r in self.rows)
         self.inputs = build_inputs(self.rows, pad_id(model.tokenizer), full)
         self.pad = [full - len(r) - start for r in self.rows]
@@ -140,8 +148,6 @@ class _Compiler:
                            "attention_mask": self.inputs["attention_mask"],
                            "position_ids": self.inputs["position_ids"][:, start:]}
         self.width = full - start
-        self.sites: dict[str, SiteOps] = {}
-        self.resolved: dict[str, Site] = {}
 
     def ops(self, name: str) -> SiteOps:
         """The operations of a site (aliases and canonical names share one entry)."""

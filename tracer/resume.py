@@ -34,10 +34,12 @@ def request_key(model: Any, part: list) -> str:
         digest.update(model._remoteable_model_key().encode())
     except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
         digest.update(str(getattr(model, "repo_id", "")).encode())
+    # a suffix pass (tracer.branch) carries its edits in the prefix pass it continues
+    part = [p for batch in part for p in ((batch.prefix, batch) if batch.prefix is not None else (batch,))]
     for batch in part:
         tensors = [batch.inputs[k] for k in sorted(batch.inputs)]
         tensors += [t for idx in (batch.token_idx, batch.dist_idx) if idx for t in idx]
-        for spec in (batch.skip_from, batch.cache_from):  # reuse: what a batch starts from
+        for spec in (batch.skip_from, batch.cache_from, batch.branch_from):  # reuse: what a batch starts from
             digest.update(repr([x for x in spec or () if not isinstance(x, torch.Tensor)]).encode())
             tensors += [x for x in spec or () if isinstance(x, torch.Tensor)]
         for o in batch.ops:

@@ -29,12 +29,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from . import branch
 from .costs import Costs
 from .interventions import Intervention, Source
 from .plan import (Activations, Distribution, Group, Logprobs, _is_add, _is_copy, _is_set,
                    compile_batch, split_results)
 from .plan import pack as plan_pack
 from .sites import config, dims_of, family_of, module, site as resolve_site
+from .tokens import pad_id
 
 
 @dataclass
@@ -252,10 +254,10 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs
     """Every batch of a reuse plan, before anything runs (remote runs ship them all), laid
     out by ``costs`` (default: ``COSTS`` of the model's device type)."""
     groups, rows, width = reuse.groups, reuse.groups[0].rows, reuse.width
-    fam = family_of(config(model))
     if costs is None:
         costs = COSTS.get(next(module(model).parameters()).device.type, COSTS["cpu"])
-    batches, _ = reuse.layout(max_batch, dims_of(config(model)).n_layers, costs)
+    n_layers = dims_of(config(model)).n_layers
+    batches, _ = reuse.layout(max_batch, n_layers, costs)
     starts = sorted({min(c.layer for c in b) for b in batches} - {0})
     states = [Activations(f"resid_pre.{layer}", r, None) for layer in starts for r in range(len(rows))]
     ref = groups[0]
@@ -271,6 +273,12 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs
         symbolic: dict = {}
         local = [_local_group(c, rows, reuse.base, layer, column, width, where_read, model, symbolic)
                  for c in cells]
+        index = [r for c in cells for r in c.rows]
+        parts = None if symbolic else branch.split(model, local, n_layers - layer, width - column, costs)
+        if parts is not None:
+            b, lay = _branched(model, parts, local, rows, index, layer, width, where_read, n_layers)
+            compiled.append((cells, b, lay))
+            continue
         b, lay = compile_batch(model, local, width=width, start=column)
         for ops in b.ops:
             entries = symbolic.get(ops.site.name)
@@ -280,19 +288,55 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs
                 heads = None if entries[0][2] is None else torch.tensor([e[2] for e in entries])
                 ops.set_from = (entries[0][0], torch.tensor([e[1] for e in entries]), heads)
                 ops.set_val = None
-        index = [r for c in cells for r in c.rows]
         if column > 0:
             b.cache_from = (torch.tensor(index), column)
         if layer > 0:
-            flat = torch.full((len(index), width - column), -1, dtype=torch.long)
-            for i, r in enumerate(index):
-                slot, start = where_read[Activations(f"resid_pre.{layer}", r, None)]
-                pad = width - len(rows[r])
-                for col in range(max(column, pad), width):
-                    flat[i, col - column] = start + col - pad
-            b.skip_from = ([f"{fam.layers}.{i}" for i in range(layer)], slot, flat)
+            b.skip_from = _skip_from(model, where_read, layer, index,
+                                     [width - len(rows[r]) for r in index],
+                                     [len(rows[r]) for r in index], column, width - column)
         compiled.append((cells, b, lay))
     return Compiled(batch, layout, len(ref.reads), compiled)
+
+
+def _skip_from(model: Any, where_read: dict, layer: int, refs: list, pads: list, lengths: list,
+               start: int, columns: int) -> tuple:
+    """``Batch.skip_from`` for rows of reference rows ``refs`` whose token 0 sits at column
+    ``pads[i]``, computing ``columns`` columns from ``start``: each column's flat index into
+    the reference run's ``resid_pre`` readout at ``layer`` (-1 where a row has no token)."""
+    flat = torch.full((len(refs), columns), -1, dtype=torch.long)
+    for i, (r, pad, n) in enumerate(zip(refs, pads, lengths)):
+        slot, first = where_read[Activations(f"resid_pre.{layer}", r, None)]
+        lo, hi = max(start, pad), min(start + columns, pad + n)
+        if hi > lo:
+            flat[i, lo - start:hi - start] = torch.arange(first + lo - pad, first + hi - pad)
+    paths = [f"{family_of(config(model)).layers}.{i}" for i in range(layer)]
+    return paths, slot, flat
+
+
+def _branched(model: Any, parts: branch.Split, local: list, rows: list, index: list, layer: int,
+              width: int, where_read: dict, n_layers: int) -> tuple:
+    """A batch as ``tracer.branch``'s two passes: the suffix pass (returned, with its layout)
+    holds the prefix pass, whose earlier columns come from the reference run's cache."""
+    a, _ = compile_batch(model, parts.prefix, width=parts.width, start=parts.start)
+    refs = [index[i] for i in parts.reps]
+    pads = [parts.width - parts.shared[i] for i in parts.reps]
+    if parts.start > 0:  # each class's earlier columns, from its row's place in the reference run
+        cols = torch.tensor([[j - pad + width - len(rows[r]) for j in range(parts.start)]
+                             for r, pad in zip(refs, pads)]).clamp(0, width - 1)
+        a.cache_from = (torch.tensor(refs), cols)
+    inputs = branch.suffix_inputs(parts, [rows[r] for r in index], a.inputs["attention_mask"],
+                                  pad_id(model.tokenizer))
+    b, lay = compile_batch(model, parts.suffix, placed=(inputs, [-s for s in parts.shared]))
+    if layer > 0:
+        a.skip_from = _skip_from(model, where_read, layer, refs, pads,
+                                 [parts.shared[i] for i in parts.reps], parts.start,
+                                 parts.width - parts.start)
+        b.skip_from = _skip_from(model, where_read, layer, index, [-s for s in parts.shared],
+                                 [len(rows[r]) for r in index], 0, parts.suffix_width)
+    a.keep = torch.zeros(0, dtype=torch.long)  # no logits: the prefix pass reads nothing
+    b.prefix = a
+    b.branch_from = (torch.tensor(parts.of_row), parts.width, n_layers)
+    return b, lay
 
 
 def results(reuse: _Plan, plan: Compiled, ref_out: list, outputs: list) -> list[list[torch.Tensor]]:
@@ -332,7 +376,7 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], li
     progress.  Every group's readouts, or None when the plan cannot be compiled."""
     from transformers.cache_utils import DynamicCache
 
-    from .patches import prepare
+    from .patches import branch as branch_cache, prepare
 
     plan = compile_plan(model, reuse, max_batch, costs)
     if plan is None:
@@ -346,6 +390,14 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], li
         for b in part:
             b = by_batch[id(b)]
             b.cache = prepare(b, ref_out, plan.ref.cache)
+            if b.prefix is not None:  # tracer.branch: the shared prompts first
+                a = b.prefix
+                a.cache = prepare(a, ref_out, plan.ref.cache)
+                if a.cache is None:
+                    a.cache = DynamicCache()
+                trace(a, None)
+                b.cache = branch_cache(b, a.cache)
+                a.cache = a.skip = None
             out.append(trace(b, within))
             b.cache = b.skip = None
         return out
@@ -360,7 +412,7 @@ def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list
     its constants, skipped layers' output and earlier keys and values from that run there."""
     import nnsight
 
-    from .patches import prepare, run_batch
+    from .patches import branch as branch_cache, prepare, run_batch
 
     # only trace-time objects (patches.Batch) travel: the server cannot import tracer.reuse
     first = {k: v[:1, -1:] for k, v in ref.inputs.items() if k != "attention_mask"}
@@ -376,6 +428,14 @@ def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list
                 outputs.append(nnsight.save(ref_out))
             for batch in work:
                 own = prepare(batch, ref_out, cache)
+                if batch.prefix is not None:  # tracer.branch: the shared prompts first
+                    first = prepare(batch.prefix, ref_out, cache)
+                    if first is None:
+                        first = type(seed)()
+                    with model.trace(batch.prefix.inputs, logits_to_keep=batch.prefix.keep, use_cache=True,
+                                     **{name: first}):
+                        run_batch(model, batch.prefix)
+                    own = branch_cache(batch, first)
                 if own is None:
                     with model.trace(batch.inputs, logits_to_keep=batch.keep, use_cache=False):
                         outputs.append(nnsight.save(run_batch(model, batch)))
