@@ -134,6 +134,41 @@ def test_interchange_sweep_remote_equals_local_in_one_request(ndif):
 
 
 @pytest.mark.remote
+def test_multi_token_continuations_branch_on_the_server_in_one_request(ndif):
+    """Multi-token continuations: each batch's prompts run once there (tracer.branch's
+    prefix pass, its KV cache kept on the server) and every continuation from it; equal to
+    the local full recomputation, one request."""
+    before = _requests()
+    out = _client(f"""
+        from recipes import interchange
+        from tracer import reuse
+        from tracer.costs import Costs
+        reuse.COSTS = {{"cpu": Costs(0.0, 0.0, 1.0), "cuda": Costs(0.0, 0.0, 1.0)}}  # branch all
+        path = {str(ndif)!r}
+        cfg = interchange.InterchangeInterventionConfig(["The capital of France is a city",
+                                                         "The capital of Italy is a city"],
+                                                        ["Paris", "Rome and the", "the sun is"])
+        res = {{}}
+        for name, remote in (("local", False), ("remote", True)):
+            model = tracer.load(path, remote=remote)
+            ii = interchange.InterchangeIntervention(model, cfg)
+            groups, _ = ii.plan(["France", "Italy"], ["lay", "qry"], heads="each")
+            if remote:
+                compiled = reuse.compile_plan(model, reuse.plan(model, groups), 16)
+                res["branched"] = sum(b.prefix is not None for _, b, _ in compiled.cells)
+            got = tracer.execute.run(model, groups, max_batch=16, remote=remote, progress=False,
+                                     exact_reuse=None if remote else False)
+            res[name] = [[v.tolist() for v in g] for g in got]
+        print(json.dumps(res))
+    """)
+    assert _new_requests(before, 1) == 1
+    assert out["branched"] > 0
+    for a, b in zip(out["local"], out["remote"], strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.allclose(torch.tensor(x), torch.tensor(y), rtol=0, atol=1e-5)
+
+
+@pytest.mark.remote
 def test_sweep_and_causal_trace_remote_equal_local_one_request_each(ndif):
     before = _requests()
     out = _client(f"""
