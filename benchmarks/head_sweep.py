@@ -5,6 +5,9 @@ On the same model and plans, in one process:
   - the seed's three examples, each rep type (lay; qry, key, val, out per head);
   - the short capital pair ("The capital of France is" / "... Italy is", swap at " France"):
     qry per head and lay;
+  - multi-token continuations: a 20-token pair ("the Eiffel Tower" / "the Colosseum") scored
+    on three 4-token continuations, qry per head and lay (``reuse`` branches each prompt's
+    pass from its continuations, tracer.branch; ``reuse/1pass`` without branching);
   - ``sweep``'s plan: resid_pre patched layer x position on the capital pair;
   - a causal-tracing layer x position sweep (ROME) over a 25-token prompt.
 For each it runs (and first checks equal, to 1e-5 in fp32):
@@ -42,7 +45,7 @@ import torch
 
 import tracer
 from recipes import interchange
-from tracer import execute, plan
+from tracer import branch, execute, plan
 from tracer.metrics import token_logprobs
 
 CAUSAL_PROMPT = ("Beats Music is owned by Apple, and the Eiffel Tower is located in the "
@@ -302,11 +305,25 @@ def _flat(results: list) -> np.ndarray:
 REPEATS = 1  # --repeats: each method's time is the best of this many runs
 
 
-def compare(model: Any, name: str, groups: list, device: str, extra: bool = False) -> dict:
+def one_pass(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` with tracer.branch switched off: every batch one pass."""
+    def run() -> Any:
+        real = branch.split
+        branch.split = lambda *a, **k: None
+        try:
+            return fn()
+        finally:
+            branch.split = real
+    return run
+
+
+def compare(model: Any, name: str, groups: list, device: str, extra: bool = False,
+            unbranched: bool = False) -> dict:
     """Time every method on one plan after checking that all give the same numbers."""
+    reused = lambda: execute.run(model, groups, progress=False, exact_reuse=True)  # noqa: E731
     methods = [("auto", lambda: execute.run(model, groups, progress=False)),
                ("auto+bar", lambda: execute.run(model, groups, progress=True)),
-               ("reuse", lambda: execute.run(model, groups, progress=False, exact_reuse=True)),
+               ("reuse", reused)] + [("reuse/1pass", one_pass(reused))] * unbranched + [
                ("full", lambda: execute.run(model, groups, progress=False, exact_reuse=False)),
                ("hooks", lambda: plain_hooks(model, groups)),
                ("hooks/layer", lambda: plain_hooks_per_layer(model, groups))]
@@ -336,7 +353,8 @@ def compare(model: Any, name: str, groups: list, device: str, extra: bool = Fals
 
 
 CAPITAL = ("The capital of France is", "The capital of Italy is")
-CASES = ("seeds", "capital", "sweep", "causal")
+CASES = ("seeds", "capital", "conts", "sweep", "causal")
+CONTS_PAIR = (CAUSAL_PROMPT, CAUSAL_PROMPT.replace("Eiffel Tower", "Colosseum"))
 
 
 def _totals(totals: dict, times: dict) -> None:
@@ -347,7 +365,8 @@ def _totals(totals: dict, times: dict) -> None:
 def _total_line(name: str, totals: dict) -> None:
     base = totals.get("hooks", 1.0)
     print(f"{name}: " + "  ".join(f"{label} {s:.2f}s {s / base:.2f}x" for label, s in totals.items()
-                                  if label in ("auto", "auto+bar", "reuse", "full", "hooks", "hooks/layer")),
+                                  if label in ("auto", "auto+bar", "reuse", "reuse/1pass", "full", "hooks",
+                                               "hooks/layer")),
           flush=True)
 
 
@@ -402,6 +421,14 @@ def main() -> None:
             groups, _ = recipe.plan(["France", "Italy"], [rep], heads=None if rep == "lay" else "each")
             _totals(totals, compare(model, f"capital pair {rep}", groups, device))
         _total_line("capital pair, qry + lay", totals)
+    if "conts" in args.cases:
+        recipe = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(
+            list(CONTS_PAIR), ["Paris, in France", "Rome, in Italy", "London, in England"]))
+        totals = {}
+        for rep in ("qry", "lay"):
+            groups, _ = recipe.plan(["Eiffel Tower", "Colosseum"], [rep], heads=None if rep == "lay" else "each")
+            _totals(totals, compare(model, f"3 conts x 4 tok {rep}", groups, device, unbranched=True))
+        _total_line("multi-token continuations, qry + lay", totals)
     if "sweep" in args.cases:
         tok = model.tokenizer
         answer = tok(" Rome", add_special_tokens=False)["input_ids"][0]

@@ -142,9 +142,11 @@ class InterchangeIntervention:
             if shared:
                 reads.append(Logprobs(i % 2, (-1,), tuple(cont_ids)))
                 continue
+            # teacher-forced: token j is read where token j - 1 was fed; the last token
+            # predicts nothing read, so the row stops before it
             k = len(cont_ids)
-            reads.append(Logprobs(len(rows), tuple(-(k + 1) + j for j in range(k)), tuple(cont_ids)))
-            rows.append(prompt + cont_ids)
+            reads.append(Logprobs(len(rows), tuple(-k + j for j in range(k)), tuple(cont_ids)))
+            rows.append(prompt + cont_ids[:-1])
         if shared:
             rows = [pairs[0][0], pairs[1][0]]
         groups = [Group(rows, [], reads, key="original")]

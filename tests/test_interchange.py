@@ -99,6 +99,29 @@ def test_batched_equals_single_and_plain_hooks(tiny_models, arch):
     assert not np.allclose(batched["interv_layer_0"], batched["original"])
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "qwen3_moe"])
+def test_multi_token_continuations_equal_plain_hooks(tiny_models, arch, monkeypatch):
+    """Continuations of one to three tokens, teacher-forced: the engine (each prompt's pass
+    branched from its continuations, tracer.branch, with traces costing nothing) equals
+    plain hooks on the full ``prompt + continuation`` rows."""
+    from tracer import costs
+    from tracer.costs import Costs
+
+    monkeypatch.setattr(costs, "measure", lambda model: Costs(0.0, 0.0, 1.0))
+    model = tiny_models[arch]
+    conts = ["Paris", "Rome and the", "the sun is"]
+    ii = interchange.InterchangeIntervention(model, interchange.InterchangeInterventionConfig(SENTS, conts))
+    reps = ["lay", "qry", "val"]
+    got = ii.run(TARGETS, reps, heads="each", progress=False)
+    np.testing.assert_allclose(got["original"][:, :, 0],
+                               hook_reference(model, SENTS, conts, TARGETS, [], 0, None), atol=1e-6)
+    for layer in (0, 1):
+        for head in (0, 3):
+            want = hook_reference(model, SENTS, conts, TARGETS, reps, layer, head)
+            np.testing.assert_allclose(got[f"interv_layer_{layer}"][:, :, head], want,
+                                       rtol=1e-5, atol=1e-6, err_msg=f"layer {layer} head {head}")
+
+
 def test_targets_of_different_lengths_pair_from_the_end(tiny_models):
     tok = tokenizer()
     sents = ["The cat sat on the xylophone today", "The cat sat on the mat today"]
