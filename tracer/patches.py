@@ -102,8 +102,12 @@ def run_batch(model: Any, batch: Batch) -> list:
         logits = model.output.logits
         if batch.token_idx is not None:
             rows, pos, tokens = (t.to(logits.device) for t in batch.token_idx)
-            lp = logits[rows, pos].float().log_softmax(-1)
-            out.append(lp.gather(-1, tokens[:, None])[:, 0])
+            # one log-softmax over the vocabulary per position read, however many tokens
+            # are read there (every continuation of a prompt reads its last position)
+            width = logits.shape[1]
+            kept, inverse = torch.unique(rows * width + pos, return_inverse=True)
+            lp = logits[kept // width, kept % width].float().log_softmax(-1)
+            out.append(lp[inverse, tokens])
         if batch.dist_idx is not None:
             rows, pos = (t.to(logits.device) for t in batch.dist_idx)
             out.append(logits[rows, pos].float().log_softmax(-1))
