@@ -271,3 +271,28 @@ def test_a_branched_batch_is_its_own_resume_key(tiny_models):
     work = [b for _, b, _ in compiled.cells]
     assert len(work) > 1 and all(b.prefix is not None for b in work)
     assert len({request_key(model, [b]) for b in work}) == len(work)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+def test_a_prefix_pass_from_the_first_token_and_above_layer_zero(tiny_models, arch, monkeypatch):
+    """Swaps at the first token (the prefix pass has no earlier columns: it starts from an
+    empty cache) and at a later one, below and above layer 0 (the suffix pass's cache holds
+    zeros for the layers both passes skip): equal to the full recomputation."""
+    model = tiny_models[arch]
+    tok = model.tokenizer
+    prompts = [tok(s)["input_ids"] for s in ("The capital of Spain is the city", "A capital of Italy is the city")]
+    conts = [[11, 12], [13], [14, 15, 16]]
+    rows, reads = [], []
+    for c in conts:
+        for p in prompts:
+            reads.append(Logprobs(len(rows), tuple(range(-len(c), 0)), tuple(c)))
+            rows.append(p + c[:-1])
+    groups = [Group(rows, [], reads)]
+    for layer in (0, 1):
+        for pos in (0, 2):
+            groups.append(Group(rows, [copy(f"resid_pre.{layer}", 2 * c + a, 2 * c + 1 - a, (pos,), (pos,))
+                                       for c in range(len(conts)) for a in (0, 1)], reads))
+    seen = _branching(monkeypatch)
+    fast = execute.run(model, groups, progress=False, exact_reuse=True, max_batch=6)
+    assert sum(suffix for _, _, suffix in seen) == 4  # every cell branched
+    _close(execute.run(model, groups, progress=False, exact_reuse=False), fast)

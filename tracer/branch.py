@@ -79,6 +79,8 @@ def _classes(model: Any, g: Group, names: dict) -> Optional[tuple[list, list, li
         if iv.site not in names:
             names[iv.site] = resolve_site(model, iv.site).name
         edits[dst].append((iv.kind, names[iv.site], pos, iv.heads, src, value))
+    if min(shared) < 1:
+        return None  # a row read from its first token: no prompt before it to share
     for r in range(n):
         for _, _, pos, _, src, value in edits[r]:
             if max(pos) >= shared[r] or (src is not None and max(value[1]) >= shared[src]):
