@@ -93,8 +93,9 @@ def generate(model: Any, prompts: Union[str, Sequence[str], dict], interventions
                 with tr.invoke(prompts):
                     pass
             with tr.invoke(prompts):
+                sites = {}  # each site resolved once, at its first step
                 for step in tr.iter[0:n]:
-                    iv_mod.apply_at_step(model, step, at_prompt, at_new, start, stop)
+                    iv_mod.apply_at_step(model, step, at_prompt, at_new, start, stop, sites)
             with tr.invoke():  # its own invoke: code after a bounded iter loop does not run
                 out = tr.result.save()
         return out

@@ -279,13 +279,14 @@ class Intervention:
         return lambda x, source: subspace(x, fn(x, **given), dims) if dims is not None else fn(x, **given)
 
     def apply(self, model: Any, rows: Rows = None, positions: Any = "stored", source: Any = None,
-              **params: Any) -> torch.Tensor:
+              site: Any = None, **params: Any) -> torch.Tensor:
         """Apply at the site inside the current trace; returns the values it replaced.
 
         ``rows``/``positions``/``source`` override the stored ones; ``params`` add to or
-        override stored parameters.
+        override stored parameters; ``site`` is this record's site already resolved (a
+        generation loop resolves each once, not at every step).
         """
-        s = resolve_site(model, self.site)
+        s = resolve_site(model, self.site) if site is None else site
         rows = self.rows if rows is None else rows
         positions = self.positions if isinstance(positions, str) and positions == "stored" else positions
         source = self.source if source is None else source
@@ -320,14 +321,20 @@ def _needed(source: Any, iv: Intervention) -> torch.Tensor:
 
 
 def apply_at_step(model: Any, step: int, at_prompt: Any, at_new: Any, start: int = 0,
-                  stop: Any = None) -> None:
+                  stop: Any = None, sites: Optional[dict] = None) -> None:
     """Apply interventions inside a ``tracer.iter`` generation loop, for generation ``step``.
 
     Step 0 runs the whole (left-padded) prompt: ``at_prompt`` is applied there, with its own
     positions.  Step k >= 1 runs one token, the k-th generated one: ``at_new`` is applied to
-    it.  Steps outside ``[start, stop)`` are left alone.
+    it.  Steps outside ``[start, stop)`` are left alone.  ``sites`` (a dict made before the
+    loop) keeps each site resolved once for all steps.
     """
     if step < start or (stop is not None and step >= stop):
         return
     for iv in (at_prompt if step == 0 else at_new):
-        iv.apply(model)
+        if sites is None:
+            iv.apply(model)
+            continue
+        if iv.site not in sites:
+            sites[iv.site] = resolve_site(model, iv.site)
+        iv.apply(model, site=sites[iv.site])

@@ -79,26 +79,34 @@ def plan(model: Any, groups: Sequence[Group]) -> Optional[_Plan]:
     rows = ref.rows
     width = max(len(r) for r in rows)
     extra: dict = {}
+    known: dict = {}   # site name -> its layer
     cells = []
     for gi, g in enumerate(groups[1:], 1):
         if g.rows != rows or len(g.interventions) < len(base) or any(
                 a is not b for a, b in zip(g.interventions, base)):
             return None
-        cell = _cell(model, gi, g, g.interventions[len(base):], width, extra)
+        cell = _cell(model, gi, g, g.interventions[len(base):], width, extra, known)
         if cell is None:
             return None
         cells.append(cell)
     return _Plan(groups, base, cells, width, list(extra))
 
 
-def _layer(model: Any, name: str) -> int:
+def _layer(model: Any, name: str, known: Optional[dict] = None) -> int:
     """The first layer whose computation a change at this site can alter (0 for embed; the
-    last layer for the final norm and the logits, whose input the last layer computes)."""
+    last layer for the final norm and the logits, whose input the last layer computes).
+    ``known`` remembers names already resolved (a plan names few sites many times)."""
+    if known is not None and name in known:
+        return known[name]
     last = dims_of(config(model)).n_layers - 1
-    return min(last, max(0, resolve_site(model, name).order[0]))
+    layer = min(last, max(0, resolve_site(model, name).order[0]))
+    if known is not None:
+        known[name] = layer
+    return layer
 
 
-def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict) -> Optional[_Cell]:
+def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict,
+          known: Optional[dict] = None) -> Optional[_Cell]:
     rows = g.rows
     if not edits:  # the reference run again: every readout is the reference run's
         for rd in g.reads:
@@ -116,7 +124,7 @@ def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict) -
         n = len(rows[r])
         first[r] = min(first[r], 0 if positions is None else min(p % n for p in positions))
 
-    layer = min(_layer(model, iv.site) for iv in edits)
+    layer = min(_layer(model, iv.site, known) for iv in edits)
     cell_edits = []
     for iv in edits:
         r = iv.rows[0] % len(rows)
@@ -138,7 +146,7 @@ def _cell(model: Any, gi: int, g: Group, edits: list, width: int, extra: dict) -
         if r in first:
             need(r, rd.positions)
             if isinstance(rd, Activations):
-                layer = min(layer, _layer(model, rd.site))
+                layer = min(layer, _layer(model, rd.site, known))
             reads.append(("local", rd))
         else:
             extra.setdefault(rd, None)
