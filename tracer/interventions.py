@@ -28,7 +28,8 @@ def interchange_values(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 def add_values(x: torch.Tensor, vector: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """``x + alpha * vector``."""
-    return x + alpha * vector.to(x.dtype)
+    one = isinstance(alpha, (int, float)) and alpha == 1.0  # a tensor alpha is multiplied
+    return x + (vector.to(x.dtype) if one else alpha * vector.to(x.dtype))
 
 
 def zero_values(x: torch.Tensor) -> torch.Tensor:

@@ -361,11 +361,14 @@ class Site:
                             f"the logits inside its own module, so a write would change nothing; "
                             f"to change the routing, edit resid_mid.{self.layer} (the MLP's input)")
         target = x.shape if index is None else x[index].shape
-        value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        try:
-            fits = torch.broadcast_shapes(value.shape, target) == target
-        except RuntimeError:
-            fits = False
+        if not (isinstance(value, torch.Tensor) and value.dtype == x.dtype and value.device == x.device):
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        fits = value.shape == target  # the common case, without broadcast_shapes' cost per step
+        if not fits:
+            try:
+                fits = torch.broadcast_shapes(value.shape, target) == target
+            except RuntimeError:
+                fits = False
         if not fits:
             raise SiteError(f"value of shape {tuple(value.shape)} does not fit the selection "
                              f"{tuple(target)} of site {self.name} (rows, positions"
