@@ -296,3 +296,24 @@ def test_a_prefix_pass_from_the_first_token_and_above_layer_zero(tiny_models, ar
     fast = execute.run(model, groups, progress=False, exact_reuse=True, max_batch=6)
     assert sum(suffix for _, _, suffix in seen) == 4  # every cell branched
     _close(execute.run(model, groups, progress=False, exact_reuse=False), fast)
+
+
+def test_a_data_set_of_pairs_branches_each_pairs_prompts(tiny_models, monkeypatch):
+    """Over a data set (every pair's plan merged, tracer.plan.merge) each pair's prompts
+    form their own classes: branched, and equal to the full recomputation."""
+    model = tiny_models["llama"]
+    pairs = [["The capital of France is a city", "The capital of Italy is a city"],
+             ["The Eiffel Tower is in Paris and", "The Colosseum is in Rome and"]]
+    targets = [["France", "Italy"], ["Eiffel Tower", "Colosseum"]]
+    real = execute.run
+    runs = {}
+    for mode in (False, True):
+        seen = _branching(monkeypatch)
+        monkeypatch.setattr(execute, "run", lambda *a, **k: real(*a, **{**k, "exact_reuse": mode}))
+        runs[mode] = interchange.interchange(model, pairs, BRANCH_CONTS, targets, ["lay", "qry"],
+                                             heads="each", progress=False)
+        assert any(suffix for _, _, suffix in seen) == mode
+    for p in range(len(pairs)):
+        for name, arrays in runs[False].per_pair[p].items():
+            for key, value in arrays.items():
+                np.testing.assert_allclose(runs[True].per_pair[p][name][key], value, rtol=0, atol=1e-6)
