@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .costs import Costs
-from .interventions import Intervention, Source
+from .interventions import Source
 from .plan import Group, _is_add, _is_copy, _is_set
 from .sites import site as resolve_site
 
