@@ -317,3 +317,35 @@ def test_a_data_set_of_pairs_branches_each_pairs_prompts(tiny_models, monkeypatc
         for name, arrays in runs[False].per_pair[p].items():
             for key, value in arrays.items():
                 np.testing.assert_allclose(runs[True].per_pair[p][name][key], value, rtol=0, atol=1e-6)
+
+
+def test_repeated_groups_run_once(tiny_models, monkeypatch):
+    """Under grouped-query attention a key/value head swapped for each query head that
+    reads it repeats the same group: it runs once (tracer.plan.distinct) and every copy gets
+    its readouts, equal to running each; a group with a callable kind is never merged."""
+    from tracer import plan as plans
+    from tracer.interventions import Intervention
+
+    model = tiny_models["llama"]
+    dims = tracer_dims(model)
+    assert dims.n_kv_heads < dims.n_heads
+    recipe = interchange.InterchangeIntervention(
+        model, interchange.InterchangeInterventionConfig(SENTS, CONTS))
+    groups, _ = recipe.plan(["capital", "Eiffel Tower"], ["key"], heads="each")
+    unique, where = plans.distinct(groups)
+    assert len(groups) == 1 + dims.n_layers * dims.n_heads
+    assert len(unique) == 1 + dims.n_layers * dims.n_kv_heads
+    assert [unique[i] is groups[k] for k, i in enumerate(where)].count(True) == len(unique)
+    got = execute.run(model, groups, progress=False)
+    monkeypatch.setattr(execute, "distinct", lambda gs: (list(gs), list(range(len(gs)))))
+    _close(execute.run(model, groups, progress=False), got)
+    g = groups[1]
+    odd = Intervention(lambda x, source: x, g.interventions[0].site, (1,), rows=[0])
+    twice = [plans.Group(g.rows, [odd], g.reads), plans.Group(g.rows, [odd], g.reads)]
+    assert len(plans.distinct(twice)[0]) == 2
+
+
+def tracer_dims(model):
+    from tracer.sites import config, dims_of
+
+    return dims_of(config(model))

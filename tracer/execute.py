@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .patches import Batch, run_batch
-from .plan import Activations, Group, compile_batch, default_max_batch, pack, split_results
+from .plan import Activations, Group, compile_batch, default_max_batch, distinct, pack, split_results
 from . import costs, reuse
 from .errors import RemoteError, RemoteTransient
 from .resume import requests_of, resumable, steps, ticking
@@ -346,12 +346,27 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     ``exact_reuse=None`` (the default) locally when that is predicted to be faster than
     computing every group in full (``tracer.costs``: the model's trace, layer and token
     costs, measured once per process), and remotely always; ``True``: whenever the plan
-    allows; ``False``: never.
+    allows; ``False``: never.  A group repeated in the plan (same rows, edits of pure kinds
+    and readouts: ``plan.distinct``) runs once.
     """
     if not groups:
         return []
     ensure_checked(model)
     check_length(model.config, max(len(r) for g in groups for r in g.rows), "the longest row of the plan")
+    unique, where = distinct(groups)
+    got = _run(model, unique, max_batch, progress, desc, remote, max_request_rows, resume_dir,
+               timeout, exact_reuse)
+    if len(unique) == len(groups):
+        return got
+    # a repeated group ran once: each copy gets its readouts
+    first = {i: k for k, i in reversed(list(enumerate(where)))}
+    return [list(got[i]) if first[i] == k else [t.clone() for t in got[i]] for k, i in enumerate(where)]
+
+
+def _run(model: Any, groups: Sequence[Group], max_batch: Optional[int], progress: Any, desc: str,
+         remote: Optional[bool], max_request_rows: Optional[int], resume_dir: Optional[str],
+         timeout: Optional[float], exact_reuse: Optional[bool]) -> list[list[torch.Tensor]]:
+    """``run`` on a plan without repeated groups."""
     remote = is_remote(model) if remote is None else remote
     if max_batch is None:
         if remote:

@@ -381,6 +381,57 @@ def unmerge(results: Sequence[Sequence[torch.Tensor]], counts: list[list[int]]) 
     return out
 
 
+def distinct(groups: Sequence[Group]) -> tuple[list[Group], list[int]]:
+    """The plan's groups without repeats, and for each group the index of its one copy.
+
+    Groups with the same rows, edits and readouts compute the same values (a key or value
+    head swapped for each query head that reads it, under grouped-query attention).  Only
+    groups whose edits are all pure kinds (``Intervention.kind`` a name) are compared: a
+    callable kind may draw at random or keep state."""
+    unique: list[Group] = []
+    seen: dict = {}
+    where = []
+    for g in groups:
+        key = _content(g)
+        if key is None:
+            where.append(len(unique))
+            unique.append(g)
+            continue
+        if key not in seen:
+            seen[key] = len(unique)
+            unique.append(g)
+        where.append(seen[key])
+    return unique, where
+
+
+def _content(g: Group) -> Any:
+    """A hashable key of everything a group computes, or None when it cannot be compared."""
+    def frozen(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            return ("tensor", tuple(t.shape), str(t.dtype), t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if isinstance(x, (list, tuple)):
+            return tuple(frozen(v) for v in x)
+        if isinstance(x, Source):
+            return ("source", frozen(x.row), frozen(x.positions), x.site)
+        if x is None or isinstance(x, (int, float, str, bool)):
+            return x
+        raise TypeError(f"{type(x).__name__} in a group's key")
+
+    if any(not isinstance(iv.kind, str) for iv in g.interventions):
+        return None
+    try:
+        edits = tuple((iv.kind, iv.site, frozen(iv.positions), frozen(iv.heads), frozen(iv.rows),
+                       frozen(iv.subspaces), frozen(iv.source),
+                       tuple((k, frozen(v)) for k, v in sorted(iv.params.items())))
+                      for iv in g.interventions)
+        key = (tuple(tuple(int(t) for t in r) for r in g.rows), edits, tuple(g.reads))
+        hash(key)
+    except TypeError:  # a readout or parameter the key cannot hold: never merged
+        return None
+    return key
+
+
 def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:
     """Indices of groups per batch, in order, each batch at most ``max_batch`` rows.
 
