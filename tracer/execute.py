@@ -356,11 +356,7 @@ def run(model: Any, groups: Sequence[Group], max_batch: Optional[int] = None,
     unique, where = distinct(groups)
     got = _run(model, unique, max_batch, progress, desc, remote, max_request_rows, resume_dir,
                timeout, exact_reuse)
-    if len(unique) == len(groups):
-        return got
-    # a repeated group ran once: each copy gets its readouts
-    first = {i: k for k, i in reversed(list(enumerate(where)))}
-    return [list(got[i]) if first[i] == k else [t.clone() for t in got[i]] for k, i in enumerate(where)]
+    return got if len(unique) == len(groups) else [list(got[i]) for i in where]  # copies share
 
 
 def _run(model: Any, groups: Sequence[Group], max_batch: Optional[int], progress: Any, desc: str,

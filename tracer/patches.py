@@ -121,11 +121,12 @@ def _gather(slot: torch.Tensor, index: torch.Tensor, heads: Optional[torch.Tenso
     return padded[index] if heads is None else padded[index, heads.to(padded.device)]
 
 
-def prepare(batch: Batch, outputs: list, cache: Any) -> Any:
+def prepare(batch: Batch, outputs: list, cache: Any, empty: bool = False) -> Any:
     """Fill a reuse batch from the reference run: its outputs (``run_batch``'s list) give
     the constant values and the skipped layers' output; ``cache`` (the reference run's
     transformers Cache) gives the earlier columns' keys and values.  Returns the batch's own
-    cache (a new one of the same type), or None.  Trace-time: runs inside NDIF sessions."""
+    cache (a new one of the same type), or None; with ``empty`` an empty one rather than None
+    (a prefix pass fills it, ``tracer.branch``).  Trace-time: runs inside NDIF sessions."""
     for ops in batch.ops:
         if ops.set_from is not None:
             slot, index, heads = ops.set_from
@@ -134,7 +135,7 @@ def prepare(batch: Batch, outputs: list, cache: Any) -> Any:
         paths, slot, index = batch.skip_from
         batch.skip = (paths, _gather(outputs[slot], index))
     if batch.cache_from is None:
-        return None
+        return type(cache)() if empty else None
     rows, columns = batch.cache_from
     own = type(cache)()
     for i, layer in enumerate(cache.layers):
@@ -154,15 +155,15 @@ def branch(batch: Batch, prefix_cache: Any) -> Any:
     pass skips them too, but the cache's length is read from its first layer."""
     rows, width, n_layers = batch.branch_from
     own = type(prefix_cache)()
-    layers = list(prefix_cache.layers)
-    full = [layer for layer in layers if layer.is_initialized and layer.keys.shape[-2] == width]
-    for i in range(n_layers):
-        layer = layers[i] if i < len(layers) else None
-        if layer is not None and layer.is_initialized and layer.keys.shape[-2] == width:
+    layers = [layer if layer.is_initialized and layer.keys.shape[-2] == width else None
+              for layer in prefix_cache.layers]
+    layers += [None] * (n_layers - len(layers))
+    like = next(layer.keys for layer in layers if layer is not None)
+    for i, layer in enumerate(layers):
+        if layer is not None:
             r = rows.to(layer.keys.device)
             own.update(layer.keys[r], layer.values[r], i)
         else:
-            like = full[0].keys
             zeros = like.new_zeros((len(rows),) + tuple(like.shape[1:]))
             own.update(zeros, zeros, i)
     return own

@@ -17,6 +17,7 @@ interventions through their record, readouts as flat index tensors.  Client side
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -381,55 +382,60 @@ def unmerge(results: Sequence[Sequence[torch.Tensor]], counts: list[list[int]]) 
     return out
 
 
+def digest_group(digest: Any, g: Group) -> None:
+    """Feed ``g``'s content to a hashlib ``digest``: its rows, readouts and every
+    intervention's fields and tensors, whole (a tensor's repr elides its middle)."""
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            digest.update(f"tensor{tuple(x.shape)}{x.dtype}".encode())
+            digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, (list, tuple)):
+            digest.update(b"(")
+            for v in x:
+                feed(v)
+            digest.update(b")")
+        elif isinstance(x, Source):
+            digest.update(b"Source")
+            feed((x.row, x.positions, x.site))
+        else:
+            digest.update(repr(x).encode() + b",")
+
+    feed([list(r) for r in g.rows])
+    digest.update(repr(g.reads).encode())
+    for iv in g.interventions:
+        feed((iv.kind if isinstance(iv.kind, str) else type(iv.kind).__name__, iv.site, iv.positions,
+              iv.heads, iv.rows, iv.subspaces, iv.source))
+        for name in sorted(iv.params):
+            feed((name, iv.params[name]))
+        state = getattr(iv.kind, "state_dict", None)
+        if not isinstance(iv.kind, str):  # a module's weights; any other callable by identity
+            feed(list(state().values()) if callable(state) else repr(iv.kind))
+
+
 def distinct(groups: Sequence[Group]) -> tuple[list[Group], list[int]]:
     """The plan's groups without repeats, and for each group the index of its one copy.
 
-    Groups with the same rows, edits and readouts compute the same values (a key or value
-    head swapped for each query head that reads it, under grouped-query attention).  Only
-    groups whose edits are all pure kinds (``Intervention.kind`` a name) are compared: a
-    callable kind may draw at random or keep state."""
+    Groups with the same rows, edits and readouts (``digest_group``) compute the same values
+    (a key or value head swapped for each query head that reads it, under grouped-query
+    attention).  Only groups whose edits are all pure kinds (``Intervention.kind`` a name)
+    are compared: a callable kind may draw at random or keep state."""
     unique: list[Group] = []
     seen: dict = {}
     where = []
     for g in groups:
-        key = _content(g)
-        if key is None:
+        key = None
+        if all(isinstance(iv.kind, str) for iv in g.interventions):
+            digest = hashlib.sha256()
+            digest_group(digest, g)
+            key = digest.digest()
+        if key is None or key not in seen:
+            if key is not None:
+                seen[key] = len(unique)
             where.append(len(unique))
             unique.append(g)
-            continue
-        if key not in seen:
-            seen[key] = len(unique)
-            unique.append(g)
-        where.append(seen[key])
+        else:
+            where.append(seen[key])
     return unique, where
-
-
-def _content(g: Group) -> Any:
-    """A hashable key of everything a group computes, or None when it cannot be compared."""
-    def frozen(x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous()
-            return ("tensor", tuple(t.shape), str(t.dtype), t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        if isinstance(x, (list, tuple)):
-            return tuple(frozen(v) for v in x)
-        if isinstance(x, Source):
-            return ("source", frozen(x.row), frozen(x.positions), x.site)
-        if x is None or isinstance(x, (int, float, str, bool)):
-            return x
-        raise TypeError(f"{type(x).__name__} in a group's key")
-
-    if any(not isinstance(iv.kind, str) for iv in g.interventions):
-        return None
-    try:
-        edits = tuple((iv.kind, iv.site, frozen(iv.positions), frozen(iv.heads), frozen(iv.rows),
-                       frozen(iv.subspaces), frozen(iv.source),
-                       tuple((k, frozen(v)) for k, v in sorted(iv.params.items())))
-                      for iv in g.interventions)
-        key = (tuple(tuple(int(t) for t in r) for r in g.rows), edits, tuple(g.reads))
-        hash(key)
-    except TypeError:  # a readout or parameter the key cannot hold: never merged
-        return None
-    return key
 
 
 def pack(groups: Sequence[Group], max_batch: int) -> Iterator[list[int]]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import RemoteError
+from .plan import digest_group
 
 
 def requests_of(work: list, max_rows: Optional[int]) -> list[list[int]]:
@@ -69,31 +70,8 @@ def plan_key(model: Any, groups: list) -> str:
         digest.update(model._remoteable_model_key().encode())
     except Exception:  # noqa: BLE001 - a model without a remote key: its name will do
         digest.update(str(getattr(model, "repo_id", "")).encode())
-
-    def tensor(t: torch.Tensor) -> None:
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.detach().cpu().float().contiguous().numpy().tobytes())
-
     for g in groups:
-        digest.update(repr([list(r) for r in g.rows]).encode())
-        digest.update(repr(g.reads).encode())
-        for iv in g.interventions:
-            kind = iv.kind if isinstance(iv.kind, str) else type(iv.kind).__name__
-            digest.update(repr((kind, iv.site, iv.positions, iv.heads, iv.rows, iv.subspaces)).encode())
-            if isinstance(iv.source, torch.Tensor):
-                tensor(iv.source)
-            else:
-                digest.update(repr(iv.source).encode())
-            for name in sorted(iv.params):
-                value = iv.params[name]
-                digest.update(name.encode())
-                if isinstance(value, torch.Tensor):
-                    tensor(value)
-                else:
-                    digest.update(repr(value).encode())
-            if not isinstance(iv.kind, str):
-                for value in iv.kind.state_dict().values():
-                    tensor(value)
+        digest_group(digest, g)
     return digest.hexdigest()[:24]
 
 

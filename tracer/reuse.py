@@ -284,7 +284,7 @@ def compile_plan(model: Any, reuse: _Plan, max_batch: int, costs: Optional[Costs
         index = [r for c in cells for r in c.rows]
         parts = None if symbolic else branch.split(model, local, n_layers - layer, width - column, costs)
         if parts is not None:
-            b, lay = _branched(model, parts, local, rows, index, layer, width, where_read, n_layers)
+            b, lay = _branched(model, parts, rows, index, layer, width, where_read, n_layers)
             compiled.append((cells, b, lay))
             continue
         b, lay = compile_batch(model, local, width=width, start=column)
@@ -321,7 +321,7 @@ def _skip_from(model: Any, where_read: dict, layer: int, refs: list, pads: list,
     return paths, slot, flat
 
 
-def _branched(model: Any, parts: branch.Split, local: list, rows: list, index: list, layer: int,
+def _branched(model: Any, parts: branch.Split, rows: list, index: list, layer: int,
               width: int, where_read: dict, n_layers: int) -> tuple:
     """A batch as ``tracer.branch``'s two passes: the suffix pass (returned, with its layout)
     holds the prefix pass, whose earlier columns come from the reference run's cache."""
@@ -400,9 +400,7 @@ def run(model: Any, reuse: _Plan, max_batch: int, trace: Callable[[Any, Any], li
             b.cache = prepare(b, ref_out, plan.ref.cache)
             if b.prefix is not None:  # tracer.branch: the shared prompts first
                 a = b.prefix
-                a.cache = prepare(a, ref_out, plan.ref.cache)
-                if a.cache is None:
-                    a.cache = DynamicCache()
+                a.cache = prepare(a, ref_out, plan.ref.cache, empty=True)
                 trace(a, None)
                 b.cache = branch_cache(b, a.cache)
                 a.cache = a.skip = None
@@ -437,9 +435,7 @@ def session(model: Any, ref: Any, work: list, remote: bool = True) -> tuple[list
             for batch in work:
                 own = prepare(batch, ref_out, cache)
                 if batch.prefix is not None:  # tracer.branch: the shared prompts first
-                    first = prepare(batch.prefix, ref_out, cache)
-                    if first is None:
-                        first = type(seed)()
+                    first = prepare(batch.prefix, ref_out, cache, empty=True)
                     with model.trace(batch.prefix.inputs, logits_to_keep=batch.prefix.keep, use_cache=True,
                                      **{name: first}):
                         run_batch(model, batch.prefix)
